@@ -1,0 +1,102 @@
+namespace UioLlm.Kernels;
+
+/// <summary>
+/// Which keys each query may attend to, as a small value (never a dense matrix). One descriptor serves
+/// full attention, causal decoding over a memory prefix (UIO's decoder), StreamingLLM / LM-Infinite windows
+/// with attention sinks, UIO's and Activation Beacon's step-expansion encoder pattern, and S2-Attn groups.
+/// </summary>
+/// <remarks>
+/// Keys are indexed j = 0..Tk-1, queries i = 0..Tq-1. Queries are aligned bottom-right: query i sits at
+/// key position qpos = Tk - Tq + i. Keys j &lt; <see cref="PrefixLength"/> (e.g. UIO memory K/V) are seen by
+/// every query. The remaining rules use positions relative to the prefix: rq = qpos - P, rk = j - P.
+/// <list type="bullet">
+/// <item>Step expansion (<see cref="MemoryCount"/> = n &gt; 0, <see cref="StepStride"/> = c): the non-prefix
+/// keys are [L ordinary ; n memory] with Tq = Tk - P. Ordinary query rq &lt; L sees ordinary rk &lt;= rq.
+/// Memory query m = rq - L sees ordinary rk &lt; min((m + 1) * c, L) and itself, no other memory token.</item>
+/// <item>Causal: rk &lt;= rq.</item>
+/// <item>Window W &gt; 0: rq - rk &lt; W, except the first <see cref="Sinks"/> non-prefix keys, always seen.</item>
+/// <item>Groups G &gt; 0: rq and rk must fall in the same block of G positions; with
+/// <see cref="ShiftUpperHalfHeads"/>, heads h &gt;= Hq/2 use blocks shifted by G/2 (S2-Attn, without wrap-around).</item>
+/// </list>
+/// </remarks>
+public readonly record struct AttentionMask
+{
+    public int PrefixLength { get; init; }
+    public bool Causal { get; init; }
+    public int Window { get; init; }
+    public int Sinks { get; init; }
+    public int MemoryCount { get; init; }
+    public int StepStride { get; init; }
+    public int GroupSize { get; init; }
+    public bool ShiftUpperHalfHeads { get; init; }
+
+    /// <summary>Every query sees every key.</summary>
+    public static AttentionMask None => default;
+
+    /// <summary>Causal, bottom-right aligned, with an optional always-visible prefix (UIO decoder: the memory).</summary>
+    public static AttentionMask CausalMask(int prefixLength = 0) => new() { Causal = true, PrefixLength = prefixLength };
+
+    /// <summary>Causal sliding window of <paramref name="window"/> keys plus <paramref name="sinks"/> attention sinks.</summary>
+    public static AttentionMask SlidingWindow(int window, int sinks = 0, int prefixLength = 0) =>
+        new() { Causal = true, Window = window, Sinks = sinks, PrefixLength = prefixLength };
+
+    /// <summary>UIO encoder / Activation Beacon: [L ordinary ; n memory], memory i sees the first (i+1)*stride ordinary tokens.</summary>
+    public static AttentionMask StepExpansion(int memoryCount, int stride, int prefixLength = 0) =>
+        new() { MemoryCount = memoryCount, StepStride = stride, PrefixLength = prefixLength };
+
+    /// <summary>Block-diagonal groups (S2-Attn), optionally causal and with upper-half heads shifted by G/2.</summary>
+    public static AttentionMask BlockDiagonal(int groupSize, bool causal = true, bool shiftUpperHalfHeads = false) =>
+        new() { GroupSize = groupSize, Causal = causal, ShiftUpperHalfHeads = shiftUpperHalfHeads };
+
+    /// <summary>True when some rule depends on positions (anything beyond a prefix).</summary>
+    public bool UsesPositions => Causal || Window > 0 || MemoryCount > 0 || GroupSize > 0;
+
+    /// <summary>The reference rule: may query <paramref name="i"/> (of <paramref name="tq"/>) using head
+    /// <paramref name="head"/> (of <paramref name="queryHeads"/>) see key <paramref name="j"/> (of <paramref name="tk"/>)?</summary>
+    public bool IsVisible(int head, int queryHeads, int i, int j, int tq, int tk)
+    {
+        int p = PrefixLength;
+        if (j < p) return true;
+        int rq = tk - tq + i - p;
+        int rk = j - p;
+        if (MemoryCount > 0)
+        {
+            int l = tq - MemoryCount;
+            if (rq < l) return rk <= rq;
+            int m = rq - l;
+            return rk == rq || rk < Math.Min((m + 1) * StepStride, l);
+        }
+        if (Causal && rk > rq) return false;
+        if (Window > 0 && rq - rk >= Window && rk >= Sinks) return false;
+        if (GroupSize > 0)
+        {
+            int shift = ShiftUpperHalfHeads && head >= queryHeads / 2 ? GroupSize / 2 : 0;
+            if ((rq + shift) / GroupSize != (rk + shift) / GroupSize) return false;
+        }
+        return true;
+    }
+
+    /// <summary>Throw a clear ArgumentException when the descriptor does not fit the given sizes.</summary>
+    public void Validate(string op, int tq, int tk)
+    {
+        if (PrefixLength < 0 || Window < 0 || Sinks < 0 || MemoryCount < 0 || StepStride < 0 || GroupSize < 0)
+            throw new ArgumentException($"{op}: mask {this} has a negative field", "mask");
+        if (PrefixLength > tk)
+            throw new ArgumentException($"{op}: mask prefix {PrefixLength} is longer than the {tk} keys", "mask");
+        if (Sinks > 0 && Window == 0)
+            throw new ArgumentException($"{op}: mask has {Sinks} sinks but no window; sinks only apply to a sliding window", "mask");
+        if (UsesPositions && tq > tk - PrefixLength)
+            throw new ArgumentException($"{op}: {tq} queries but only {tk - PrefixLength} non-prefix keys; positional masks need Tq <= Tk - prefix", "mask");
+        if (MemoryCount > 0)
+        {
+            if (StepStride <= 0)
+                throw new ArgumentException($"{op}: step-expansion mask needs a positive stride, got {StepStride}", "mask");
+            if (tq != tk - PrefixLength || MemoryCount > tq)
+                throw new ArgumentException($"{op}: step-expansion mask with {MemoryCount} memory tokens needs Tq = Tk - prefix >= {MemoryCount}, got Tq={tq}, Tk={tk}, prefix={PrefixLength}", "mask");
+            if (Causal || Window > 0 || GroupSize > 0)
+                throw new ArgumentException($"{op}: step-expansion mask cannot be combined with causal/window/group rules (it already implies its own)", "mask");
+        }
+        if (ShiftUpperHalfHeads && GroupSize < 2)
+            throw new ArgumentException($"{op}: shifted groups need a group size of at least 2, got {GroupSize}", "mask");
+    }
+}

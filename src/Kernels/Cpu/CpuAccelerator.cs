@@ -1,0 +1,63 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace UioLlm.Kernels.Cpu;
+
+/// <summary>The CPU backend: C# SIMD kernels parallelised with Parallel.For.</summary>
+public sealed class CpuAccelerator : Accelerator
+{
+    private readonly CpuKernels kernels;
+
+    public CpuAccelerator(int threads = 0)
+    {
+        if (threads < 0) throw new ArgumentOutOfRangeException(nameof(threads), threads, "expected 0 (all cores) or a positive thread count");
+        Threads = threads == 0 ? Environment.ProcessorCount : threads;
+        kernels = new CpuKernels(Threads);
+    }
+
+    /// <summary>Upper bound on worker threads used by one kernel call.</summary>
+    public int Threads { get; }
+
+    public override AcceleratorKind Kind => AcceleratorKind.Cpu;
+
+    public override string Description => $"CPU: {Threads} thread(s), {SimdDescription}";
+
+    public override IKernels Kernels => kernels;
+
+    public static string SimdDescription =>
+        Vector512.IsHardwareAccelerated ? "AVX-512 (Vector512)"
+        : Vector256.IsHardwareAccelerated ? "AVX2 (Vector256)"
+        : Vector128.IsHardwareAccelerated ? "SSE/NEON (Vector128)"
+        : "scalar";
+
+    public override void Synchronize() { }
+
+    protected internal override DeviceMemory AllocateMemory(int length) => new CpuMemory(this, length);
+}
+
+/// <summary>Pinned managed storage: the address never moves, so kernels may use raw pointers.</summary>
+internal sealed class CpuMemory : DeviceMemory
+{
+    private float[]? data;
+
+    public CpuMemory(Accelerator accelerator, int length) : base(accelerator, length)
+    {
+        data = GC.AllocateArray<float>(Math.Max(length, 1), pinned: true);
+    }
+
+    public override bool IsHostAccessible => true;
+
+    private float[] Data => data ?? throw new ObjectDisposedException(nameof(CpuMemory), "The tensor's memory was already released.");
+
+    public override Span<float> HostSpan(int offset, int count) => Data.AsSpan(offset, count);
+
+    public override unsafe nint Address(int offset) =>
+        (nint)Unsafe.AsPointer(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(Data), offset));
+
+    public override void Upload(ReadOnlySpan<float> source, int offset) => source.CopyTo(Data.AsSpan(offset, source.Length));
+
+    public override void Download(int offset, Span<float> destination) => Data.AsSpan(offset, destination.Length).CopyTo(destination);
+
+    protected override void Release() => data = null;
+}

@@ -1,0 +1,46 @@
+using UioLlm.Kernels;
+
+namespace UioLlm.Tests.Support;
+
+/// <summary>
+/// The accelerator the kernel tests run on: CPU by default; UIOLLM_TEST_BACKEND=cuda runs the same
+/// parity suite against the CUDA backend.
+/// </summary>
+public static class TestBackend
+{
+    private static readonly Lazy<Accelerator> shared = new(Create);
+
+    /// <summary>One accelerator shared by every test (kernels are stateless; tensors are per test).</summary>
+    public static Accelerator Shared => shared.Value;
+
+    public static Accelerator Create()
+    {
+        string? name = Environment.GetEnvironmentVariable("UIOLLM_TEST_BACKEND");
+        return name?.ToLowerInvariant() switch
+        {
+            null or "" or "cpu" => Accelerator.Create(AcceleratorKind.Cpu),
+            "cuda" => Accelerator.Create(AcceleratorKind.Cuda),
+            _ => throw new InvalidOperationException($"UIOLLM_TEST_BACKEND='{name}': expected cpu or cuda"),
+        };
+    }
+}
+
+/// <summary>Where the shared third-party test data lives (../shared/data, or UIOLLM_DATA).</summary>
+public static class TestData
+{
+    public static string? Root
+    {
+        get
+        {
+            string? env = Environment.GetEnvironmentVariable("UIOLLM_DATA");
+            if (!string.IsNullOrEmpty(env)) return Directory.Exists(env) ? env : null;
+            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            {
+                string candidate = Path.Combine(dir.FullName, "..", "shared", "data");
+                if (Directory.Exists(candidate) && File.Exists(Path.Combine(candidate, "README.md")))
+                    return Path.GetFullPath(candidate);
+            }
+            return null;
+        }
+    }
+}
