@@ -1,0 +1,98 @@
+using System.Diagnostics;
+using Spectre.Console;
+using UioLlm.Kernels;
+
+namespace UioLlm.Cli;
+
+/// <summary>`uio kernels`: which device runs the kernels and how fast the main ones are here.</summary>
+internal static class KernelsCommand
+{
+    public static int Run(int threads, bool quick, TextWriter output, TextWriter error)
+    {
+        if (threads < 0)
+        {
+            error.WriteLine($"uio kernels: --threads must be 0 (all cores) or a positive number, got {threads}");
+            return 2;
+        }
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
+        using var acc = Accelerator.Create(AcceleratorKind.Auto, threads);
+        console.MarkupLineInterpolated($"[bold]UioLlm[/] kernels on {acc.Description}");
+        if (acc.FallbackReason is { } why) console.MarkupLineInterpolated($"[grey]{why}[/]");
+
+        var table = new Table().AddColumns("kernel", "shape", "ms", "GFLOP/s");
+        var cases = Cases(quick);
+        console.Progress().AutoClear(true).Start(ctx =>
+        {
+            var task = ctx.AddTask("measuring", maxValue: cases.Count);
+            foreach (var c in cases)
+            {
+                double ms = Measure(acc, c, quick ? 3 : 7);
+                table.AddRow(c.Kernel, c.Shape, ms.ToString("F2"), (c.Flops / (ms * 1e6)).ToString("F1"));
+                task.Increment(1);
+            }
+        });
+        console.Write(table);
+        return 0;
+    }
+
+    private sealed record Case(string Kernel, string Shape, double Flops, Func<Accelerator, Action> Prepare);
+
+    private static List<Case> Cases(bool quick)
+    {
+        int m = 512, kn = quick ? 1024 : 2048, keys = quick ? 1024 : 4096;
+        const int heads = 8, dim = 64;
+        // Causal self-attention: keys*(keys+1)/2 visible pairs, 4*D flops each forward, 10*D backward.
+        double pairs = (double)keys * (keys + 1) / 2 * heads;
+        return
+        [
+            new("MatMul x W^T", $"{m}x{kn} . {kn}x{kn}^T", 2.0 * m * kn * kn, acc =>
+            {
+                var x = RandomTensor(acc, m, kn); var w = RandomTensor(acc, kn, kn); var y = acc.Allocate(m, kn);
+                return () => acc.Kernels.MatMul(x, w, y, transB: true);
+            }),
+            new("Attention forward", $"causal {keys} keys, {heads} heads, D={dim}", 4.0 * dim * pairs, acc =>
+            {
+                var (q, k, v, o, lse) = AttentionTensors(acc, keys, heads, dim);
+                return () => acc.Kernels.Attention(q, k, v, o, lse, AttentionMask.CausalMask());
+            }),
+            new("Attention backward", $"causal {keys} keys, {heads} heads, D={dim}", 10.0 * dim * pairs, acc =>
+            {
+                var (q, k, v, o, lse) = AttentionTensors(acc, keys, heads, dim);
+                acc.Kernels.Attention(q, k, v, o, lse, AttentionMask.CausalMask());
+                var dO = RandomTensor(acc, keys, heads, dim);
+                var dq = acc.Allocate(keys, heads, dim); var dk = acc.Allocate(keys, heads, dim); var dv = acc.Allocate(keys, heads, dim);
+                return () => acc.Kernels.AttentionBackward(q, k, v, o, dO, lse, AttentionMask.CausalMask(), dq, dk, dv);
+            }),
+        ];
+    }
+
+    private static (Tensor, Tensor, Tensor, Tensor, Tensor) AttentionTensors(Accelerator acc, int t, int h, int d) =>
+        (RandomTensor(acc, t, h, d), RandomTensor(acc, t, h, d), RandomTensor(acc, t, h, d), acc.Allocate(t, h, d), acc.Allocate(h, t));
+
+    private static Tensor RandomTensor(Accelerator acc, params int[] shape)
+    {
+        var t = acc.Allocate(shape);
+        var r = new Random(1234);
+        var s = t.Span;
+        for (int i = 0; i < s.Length; i++) s[i] = (float)(r.NextDouble() * 2 - 1);
+        return t;
+    }
+
+    /// <summary>Median wall time in milliseconds over <paramref name="reps"/> runs after one warm-up.</summary>
+    private static double Measure(Accelerator acc, Case c, int reps)
+    {
+        var run = c.Prepare(acc);
+        run();
+        acc.Synchronize();
+        var times = new double[reps];
+        for (int i = 0; i < reps; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            run();
+            acc.Synchronize();
+            times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        }
+        Array.Sort(times);
+        return times[reps / 2];
+    }
+}
