@@ -24,7 +24,7 @@ public class AdamWTests
     [Theory, MemberData(nameof(Cases))]
     public void SeveralStepsMatchReference(int width, int n)
     {
-        using var _ = Width(width);
+        using var simd = Width(width);
         var rng = new Rng(n * 3 + width);
         float[] p0 = rng.Uniform(n);
         using var p = Tensor(acc, p0, "param", n);

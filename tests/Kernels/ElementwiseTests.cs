@@ -24,7 +24,7 @@ public class ElementwiseTests
     [Theory, MemberData(nameof(Cases))]
     public void BinaryOpsMatchReference(int width, int n)
     {
-        using var _ = Width(width);
+        using var simd = Width(width);
         var rng = new Rng(n + width);
         float[] a = rng.Uniform(n), b = rng.Uniform(n), y0 = rng.Uniform(n);
         using var ta = Tensor(acc, a, "a", n);
@@ -49,7 +49,7 @@ public class ElementwiseTests
     [Theory, MemberData(nameof(Widths), MemberType = typeof(Ops))]
     public void OutputsMayAliasInputs(int width)
     {
-        using var _ = Width(width);
+        using var simd = Width(width);
         var rng = new Rng(3);
         float[] a = rng.Uniform(37), b = rng.Uniform(37);
         using var ta = Tensor(acc, a, "a", 37);
@@ -110,7 +110,7 @@ public class ElementwiseTests
     [Theory, MemberData(nameof(Widths), MemberType = typeof(Ops))]
     public void GlobalNormMatchesReference(int width)
     {
-        using var _ = Width(width);
+        using var simd = Width(width);
         var rng = new Rng(11);
         int[] sizes = [1, 7, 17, 33, 1000, (1 << 17) + 3];
         var arrays = sizes.Select(n => rng.Uniform(n, -3f, 3f)).ToList();
