@@ -37,8 +37,12 @@ public sealed unsafe partial class CpuKernels
         float* p = param.Pointer, g = grad.Pointer, pm = m.Pointer, pv = v.Pointer;
         int n = param.Length;
         if (n < OpsParallel.MinElements) AdamWRange(p, g, pm, pv, n, k);
-        else OpsParallel.Ranges(Parallel, n, (s, c) => AdamWRange(p + s, g + s, pm + s, pv + s, c, k));
+        else AdamWParallel(p, g, pm, pv, n, k);
     }
+
+    // Separate so the serial path does not allocate the lambda's closure.
+    private void AdamWParallel(float* p, float* g, float* m, float* v, int n, AdamWConstants k) =>
+        OpsParallel.Ranges(Parallel, n, (s, c) => AdamWRange(p + s, g + s, m + s, v + s, c, k));
 
     private static void CheckAdamWStep(AdamWStep step)
     {

@@ -21,8 +21,12 @@ public sealed unsafe partial class CpuKernels
         int d = weight.Length;
         float* px = x.Pointer, pw = weight.Pointer, py = y.Pointer, pr = rstd.Pointer;
         if ((long)rows * d < RmsNormParallelElements || rows < 2) RmsNormRows(px, pw, py, pr, 0, rows, d, eps);
-        else OpsParallel.Ranges(Parallel, rows, (r0, n) => RmsNormRows(px, pw, py, pr, r0, n, d, eps));
+        else RmsNormParallel(px, pw, py, pr, rows, d, eps);
     }
+
+    // Separate so the serial path does not allocate the lambda's closure.
+    private void RmsNormParallel(float* x, float* w, float* y, float* rstd, int rows, int d, float eps) =>
+        OpsParallel.Ranges(Parallel, rows, (r0, n) => RmsNormRows(x, w, y, rstd, r0, n, d, eps));
 
     public void RmsNormBackward(Tensor x, Tensor weight, Tensor rstd, Tensor dy, Tensor? dx, Tensor? dWeight)
     {
@@ -50,13 +54,13 @@ public sealed unsafe partial class CpuKernels
         float* px = x.Pointer, pw = weight.Pointer, pr = rstd.Pointer, pdy = dy.Pointer;
         float* pdx = dx is null ? null : dx.Pointer;
         float* pdw = dWeight is null ? null : dWeight.Pointer;
-        if ((long)rows * d < RmsNormParallelElements || rows < 2)
-        {
-            RmsNormBackwardRows(px, pw, pr, pdy, pdx, pdw, 0, rows, d);
-            return;
-        }
+        if ((long)rows * d < RmsNormParallelElements || rows < 2) RmsNormBackwardRows(px, pw, pr, pdy, pdx, pdw, 0, rows, d);
+        else RmsNormBackwardParallel(px, pw, pr, pdy, pdx, pdw, rows, d);
+    }
 
-        // Parallel over row ranges; each range sums its dWeight into a private row, reduced afterwards.
+    /// <summary>Parallel over row ranges; each range sums its dWeight into a private row, reduced afterwards.</summary>
+    private void RmsNormBackwardParallel(float* px, float* pw, float* pr, float* pdy, float* pdx, float* pdw, int rows, int d)
+    {
         int parts = Math.Min(Threads, rows);
         float[]? partial = pdw is null ? null : ArrayPool<float>.Shared.Rent(parts * d);
         try

@@ -21,8 +21,16 @@ public sealed unsafe partial class CpuKernels
         float* g = gate.Pointer, u = up.Pointer, y = h.Pointer;
         int n = h.Length;
         if (n < SwiGluParallelElements) SwiGluRange(g, u, y, n);
-        else OpsParallel.Ranges(Parallel, n, (s, c) => SwiGluRange(g + s, u + s, y + s, c));
+        else SwiGluParallel(g, u, y, n);
     }
+
+    // Separate so the serial path does not allocate the lambda's closure.
+    private void SwiGluParallel(float* g, float* u, float* y, int n) =>
+        OpsParallel.Ranges(Parallel, n, (s, c) => SwiGluRange(g + s, u + s, y + s, c));
+
+    private void SwiGluBackwardParallel(float* g, float* u, float* d, float* dg, float* du, int n) =>
+        OpsParallel.Ranges(Parallel, n, (s, c) =>
+            SwiGluBackwardRange(g + s, u + s, d + s, dg is null ? null : dg + s, du is null ? null : du + s, c));
 
     public void SwiGluBackward(Tensor gate, Tensor up, Tensor dh, Tensor? dGate, Tensor? dUp)
     {
@@ -42,8 +50,7 @@ public sealed unsafe partial class CpuKernels
         float* du = dUp is null ? null : dUp.Pointer;
         int n = gate.Length;
         if (n < SwiGluParallelElements) SwiGluBackwardRange(g, u, d, dg, du, n);
-        else OpsParallel.Ranges(Parallel, n, (s, c) =>
-            SwiGluBackwardRange(g + s, u + s, d + s, dg is null ? null : dg + s, du is null ? null : du + s, c));
+        else SwiGluBackwardParallel(g, u, d, dg, du, n);
 
         void CheckGradient(Tensor? grad, string name)
         {
