@@ -1,7 +1,176 @@
+using System.Runtime.Intrinsics;
+
 namespace UioLlm.Kernels.Cpu;
 
-public sealed partial class CpuKernels
+public sealed unsafe partial class CpuKernels
 {
-    public float CrossEntropy(Tensor logits, ReadOnlySpan<int> targets, Tensor lse, int ignoreIndex = -100) => throw new NotSupportedException("PENDING");
-    public void CrossEntropyBackward(Tensor logits, ReadOnlySpan<int> targets, Tensor lse, Tensor dLogits, float dLoss = 1f, int ignoreIndex = -100) => throw new NotSupportedException("PENDING");
+    /// <summary>Rows x vocabulary below which the loss stays on the calling thread.</summary>
+    private const int CrossEntropyParallelElements = 1 << 15;
+
+    public float CrossEntropy(Tensor logits, ReadOnlySpan<int> targets, Tensor lse, int ignoreIndex = -100)
+    {
+        const string op = "CrossEntropy";
+        int valid = CheckCrossEntropy(op, logits, targets, lse, ignoreIndex);
+        OpsCheck.Disjoint(op, logits, "logits", lse, "lse");
+        int rows = targets.Length, vocab = logits.Dim(-1);
+        float* x = logits.Pointer, l = lse.Pointer;
+        double total;
+        fixed (int* t = targets)
+        {
+            total = (long)rows * vocab < CrossEntropyParallelElements || rows < 2
+                ? CrossEntropyRows(x, t, l, 0, rows, vocab, ignoreIndex)
+                : CrossEntropyParallel(x, t, l, rows, vocab, ignoreIndex);
+        }
+        return valid == 0 ? 0f : (float)(total / valid);
+    }
+
+    public void CrossEntropyBackward(Tensor logits, ReadOnlySpan<int> targets, Tensor lse, Tensor dLogits, float dLoss = 1f, int ignoreIndex = -100)
+    {
+        const string op = "CrossEntropyBackward";
+        int valid = CheckCrossEntropy(op, logits, targets, lse, ignoreIndex);
+        OpsCheck.On(op, logits.Accelerator, dLogits, "dLogits");
+        Guard.SameShape(op, logits, "logits", dLogits, "dLogits");
+        OpsCheck.Disjoint(op, logits, "logits", dLogits, "dLogits");
+        OpsCheck.Disjoint(op, lse, "lse", dLogits, "dLogits");
+        Guard.Finite(op, dLoss, nameof(dLoss));
+        if (valid == 0) return;
+
+        int rows = targets.Length, vocab = logits.Dim(-1);
+        float scale = dLoss / valid;
+        float* x = logits.Pointer, l = lse.Pointer, dx = dLogits.Pointer;
+        fixed (int* t = targets)
+        {
+            if ((long)rows * vocab < CrossEntropyParallelElements || rows < 2)
+                CrossEntropyBackwardRows(x, t, l, dx, 0, rows, vocab, ignoreIndex, scale);
+            else
+                CrossEntropyBackwardParallel(x, t, l, dx, rows, vocab, ignoreIndex, scale);
+        }
+    }
+
+    /// <summary>Shared checks; returns the number of rows whose target is not the ignore index.</summary>
+    private static int CheckCrossEntropy(string op, Tensor logits, ReadOnlySpan<int> targets, Tensor lse, int ignoreIndex)
+    {
+        var acc = OpsCheck.Host(op, logits, "logits");
+        OpsCheck.On(op, acc, lse, "lse");
+        if (logits.Rank < 2 || logits.Dim(-1) == 0)
+            throw new ArgumentException($"{op}: logits has shape {logits.ShapeString}, expected [T, V] with V > 0", nameof(logits));
+        int vocab = logits.Dim(-1), rows = logits.Length / vocab;
+        if (targets.Length != rows)
+            throw new ArgumentException($"{op}: targets has {targets.Length} entries but logits {logits.ShapeString} has {rows} rows", nameof(targets));
+        Guard.Length(op, lse, "lse", rows);
+        int valid = 0;
+        for (int t = 0; t < rows; t++)
+        {
+            int target = targets[t];
+            if (target == ignoreIndex) continue;
+            if ((uint)target >= (uint)vocab)
+                throw new ArgumentOutOfRangeException(nameof(targets), target,
+                    $"{op}: targets[{t}] = {target} is outside [0, {vocab}) and is not the ignore index {ignoreIndex}");
+            valid++;
+        }
+        return valid;
+    }
+
+    private double CrossEntropyParallel(float* x, int* t, float* l, int rows, int vocab, int ignoreIndex)
+    {
+        // One partial sum per part, added in part order: the result does not depend on scheduling.
+        int parts = Math.Min(Threads, rows);
+        var partial = new double[parts];
+        System.Threading.Tasks.Parallel.For(0, parts, Parallel, k =>
+        {
+            int r0 = (int)((long)rows * k / parts), r1 = (int)((long)rows * (k + 1) / parts);
+            partial[k] = CrossEntropyRows(x, t, l, r0, r1 - r0, vocab, ignoreIndex);
+        });
+        double total = 0;
+        foreach (double p in partial) total += p;
+        return total;
+    }
+
+    private void CrossEntropyBackwardParallel(float* x, int* t, float* l, float* dx, int rows, int vocab, int ignoreIndex, float scale) =>
+        OpsParallel.Ranges(Parallel, rows, (r0, n) => CrossEntropyBackwardRows(x, t, l, dx, r0, n, vocab, ignoreIndex, scale));
+
+    /// <summary>Writes lse for rows [row0, row0+count) and returns their summed loss lse - x[target] (valid rows only).</summary>
+    private static double CrossEntropyRows(float* x, int* targets, float* lse, int row0, int count, int vocab, int ignoreIndex)
+    {
+        double total = 0;
+        for (int row = row0; row < row0 + count; row++)
+        {
+            int target = targets[row];
+            if (target == ignoreIndex)
+            {
+                lse[row] = 0f; // never read: the backward skips ignored rows
+                continue;
+            }
+            float* xr = x + (long)row * vocab;
+            double rowLse = VectorMath.Width switch
+            {
+                512 => LogSumExp<Lanes512, Vector512<float>>(xr, vocab),
+                256 => LogSumExp<Lanes256, Vector256<float>>(xr, vocab),
+                _ => LogSumExp<Lanes128, Vector128<float>>(xr, vocab),
+            };
+            lse[row] = (float)rowLse;
+            total += rowLse - xr[target];
+        }
+        return total;
+    }
+
+    /// <summary>log(sum(exp(x))) = max + log(sum(exp(x - max))): two vectorised passes over the row.</summary>
+    private static double LogSumExp<S, TV>(float* x, int n) where S : ISimdLanes<TV> where TV : struct
+    {
+        int w = S.Count, i = 0;
+        float max = float.NegativeInfinity;
+        if (n >= w)
+        {
+            var vmax = S.Load(x);
+            for (i = w; i <= n - w; i += w) vmax = S.Max(vmax, S.Load(x + i));
+            max = S.MaxAcross(vmax);
+        }
+        for (; i < n; i++) max = MathF.Max(max, x[i]);
+
+        var vm = S.Splat(max);
+        TV sum0 = S.Splat(0f), sum1 = S.Splat(0f);
+        for (i = 0; i <= n - 2 * w; i += 2 * w)
+        {
+            sum0 = S.Add(sum0, VectorMath.Exp<S, TV>(S.Sub(S.Load(x + i), vm)));
+            sum1 = S.Add(sum1, VectorMath.Exp<S, TV>(S.Sub(S.Load(x + i + w), vm)));
+        }
+        for (; i <= n - w; i += w) sum0 = S.Add(sum0, VectorMath.Exp<S, TV>(S.Sub(S.Load(x + i), vm)));
+        double sum = S.SumAcross(S.Add(sum0, sum1));
+        for (; i < n; i++) sum += Math.Exp(x[i] - max);
+        return max + Math.Log(sum);
+    }
+
+    private static void CrossEntropyBackwardRows(float* x, int* targets, float* lse, float* dx, int row0, int count, int vocab, int ignoreIndex, float scale)
+    {
+        switch (VectorMath.Width)
+        {
+            case 512: CrossEntropyBackwardLoop<Lanes512, Vector512<float>>(x, targets, lse, dx, row0, count, vocab, ignoreIndex, scale); break;
+            case 256: CrossEntropyBackwardLoop<Lanes256, Vector256<float>>(x, targets, lse, dx, row0, count, vocab, ignoreIndex, scale); break;
+            default: CrossEntropyBackwardLoop<Lanes128, Vector128<float>>(x, targets, lse, dx, row0, count, vocab, ignoreIndex, scale); break;
+        }
+    }
+
+    /// <summary>dx += scale * (exp(x - lse) - onehot(target)) on every valid row.</summary>
+    private static void CrossEntropyBackwardLoop<S, TV>(float* x, int* targets, float* lse, float* dx, int row0, int count, int vocab, int ignoreIndex, float scale)
+        where S : ISimdLanes<TV> where TV : struct
+    {
+        int w = S.Count;
+        var vs = S.Splat(scale);
+        for (int row = row0; row < row0 + count; row++)
+        {
+            int target = targets[row];
+            if (target == ignoreIndex) continue;
+            float* xr = x + (long)row * vocab, dr = dx + (long)row * vocab;
+            float l = lse[row];
+            var vl = S.Splat(l);
+            int i = 0;
+            for (; i <= vocab - w; i += w)
+            {
+                var p = VectorMath.Exp<S, TV>(S.Sub(S.Load(xr + i), vl));
+                S.Store(S.MulAdd(vs, p, S.Load(dr + i)), dr + i);
+            }
+            for (; i < vocab; i++) dr[i] += scale * MathF.Exp(xr[i] - l);
+            dr[target] -= scale;
+        }
+    }
 }

@@ -1,0 +1,64 @@
+namespace UioLlm.Kernels.Cpu;
+
+/// <summary>Argument checks the CPU ops share on top of <see cref="Guard"/>: nulls, device and aliasing.</summary>
+internal static class OpsCheck
+{
+    /// <summary>The first tensor of an op: not null, on a CPU accelerator, not disposed. Returns its accelerator.</summary>
+    public static Accelerator Host(string op, Tensor? t, string name)
+    {
+        if (t is null) throw new ArgumentNullException(name, $"{op}: {name} is null");
+        if (t.Accelerator is not CpuAccelerator)
+            throw new ArgumentException($"{op}: {name} {t.ShapeString} lives on {t.Accelerator.Description}, not on the CPU", name);
+        t.Memory.ThrowIfDisposed();
+        return t.Accelerator;
+    }
+
+    /// <summary>Every other tensor of the op: not null and on the same accelerator as the first.</summary>
+    public static void On(string op, Accelerator acc, Tensor? t, string name)
+    {
+        if (t is null) throw new ArgumentNullException(name, $"{op}: {name} is null");
+        Guard.On(op, acc, t, name);
+    }
+
+    /// <summary>Two tensors either are the very same elements (allowed in-place use) or do not overlap at all.</summary>
+    public static void SameOrDisjoint(string op, Tensor a, string nameA, Tensor b, string nameB)
+    {
+        if (Overlap(a, b) && !(a.Offset == b.Offset && a.Length == b.Length))
+            throw new ArgumentException($"{op}: {nameB} {b.ShapeString} partially overlaps {nameA} {a.ShapeString}; they must be the same tensor or disjoint", nameB);
+    }
+
+    /// <summary>A gradient output must not share storage with an input of the same call.</summary>
+    public static void Disjoint(string op, Tensor a, string nameA, Tensor b, string nameB)
+    {
+        if (Overlap(a, b))
+            throw new ArgumentException($"{op}: {nameB} {b.ShapeString} overlaps {nameA} {a.ShapeString}; it must not alias it", nameB);
+    }
+
+    private static bool Overlap(Tensor a, Tensor b) =>
+        ReferenceEquals(a.Memory, b.Memory) && a.Length > 0 && b.Length > 0
+        && a.Offset < b.Offset + b.Length && b.Offset < a.Offset + a.Length;
+}
+
+/// <summary>Parallel splitting used by the ops once a call is big enough to pay for waking threads.</summary>
+internal static class OpsParallel
+{
+    /// <summary>Elements below which an elementwise pass stays on the calling thread.</summary>
+    public const int MinElements = 1 << 17;
+
+    /// <summary>Run <paramref name="body"/>(start, count) over about equal contiguous parts of [0, total).</summary>
+    public static void Ranges(ParallelOptions options, int total, Action<int, int> body)
+    {
+        int parts = Math.Min(options.MaxDegreeOfParallelism, total);
+        if (parts <= 1)
+        {
+            body(0, total);
+            return;
+        }
+        System.Threading.Tasks.Parallel.For(0, parts, options, p =>
+        {
+            int start = (int)((long)total * p / parts);
+            int end = (int)((long)total * (p + 1) / parts);
+            body(start, end - start);
+        });
+    }
+}
