@@ -13,7 +13,7 @@ internal static class BlasSideBySide
 {
     private sealed record Shape(string Name, int M, int N, int K);
 
-    public static int Run(bool quick, IReadOnlyList<int>? threadCounts = null)
+    public static int Run(bool quick, IReadOnlyList<int>? threadCounts = null, IReadOnlyList<int>? onlySizes = null)
     {
         bool blas = OpenBlas.TryLoad(out string error);
         if (!blas) Console.WriteLine(error);
@@ -23,8 +23,12 @@ internal static class BlasSideBySide
         var shapes = new List<Shape>();
         int[] sizes = quick ? [512, 1024, 2048] : [512, 1024, 2048, 4096];
         foreach (int s in sizes) shapes.Add(new Shape($"512x{s}->{s}", 512, s, s));
-        if (!quick) shapes.Add(new Shape("vocab 512x1024->32000", 512, 32000, 1024));
-        shapes.Add(new Shape("decode 1x4096->4096", 1, 4096, 4096));
+        if (onlySizes is not null) shapes = [.. onlySizes.Select(s => new Shape($"512x{s}->{s}", 512, s, s))];
+        else
+        {
+            if (!quick) shapes.Add(new Shape("vocab 512x1024->32000", 512, 32000, 1024));
+            shapes.Add(new Shape("decode 1x4096->4096", 1, 4096, 4096));
+        }
 
         threadCounts ??= [1, 2];
         Console.WriteLine();

@@ -1,14 +1,17 @@
 using BenchmarkDotNet.Running;
 using UioLlm.Bench;
 
-// `blas [--quick] [--threads 1,2]` runs the OpenBLAS side-by-side table; anything else goes to BenchmarkDotNet
+// `blas [--quick] [--threads 1,2] [--sizes 512,2048]` runs the OpenBLAS side-by-side table; anything else goes to BenchmarkDotNet
 // (e.g. `-- --filter *MatMul*`).
+if (args.Length > 0 && args[0] == "probe") { Probe.Run(); return 0; }
 if (args.Length > 0 && args[0] == "blas")
 {
     bool quick = args.Contains("--quick");
     int at = Array.IndexOf(args, "--threads");
     List<int>? threads = at >= 0 && at + 1 < args.Length ? args[at + 1].Split(',').Select(int.Parse).ToList() : null;
-    return BlasSideBySide.Run(quick, threads);
+    int si = Array.IndexOf(args, "--sizes");
+    List<int>? sizes = si >= 0 && si + 1 < args.Length ? args[si + 1].Split(',').Select(int.Parse).ToList() : null;
+    return BlasSideBySide.Run(quick, threads, sizes);
 }
 BenchmarkSwitcher.FromAssembly(typeof(BlasSideBySide).Assembly).Run(args);
 return 0;

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace UioLlm.Kernels.Cpu.Gemm;
 
 /// <summary>
@@ -33,6 +35,7 @@ internal static unsafe class GemmDriver
     }
 
     /// <summary>C = beta C (C = 0 when beta is 0, whatever C held).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ScaleC(in GemmProblem g)
     {
         for (int i = 0; i < g.M; i++)
@@ -127,6 +130,7 @@ internal static unsafe class GemmDriver
         }
 
         /// <summary>Task i: one MR-row panel of A, or (after the A panels) one NR-column panel of B.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Pack(int i)
         {
             if (i < panelsA)
@@ -143,6 +147,7 @@ internal static unsafe class GemmDriver
         }
 
         /// <summary>Task t: the micro-kernel over one MC row block and one chunk of NR-column panels.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Compute(int t)
         {
             int ic = t / chunks, chunk = t % chunks;
@@ -173,6 +178,7 @@ internal static unsafe class GemmDriver
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private static void MergeEdge(float* tile, int nr, float* c, nint ldc, int rows, int cols, float alpha, float beta)
         {
             for (int r = 0; r < rows; r++)

@@ -13,6 +13,7 @@ internal static unsafe class Packing
     /// <summary>
     /// Rows [i0, i0+rows) (rows &lt;= mr) and columns [p0, p0+kc) of op(A) into dst[p * mr + r].
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void PackA(in GemmProblem g, int i0, int rows, int p0, int kc, int mr, float* dst)
     {
         if (g.TransA)
@@ -48,6 +49,7 @@ internal static unsafe class Packing
     /// <summary>
     /// Rows [p0, p0+kc) and columns [j0, j0+cols) (cols &lt;= nr) of op(B) into dst[p * nr + j].
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void PackB(in GemmProblem g, int p0, int kc, int j0, int cols, int nr, float* dst)
     {
         if (!g.TransB)
@@ -91,6 +93,7 @@ internal static unsafe class Packing
     /// Eight source rows (stride ld, kc long) become eight adjacent columns of dst (stride nr): 8x8 blocks
     /// are transposed in registers, the k tail element by element.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Transpose8Columns(float* src, nint ld, int kc, float* dst, int nr)
     {
         int p = 0;

@@ -51,6 +51,7 @@ internal static unsafe class SmallM
         }
 
         /// <summary>c[i, j] = dot(op(A) row i, B row j) for j in [j0, j1): two B rows by up to four A rows at once.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void DotColumns(int j0, int j1)
         {
             int k = g.K;
@@ -78,6 +79,7 @@ internal static unsafe class SmallM
         }
 
         /// <summary>c[i, j0..j1) = sum_p op(A)[i, p] B[p, j0..j1): 16-column strips, four rows at a time.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void AxpyColumns(int j0, int j1)
         {
             float* acc = stackalloc float[4 * 16];
@@ -138,6 +140,7 @@ internal static unsafe class SmallM
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Dot(float* x, float* w, int k)
     {
         var s = Vector256<float>.Zero;
@@ -176,6 +179,7 @@ internal static unsafe class SmallM
     }
 
     /// <summary>The ragged last strip (cols &lt; 16), element by element.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AxpyNarrow(float* a, nint lda, int rows, float* b, nint ldb, int k, int cols, float* acc)
     {
         new Span<float>(acc, 4 * 16).Clear();
