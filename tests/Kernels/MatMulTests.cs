@@ -18,6 +18,7 @@ public class MatMulTests
     {
         { 1, 1, 1 }, { 7, 13, 5 }, { 33, 17, 65 }, { 1, 64, 300 }, { 1, 37, 9 }, { 3, 40, 37 }, { 8, 33, 70 },
         { 9, 31, 17 }, { 6, 16, 8 }, { 130, 300, 70 }, { 200, 70, 520 }, { 13, 2, 300 },
+        { 9, 4100, 3 }, { 3100, 20, 5 }, // more than one NC column block; more than one packed-row block
     };
 
     public static TheoryData<int, int, int, bool, bool> ShapesAndTransposes()

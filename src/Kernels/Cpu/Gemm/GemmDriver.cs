@@ -16,6 +16,9 @@ internal static unsafe class GemmDriver
     /// <summary>At most this many rows of op(A) are packed at once (bounds the packed A buffer).</summary>
     private const int MaxPackedRows = 3072;
 
+    /// <summary>B panels packed per task: plain B is then read in runs of up to 8 NR-wide segments per row.</summary>
+    private const int PanelsPerPackTask = 8;
+
     /// <summary>C = alpha op(A) op(B) + beta C. <paramref name="threads"/> = 1 runs on the calling thread only.</summary>
     public static void Multiply(in GemmProblem g, GemmKernel kernel, ParallelOptions parallel, int threads)
     {
@@ -101,7 +104,7 @@ internal static unsafe class GemmDriver
                         panelsA = CeilDiv(rows, mr);
                         packB = ms == 0; // the packed B block serves every row block
                         PlanTiles();
-                        For(panelsA + (packB ? panelsB : 0), packTask);
+                        For(panelsA + (packB ? CeilDiv(panelsB, PanelsPerPackTask) : 0), packTask);
                         For(icBlocks * chunks, computeTask);
                     }
                 }
@@ -129,7 +132,7 @@ internal static unsafe class GemmDriver
                 System.Threading.Tasks.Parallel.For(0, count, parallel, body);
         }
 
-        /// <summary>Task i: one MR-row panel of A, or (after the A panels) one NR-column panel of B.</summary>
+        /// <summary>Task i: one MR-row panel of A, or (after the A panels) a group of NR-column panels of B.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Pack(int i)
         {
@@ -140,9 +143,13 @@ internal static unsafe class GemmDriver
             }
             else
             {
-                int panel = i - panelsA;
-                int c0 = panel * nr;
-                Packing.PackB(g, pc, kc, jc + c0, Math.Min(nr, nc - c0), nr, packedB + (nint)panel * kc * nr);
+                int first = (i - panelsA) * PanelsPerPackTask, last = Math.Min(panelsB, first + PanelsPerPackTask);
+                int c0 = first * nr, cols = Math.Min(nc, last * nr) - c0;
+                float* dst = packedB + (nint)first * kc * nr;
+                if (!g.TransB) Packing.PackBRows(g, pc, kc, jc + c0, cols, nr, dst);
+                else
+                    for (int panel = first; panel < last; panel++)
+                        Packing.PackB(g, pc, kc, jc + panel * nr, Math.Min(nr, nc - panel * nr), nr, packedB + (nint)panel * kc * nr);
             }
         }
 

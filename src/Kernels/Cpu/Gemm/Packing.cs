@@ -47,26 +47,14 @@ internal static unsafe class Packing
     }
 
     /// <summary>
-    /// Rows [p0, p0+kc) and columns [j0, j0+cols) (cols &lt;= nr) of op(B) into dst[p * nr + j].
+    /// Rows [p0, p0+kc) and columns [j0, j0+cols) (cols &lt;= nr) of op(B) into dst[p * nr + j] (one panel).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void PackB(in GemmProblem g, int p0, int kc, int j0, int cols, int nr, float* dst)
     {
         if (!g.TransB)
         {
-            // op(B)(p, j) = B[p, j]: each k step is one contiguous run of nr floats.
-            for (int p = 0; p < kc; p++)
-            {
-                float* src = g.B + (p0 + p) * g.Ldb + j0;
-                float* d = dst + p * nr;
-                if (cols == nr) CopyRun(src, d, nr);
-                else
-                {
-                    int j = 0;
-                    for (; j < cols; j++) d[j] = src[j];
-                    for (; j < nr; j++) d[j] = 0f;
-                }
-            }
+            PackBRows(g, p0, kc, j0, cols, nr, dst);
             return;
         }
 
@@ -85,6 +73,31 @@ internal static unsafe class Packing
             else
             {
                 for (int p = 0; p < kc; p++) d[p * nr] = 0f;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Plain B: rows [p0, p0+kc) and columns [j0, j0+cols) (any width) into consecutive nr-wide panels of kc x nr.
+    /// Walking B row by row reads one contiguous run per row and spreads it over the panels, instead of
+    /// visiting kc distant rows once per panel (which thrashes the TLB and defeats the prefetcher).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void PackBRows(in GemmProblem g, int p0, int kc, int j0, int cols, int nr, float* dst)
+    {
+        int fullPanels = cols / nr, tail = cols - fullPanels * nr;
+        nint panelSize = (nint)kc * nr;
+        for (int p = 0; p < kc; p++)
+        {
+            float* src = g.B + (p0 + p) * g.Ldb + j0;
+            float* d = dst + p * nr;
+            for (int q = 0; q < fullPanels; q++) CopyRun(src + q * nr, d + q * panelSize, nr);
+            if (tail > 0)
+            {
+                float* s = src + fullPanels * nr, t = d + fullPanels * panelSize;
+                int j = 0;
+                for (; j < tail; j++) t[j] = s[j];
+                for (; j < nr; j++) t[j] = 0f;
             }
         }
     }
