@@ -13,21 +13,27 @@ internal static class BlasSideBySide
 {
     private sealed record Shape(string Name, int M, int N, int K);
 
-    public static int Run(bool quick, IReadOnlyList<int>? threadCounts = null, IReadOnlyList<int>? onlySizes = null)
+    public static int Run(bool quick, IReadOnlyList<int>? threadCounts = null, IReadOnlyList<string>? onlySizes = null)
     {
         bool blas = OpenBlas.TryLoad(out string error);
         if (!blas) Console.WriteLine(error);
         else Console.WriteLine($"OpenBLAS core: {OpenBlas.CoreName} (OPENBLAS_CORETYPE={OpenBlas.CoreTypeRequested ?? "unset"})");
         Console.WriteLine($"Ours: {CpuAccelerator.SimdDescription}; {Environment.ProcessorCount} logical cores; quick={quick}");
 
+        // 512 tokens through square layers, the vocabulary projection and one decode step (M = 1).
+        var vocab = new Shape("vocab 512x1024->32000", 512, 32000, 1024);
+        var decode = new Shape("decode 1x4096->4096", 1, 4096, 4096);
         var shapes = new List<Shape>();
-        int[] sizes = quick ? [512, 1024, 2048] : [512, 1024, 2048, 4096];
-        foreach (int s in sizes) shapes.Add(new Shape($"512x{s}->{s}", 512, s, s));
-        if (onlySizes is not null) shapes = [.. onlySizes.Select(s => new Shape($"512x{s}->{s}", 512, s, s))];
+        if (onlySizes is not null)
+        {
+            foreach (string s in onlySizes)
+                shapes.Add(s == "vocab" ? vocab : s == "decode" ? decode : new Shape($"512x{s}->{s}", 512, int.Parse(s), int.Parse(s)));
+        }
         else
         {
-            if (!quick) shapes.Add(new Shape("vocab 512x1024->32000", 512, 32000, 1024));
-            shapes.Add(new Shape("decode 1x4096->4096", 1, 4096, 4096));
+            foreach (int s in quick ? [512, 1024, 2048] : new[] { 512, 1024, 2048, 4096 }) shapes.Add(new Shape($"512x{s}->{s}", 512, s, s));
+            if (!quick) shapes.Add(vocab);
+            shapes.Add(decode);
         }
 
         threadCounts ??= [1, 2];

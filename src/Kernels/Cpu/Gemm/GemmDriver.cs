@@ -210,7 +210,7 @@ internal static unsafe class GemmDriver
 /// </summary>
 internal static unsafe class Workspace
 {
-    [ThreadStatic] private static Buffer? a, b, small;
+    [ThreadStatic] private static Buffer? a, b, small, sums;
 
     /// <summary>The packed-A buffer of this thread, at least <paramref name="floats"/> long.</summary>
     public static float* PackedA(int floats) => Grow(ref a, floats);
@@ -220,6 +220,9 @@ internal static unsafe class Workspace
 
     /// <summary>A scratch area for the small-M path (separate from the packing buffers).</summary>
     public static float* Small(int floats) => Grow(ref small, floats);
+
+    /// <summary>Per-thread partial sums of the small-M path.</summary>
+    public static float* Sums(int floats) => Grow(ref sums, floats);
 
     private static float* Grow(ref Buffer? buffer, int floats)
     {

@@ -6,7 +6,7 @@ namespace UioLlm.Kernels.Cpu.Gemm;
 /// <summary>
 /// The decode path (M = 1..<see cref="MaxRows"/>): B is streamed once straight from its storage, with no
 /// packing. x W^T (B transposed, rows of W contiguous in K) becomes dot products of up to four rows of A with
-/// two rows of W at a time; op(B) = B [K,N] becomes row-of-B axpys into 16-column strips of C. Both are split
+/// two rows of W at a time; op(B) = B [K,N] becomes row-of-B axpys into L1-resident column blocks of C. Both are split
 /// over N across the threads. These kernels are memory-bound on B, so they stay at 256-bit width.
 /// </summary>
 internal static unsafe class SmallM
@@ -28,10 +28,11 @@ internal static unsafe class SmallM
             lda = g.K;
         }
         var job = new Job(g, a, lda);
-        // Column groups: pairs of W rows (transposed B) or 16-wide strips (plain B).
-        int width = g.TransB ? 2 : 16;
+        // Column groups: pairs of W rows (transposed B) or 64-column runs of B rows (plain B).
+        int width = g.TransB ? 2 : 64;
         int groups = GemmDriver.CeilDiv(g.N, width);
-        int tasks = threads == 1 ? 1 : Math.Min(groups, 4 * threads);
+        // Plain B: one wide column range per thread, so every B row is read in long contiguous runs.
+        int tasks = threads == 1 ? 1 : Math.Min(groups, g.TransB ? 4 * threads : threads);
         if (tasks == 1)
         {
             job.Columns(0, g.N);
@@ -78,22 +79,23 @@ internal static unsafe class SmallM
             }
         }
 
-        /// <summary>c[i, j0..j1) = sum_p op(A)[i, p] B[p, j0..j1): 16-column strips, four rows at a time.</summary>
+        /// <summary>
+        /// c[i, j0..j1) = sum_p op(A)[i, p] B[p, j0..j1): blocks of up to <see cref="AxpyWidth"/> columns whose
+        /// per-row sums live in an L1-resident buffer; B is walked row by row, one contiguous run per row.
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void AxpyColumns(int j0, int j1)
         {
-            float* acc = stackalloc float[4 * 16];
-            for (int j = j0; j < j1; j += 16)
+            int m = g.M;
+            float* acc = Workspace.Sums(MaxRows * AxpyWidth);
+            for (int jb = j0; jb < j1; jb += AxpyWidth)
             {
-                int cols = Math.Min(16, j1 - j);
-                for (int i = 0; i < g.M; i += 4)
-                {
-                    int rows = Math.Min(4, g.M - i);
-                    if (cols == 16) Axpy4x16(a + i * lda, lda, rows, g.B + j, g.Ldb, g.K, acc);
-                    else AxpyNarrow(a + i * lda, lda, rows, g.B + j, g.Ldb, g.K, cols, acc);
-                    for (int r = 0; r < rows; r++)
-                        for (int c = 0; c < cols; c++) Store(i + r, j + c, acc[r * 16 + c]);
-                }
+                int width = Math.Min(AxpyWidth, j1 - jb);
+                new Span<float>(acc, m * AxpyWidth).Clear();
+                for (int p = 0; p < g.K; p++)
+                    AxpyRow(a + p, lda, m, g.B + p * g.Ldb + jb, width, acc);
+                for (int i = 0; i < m; i++)
+                    for (int c = 0; c < width; c++) Store(i, jb + c, acc[i * AxpyWidth + c]);
             }
         }
 
@@ -151,46 +153,27 @@ internal static unsafe class SmallM
         return sum;
     }
 
-    /// <summary>acc[r*16 + c] = sum_p a[r, p] b[p, c] for 16 columns and rows &lt;= 4 (absent rows repeat row 0).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Axpy4x16(float* a, nint lda, int rows, float* b, nint ldb, int k, float* acc)
-    {
-        float* a0 = a, a1 = rows > 1 ? a + lda : a, a2 = rows > 2 ? a + 2 * lda : a, a3 = rows > 3 ? a + 3 * lda : a;
-        Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default;
-        Vector256<float> c20 = default, c21 = default, c30 = default, c31 = default;
-        for (int p = 0; p < k; p++)
-        {
-            var b0 = Vector256.Load(b);
-            var b1 = Vector256.Load(b + 8);
-            var x = Vector256.Create(a0[p]);
-            c00 = Vector256.FusedMultiplyAdd(x, b0, c00); c01 = Vector256.FusedMultiplyAdd(x, b1, c01);
-            x = Vector256.Create(a1[p]);
-            c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11);
-            x = Vector256.Create(a2[p]);
-            c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21);
-            x = Vector256.Create(a3[p]);
-            c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31);
-            b += ldb;
-        }
-        Vector256.Store(c00, acc); Vector256.Store(c01, acc + 8);
-        Vector256.Store(c10, acc + 16); Vector256.Store(c11, acc + 24);
-        Vector256.Store(c20, acc + 32); Vector256.Store(c21, acc + 40);
-        Vector256.Store(c30, acc + 48); Vector256.Store(c31, acc + 56);
-    }
+    /// <summary>
+    /// Columns per block of the plain-B decode path: long runs of each B row keep the hardware prefetcher
+    /// streaming (short runs from rows 16 KB apart starve it); 8 rows of sums take 64 KB of L2.
+    /// </summary>
+    private const int AxpyWidth = 2048;
 
-    /// <summary>The ragged last strip (cols &lt; 16), element by element.</summary>
+    /// <summary>acc[i, 0..width) += a[i * lda] * b[0..width) for the m rows (one row of B, read once).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AxpyNarrow(float* a, nint lda, int rows, float* b, nint ldb, int k, int cols, float* acc)
+    private static void AxpyRow(float* a, nint lda, int m, float* b, int width, float* acc)
     {
-        new Span<float>(acc, 4 * 16).Clear();
-        for (int p = 0; p < k; p++)
+        int c = 0;
+        for (; c + 8 <= width; c += 8)
         {
-            float* bp = b + p * ldb;
-            for (int r = 0; r < rows; r++)
+            var bv = Vector256.Load(b + c);
+            for (int i = 0; i < m; i++)
             {
-                float x = a[r * lda + p];
-                for (int c = 0; c < cols; c++) acc[r * 16 + c] += x * bp[c];
+                float* s = acc + i * AxpyWidth + c;
+                Vector256.Store(Vector256.FusedMultiplyAdd(Vector256.Create(a[i * lda]), bv, Vector256.Load(s)), s);
             }
         }
+        for (; c < width; c++)
+            for (int i = 0; i < m; i++) acc[i * AxpyWidth + c] += a[i * lda] * b[c];
     }
 }
