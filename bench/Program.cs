@@ -3,7 +3,6 @@ using UioLlm.Bench;
 
 // `blas [--quick] [--threads 1,2] [--sizes 512,2048,vocab,decode]` runs the OpenBLAS side-by-side table; anything else goes to BenchmarkDotNet
 // (e.g. `-- --filter *MatMul*`).
-if (args.Length > 0 && args[0] == "probe") { Probe.Run(); return 0; }
 if (args.Length > 0 && args[0] == "blas")
 {
     bool quick = args.Contains("--quick");
