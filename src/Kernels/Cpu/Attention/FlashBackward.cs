@@ -61,7 +61,7 @@ internal unsafe struct FlashBackward
                 for (int qb = 0; qb < qBlocks; qb++)
                 {
                     int i0 = qb * br, nr = Math.Min(br, Tq - i0);
-                    var kind = Spans.Classify(h, i0, nr, j0, j0 + ncp);
+                    var kind = Spans.Classify(h, i0, nr, j0, j0 + nc);
                     if (kind == TileKind.Hidden) continue;
                     if (!packed)
                     {
@@ -83,7 +83,7 @@ internal unsafe struct FlashBackward
                         float* pr = p + r * bcp;
                         float l2 = lse2[hh * Tq + i0 + r];
                         if (float.IsNegativeInfinity(l2)) { new Span<float>(pr, ncp).Clear(); continue; }
-                        if (kind == TileKind.Partial) RowSpans.MaskRow(pr, j0, ncp, Spans.Row(h, i0 + r));
+                        RowSpans.MaskRow(pr, j0, nc, ncp, kind, Spans.Row(h, i0 + r));
                         TileOps.ProbabilityRow<TS, TV>(pr, ncp, c, l2);
                     }
                     // dP = dO V^T, then dS = P (dP - Di) * scale in place.

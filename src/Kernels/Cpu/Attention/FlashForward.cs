@@ -49,7 +49,7 @@ internal unsafe struct FlashForward
             bool anyVisible = false;
             for (int hh = 0; hh < ratio; hh++)
             {
-                kinds[hh] = Spans.Classify(g * ratio + hh, i0, nr, j0, j0 + ncp);
+                kinds[hh] = Spans.Classify(g * ratio + hh, i0, nr, j0, j0 + nc);
                 anyVisible |= kinds[hh] != TileKind.Hidden;
             }
             if (!anyVisible) continue;
@@ -70,7 +70,7 @@ internal unsafe struct FlashForward
                 for (int r = 0; r < nr; r++)
                 {
                     float* sr = s + r * bcp;
-                    if (kinds[hh] == TileKind.Partial) RowSpans.MaskRow(sr, j0, ncp, Spans.Row(h, i0 + r));
+                    RowSpans.MaskRow(sr, j0, nc, ncp, kinds[hh], Spans.Row(h, i0 + r));
                     TileOps.OnlineSoftmaxRow<TS, TV>(sr, ncp, c, ref mh[r], ref lh[r], oh + r * dp, dp);
                 }
                 // O_h += P V.

@@ -94,9 +94,14 @@ internal readonly struct RowSpans
         return !any ? TileKind.Hidden : all ? TileKind.Full : TileKind.Partial;
     }
 
-    /// <summary>Set the scores of keys j0..j0+width-1 that the row does not see to -inf.</summary>
-    public static unsafe void MaskRow(float* scores, int j0, int width, ReadOnlySpan<int> row)
+    /// <summary>
+    /// Set to -inf the scores of keys j0..j0+width-1 the row does not see (only for <see cref="TileKind.Partial"/> tiles)
+    /// and the padding columns width..paddedWidth-1 that round the tile up to whole vectors.
+    /// </summary>
+    public static unsafe void MaskRow(float* scores, int j0, int width, int paddedWidth, TileKind kind, ReadOnlySpan<int> row)
     {
+        for (int c = width; c < paddedWidth; c++) scores[c] = float.NegativeInfinity;
+        if (kind != TileKind.Partial) return;
         int pos = j0, end = j0 + width;
         for (int t = 0; t < row[0] && pos < end; t++)
         {
