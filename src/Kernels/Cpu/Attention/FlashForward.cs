@@ -1,8 +1,11 @@
 namespace UioLlm.Kernels.Cpu.FlashAttention;
 
 /// <summary>
-/// Forward attention for one work item = (batch, kv head, query block): every query head of the GQA group
-/// runs over the same packed key/value tiles with an online softmax, so the Tq x Tk matrix never exists.
+/// Forward attention for one work item = (batch, kv head, query block). Scores are computed transposed,
+/// S^T = K Q^T ([keys, queries]): Q^T is packed once per item, K rows are read in place, and the online
+/// softmax (running max and sum per query) runs down the key rows with whole vectors of queries at a time,
+/// so it needs no horizontal reductions. Every query head of the GQA group reuses the same K/V tile.
+/// The Tq x Tk matrix never exists; only one [key tile, query block] score tile per thread.
 /// </summary>
 internal unsafe struct FlashForward
 {
@@ -22,30 +25,34 @@ internal unsafe struct FlashForward
         int qb = item % qBlocks, g = item / qBlocks % Hkv, b = item / qBlocks / Hkv;
         int ratio = Hq / Hkv;
         int i0 = qb * QueryTile, nr = Math.Min(QueryTile, Tq - i0);
-        int dp = TileOps.RoundUp(D, w), bcp = TileOps.RoundUp(KeyTile, w);
-        int rowsAll = ratio * QueryTile;
+        int nrp = TileOps.RoundUp(nr, w);
+        // V rows are B operands of O += P V: read them in place when D fills whole vectors, else pack them padded.
+        bool packV = D % w != 0;
+        int dp = TileOps.RoundUp(D, w);
         float c = Scale * TileOps.Log2E;
+        nint qRowStride = (nint)Hq * D, kvRowStride = (nint)Hkv * D;
 
-        // Scratch: running outputs, maxima and sums for every (head, row) of the item, one score tile, K^T and V tiles.
-        float* oAcc = AttentionScratch.Current.Get(rowsAll * dp + 2 * rowsAll + QueryTile * bcp + D * bcp + KeyTile * dp);
-        float* mRun = oAcc + rowsAll * dp, lRun = mRun + rowsAll, s = lRun + rowsAll, kt = s + QueryTile * bcp, vp = kt + D * bcp;
+        // Scratch: Q^T per head, running output rows, running max / sum / rescale factors per query, one score tile, a V tile.
+        float* qt = AttentionScratch.Current.Get(ratio * D * nrp + ratio * nr * dp + 3 * ratio * nrp + KeyTile * nrp + (packV ? KeyTile * dp : 0));
+        float* oAcc = qt + ratio * D * nrp, mRun = oAcc + ratio * nr * dp, lRun = mRun + ratio * nrp, alpha = lRun + ratio * nrp;
+        float* st = alpha + ratio * nrp, vp = st + KeyTile * nrp;
         Span<TileKind> kinds = ratio <= 64 ? stackalloc TileKind[ratio] : new TileKind[ratio];
 
         int jlo = int.MaxValue, jhi = 0;
         for (int hh = 0; hh < ratio; hh++)
         {
-            Spans.KeyRange(g * ratio + hh, i0, nr, out int lo, out int hi);
+            int h = g * ratio + hh;
+            Spans.KeyRange(h, i0, nr, out int lo, out int hi);
             if (hi > lo) { jlo = Math.Min(jlo, lo); jhi = Math.Max(jhi, hi); }
+            TileOps.PackTransposed(qt + hh * D * nrp, nrp, Q + ((nint)b * Tq + i0) * qRowStride + (nint)h * D, qRowStride, nr, nrp, D);
         }
-        new Span<float>(oAcc, rowsAll * dp).Clear();
-        new Span<float>(mRun, rowsAll).Fill(float.NegativeInfinity);
-        new Span<float>(lRun, rowsAll).Clear();
+        new Span<float>(oAcc, ratio * nr * dp).Clear();
+        new Span<float>(mRun, ratio * nrp).Fill(float.NegativeInfinity);
+        new Span<float>(lRun, ratio * nrp).Clear();
 
-        nint qRowStride = (nint)Hq * D, kvRowStride = (nint)Hkv * D;
-        float* qBlock = Q + ((nint)b * Tq + i0) * qRowStride;
         for (int j0 = jlo; j0 < jhi; j0 += KeyTile)
         {
-            int nc = Math.Min(KeyTile, jhi - j0), ncp = TileOps.RoundUp(nc, w);
+            int nc = Math.Min(KeyTile, jhi - j0);
             bool anyVisible = false;
             for (int hh = 0; hh < ratio; hh++)
             {
@@ -56,25 +63,28 @@ internal unsafe struct FlashForward
 
             float* kTile = K + ((nint)b * Tk + j0) * kvRowStride + (nint)g * D;
             float* vTile = V + ((nint)b * Tk + j0) * kvRowStride + (nint)g * D;
-            TileOps.PackTransposed(kt, bcp, kTile, kvRowStride, nc, ncp, D);
-            TileOps.PackRows(vp, dp, vTile, kvRowStride, nc, D);
+            int ldv = (int)kvRowStride;
+            if (packV)
+            {
+                TileOps.PackRows(vp, dp, vTile, kvRowStride, nc, D);
+                vTile = vp;
+                ldv = dp;
+            }
 
             for (int hh = 0; hh < ratio; hh++)
             {
                 if (kinds[hh] == TileKind.Hidden) continue;
                 int h = g * ratio + hh;
-                // S = Q_h K^T for the block, straight from q's rows (broadcast reads need no padding).
-                TileGemm.Run<TS, TV>(nr, ncp / w, D, qBlock + (nint)h * D, (int)qRowStride, 1, kt, bcp, s, bcp, accumulate: false);
-                float* oh = oAcc + hh * QueryTile * dp;
-                float* mh = mRun + hh * QueryTile, lh = lRun + hh * QueryTile;
+                // S^T = K Q_h^T: key rows broadcast from k in place, query columns as vectors.
+                TileGemm.Run<TS, TV>(nc, nrp / w, D, kTile, (int)kvRowStride, 1, qt + hh * D * nrp, nrp, st, nrp, accumulate: false);
+                if (kinds[hh] == TileKind.Partial)
+                    for (int r = 0; r < nr; r++) RowSpans.MaskColumn(st, nrp, r, j0, nc, Spans.Row(h, i0 + r));
+                float* oh = oAcc + hh * nr * dp;
+                TileOps.OnlineSoftmaxColumns<TS, TV>(st, nrp, nc, nrp, c, mRun + hh * nrp, lRun + hh * nrp, alpha);
                 for (int r = 0; r < nr; r++)
-                {
-                    float* sr = s + r * bcp;
-                    RowSpans.MaskRow(sr, j0, nc, ncp, kinds[hh], Spans.Row(h, i0 + r));
-                    TileOps.OnlineSoftmaxRow<TS, TV>(sr, ncp, c, ref mh[r], ref lh[r], oh + r * dp, dp);
-                }
-                // O_h += P V.
-                TileGemm.Run<TS, TV>(nr, dp / w, nc, s, bcp, 1, vp, dp, oh, dp, accumulate: true);
+                    if (alpha[r] != 1f) TileOps.ScaleRow<TS, TV>(oh + r * dp, dp, alpha[r]);
+                // O_h += P V, reading P = (S^T)^T through strides.
+                TileGemm.Run<TS, TV>(nr, dp / w, nc, st, 1, nrp, vTile, ldv, oh, dp, accumulate: true);
             }
         }
 
@@ -84,8 +94,8 @@ internal unsafe struct FlashForward
             for (int r = 0; r < nr; r++)
             {
                 float* dst = O + (((nint)b * Tq + i0 + r) * Hq + h) * D;
-                float* acc = oAcc + (hh * QueryTile + r) * dp;
-                float l = lRun[hh * QueryTile + r];
+                float* acc = oAcc + (hh * nr + r) * dp;
+                float l = lRun[hh * nrp + r];
                 float* lse = Lse + ((nint)b * Hq + h) * Tq + i0 + r;
                 if (l == 0f)
                 {
@@ -96,7 +106,7 @@ internal unsafe struct FlashForward
                 }
                 float inv = 1f / l;
                 for (int k = 0; k < D; k++) dst[k] = acc[k] * inv;
-                *lse = (mRun[hh * QueryTile + r] + MathF.Log2(l)) * TileOps.Ln2;
+                *lse = (mRun[hh * nrp + r] + MathF.Log2(l)) * TileOps.Ln2;
             }
         }
     }

@@ -94,6 +94,20 @@ internal readonly struct RowSpans
         return !any ? TileKind.Hidden : all ? TileKind.Full : TileKind.Partial;
     }
 
+    /// <summary>Set to -inf the entries st[c, r] of keys j0+c (c &lt; count) that query row r does not see (transposed tile).</summary>
+    public static unsafe void MaskColumn(float* st, int ld, int r, int j0, int count, ReadOnlySpan<int> row)
+    {
+        int pos = j0, end = j0 + count;
+        for (int t = 0; t < row[0] && pos < end; t++)
+        {
+            int s = Math.Max(row[1 + 2 * t], j0), e = Math.Min(row[2 + 2 * t], end);
+            if (e <= s) continue;
+            for (; pos < s; pos++) st[(pos - j0) * ld + r] = float.NegativeInfinity;
+            pos = Math.Max(pos, e);
+        }
+        for (; pos < end; pos++) st[(pos - j0) * ld + r] = float.NegativeInfinity;
+    }
+
     /// <summary>
     /// Set to -inf the scores of keys j0..j0+width-1 the row does not see (only for <see cref="TileKind.Partial"/> tiles)
     /// and the padding columns width..paddedWidth-1 that round the tile up to whole vectors.

@@ -43,46 +43,50 @@ internal static unsafe class TileOps
     }
 
     /// <summary>
-    /// One online-softmax step for a query row over a key tile: scores become p = 2^(s*c - mNew), the running
-    /// max m and sum l update, and the running output row is rescaled by 2^(m - mNew). c = scale * log2(e).
+    /// One online-softmax step over a transposed score tile st [keys, queries] (rows <paramref name="ld"/> apart):
+    /// per query column, scores become p = 2^(s*c - mNew), the running max m and sum l update, and
+    /// alpha = 2^(m - mNew) is returned for rescaling that query's output row. c = scale * log2(e).
+    /// A query with nothing visible so far keeps m = -inf, l = 0 and gets p = 0 (Exp2 maps NaN and -inf to 0).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void OnlineSoftmaxRow<TS, TV>(float* s, int width, float c, ref float m, ref float l, float* outRow, int outWidth)
+    public static void OnlineSoftmaxColumns<TS, TV>(float* st, int ld, int keys, int queries, float c, float* m, float* l, float* alpha)
         where TS : struct, IVectorOps<TV> where TV : struct
     {
         int w = TS.Width;
         TV cv = TS.Splat(c);
-        TV mx = TS.Splat(float.NegativeInfinity);
-        for (int v = 0; v < width; v += w)
+        for (int q = 0; q < queries; q += w)
         {
-            TV x = TS.Mul(TS.Load(s + v), cv);
-            TS.Store(s + v, x);
-            mx = TS.Max(mx, x);
+            TV mx = TS.Splat(float.NegativeInfinity);
+            for (int k = 0; k < keys; k++)
+            {
+                float* s = st + k * ld + q;
+                TV x = TS.Mul(TS.Load(s), cv);
+                TS.Store(s, x);
+                mx = TS.Max(mx, x);
+            }
+            TV mOld = TS.Load(m + q);
+            TV mNew = TS.Max(mOld, mx);
+            TV sum = TS.Zero;
+            for (int k = 0; k < keys; k++)
+            {
+                float* s = st + k * ld + q;
+                TV p = TS.Exp2(TS.Sub(TS.Load(s), mNew));
+                TS.Store(s, p);
+                sum = TS.Add(sum, p);
+            }
+            TV a = TS.Exp2(TS.Sub(mOld, mNew));
+            TS.Store(alpha + q, a);
+            TS.Store(l + q, TS.MulAdd(TS.Load(l + q), a, sum));
+            TS.Store(m + q, mNew);
         }
-        float rowMax = TS.MaxAcross(mx);
-        if (float.IsNegativeInfinity(rowMax))
-        {
-            // Nothing visible in this tile for this row: it contributes nothing.
-            new Span<float>(s, width).Clear();
-            return;
-        }
-        float mNew = MathF.Max(m, rowMax);
-        float alpha = float.Exp2(m - mNew);
-        TV shift = TS.Splat(-mNew);
-        TV sum = TS.Zero;
-        for (int v = 0; v < width; v += w)
-        {
-            TV p = TS.Exp2(TS.Add(TS.Load(s + v), shift));
-            TS.Store(s + v, p);
-            sum = TS.Add(sum, p);
-        }
-        l = l * alpha + TS.SumAcross(sum);
-        if (alpha != 1f)
-        {
-            TV av = TS.Splat(alpha);
-            for (int v = 0; v < outWidth; v += w) TS.Store(outRow + v, TS.Mul(TS.Load(outRow + v), av));
-        }
-        m = mNew;
+    }
+
+    /// <summary>row[0..width) *= s.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void ScaleRow<TS, TV>(float* row, int width, float s)
+        where TS : struct, IVectorOps<TV> where TV : struct
+    {
+        TV sv = TS.Splat(s);
+        for (int v = 0; v < width; v += TS.Width) TS.Store(row + v, TS.Mul(TS.Load(row + v), sv));
     }
 
     /// <summary>Recomputed probabilities of a row from its saved log-sum-exp: p = 2^(s*c - lse2).</summary>
