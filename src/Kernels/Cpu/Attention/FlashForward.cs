@@ -2,7 +2,7 @@ namespace UioLlm.Kernels.Cpu.FlashAttention;
 
 /// <summary>
 /// Forward attention for one work item = (batch, kv head, query block). Scores are computed transposed,
-/// S^T = K Q^T ([keys, queries]): Q^T is packed once per item, K rows are read in place, and the online
+/// S^T = K Q^T ([keys, queries]): Q^T is packed once per item, K and V tiles are copied contiguous, and the online
 /// softmax (running max and sum per query) runs down the key rows with whole vectors of queries at a time,
 /// so it needs no horizontal reductions. Every query head of the GQA group reuses the same K/V tile.
 /// The Tq x Tk matrix never exists; only one [key tile, query block] score tile per thread.
@@ -26,16 +26,15 @@ internal unsafe struct FlashForward
         int ratio = Hq / Hkv;
         int i0 = qb * QueryTile, nr = Math.Min(QueryTile, Tq - i0);
         int nrp = TileOps.RoundUp(nr, w);
-        // V rows are B operands of O += P V: read them in place when D fills whole vectors, else pack them padded.
-        bool packV = D % w != 0;
         int dp = TileOps.RoundUp(D, w);
         float c = Scale * TileOps.Log2E;
         nint qRowStride = (nint)Hq * D, kvRowStride = (nint)Hkv * D;
 
-        // Scratch: Q^T per head, running output rows, running max / sum / rescale factors per query, one score tile, a V tile.
-        float* qt = AttentionScratch.Current.Get(ratio * D * nrp + ratio * nr * dp + 3 * ratio * nrp + KeyTile * nrp + (packV ? KeyTile * dp : 0));
+        // Scratch: Q^T per head, running output rows, running max / sum / rescale factors per query, one score tile,
+        // and contiguous copies of the K and V tile (in place their rows lie Hkv*D apart, which maps a tile onto few cache sets).
+        float* qt = AttentionScratch.Current.Get(ratio * D * nrp + ratio * nr * dp + 3 * ratio * nrp + KeyTile * nrp + KeyTile * D + KeyTile * dp);
         float* oAcc = qt + ratio * D * nrp, mRun = oAcc + ratio * nr * dp, lRun = mRun + ratio * nrp, alpha = lRun + ratio * nrp;
-        float* st = alpha + ratio * nrp, vp = st + KeyTile * nrp;
+        float* st = alpha + ratio * nrp, kp = st + KeyTile * nrp, vp = kp + KeyTile * D;
         Span<TileKind> kinds = ratio <= 64 ? stackalloc TileKind[ratio] : new TileKind[ratio];
 
         int jlo = int.MaxValue, jhi = 0;
@@ -61,22 +60,15 @@ internal unsafe struct FlashForward
             }
             if (!anyVisible) continue;
 
-            float* kTile = K + ((nint)b * Tk + j0) * kvRowStride + (nint)g * D;
-            float* vTile = V + ((nint)b * Tk + j0) * kvRowStride + (nint)g * D;
-            int ldv = (int)kvRowStride;
-            if (packV)
-            {
-                TileOps.PackRows(vp, dp, vTile, kvRowStride, nc, D);
-                vTile = vp;
-                ldv = dp;
-            }
+            TileOps.PackRows(kp, D, K + ((nint)b * Tk + j0) * kvRowStride + (nint)g * D, kvRowStride, nc, D);
+            TileOps.PackRows(vp, dp, V + ((nint)b * Tk + j0) * kvRowStride + (nint)g * D, kvRowStride, nc, D);
 
             for (int hh = 0; hh < ratio; hh++)
             {
                 if (kinds[hh] == TileKind.Hidden) continue;
                 int h = g * ratio + hh;
-                // S^T = K Q_h^T: key rows broadcast from k in place, query columns as vectors.
-                TileGemm.Run<TS, TV>(nc, nrp / w, D, kTile, (int)kvRowStride, 1, qt + hh * D * nrp, nrp, st, nrp, accumulate: false);
+                // S^T = K Q_h^T: key rows broadcast, query columns as vectors.
+                TileGemm.Run<TS, TV>(nc, nrp / w, D, kp, D, 1, qt + hh * D * nrp, nrp, st, nrp, accumulate: false);
                 if (kinds[hh] == TileKind.Partial)
                     for (int r = 0; r < nr; r++) RowSpans.MaskColumn(st, nrp, r, j0, nc, Spans.Row(h, i0 + r));
                 float* oh = oAcc + hh * nr * dp;
@@ -84,7 +76,7 @@ internal unsafe struct FlashForward
                 for (int r = 0; r < nr; r++)
                     if (alpha[r] != 1f) TileOps.ScaleRow<TS, TV>(oh + r * dp, dp, alpha[r]);
                 // O_h += P V, reading P = (S^T)^T through strides.
-                TileGemm.Run<TS, TV>(nr, dp / w, nc, st, 1, nrp, vTile, ldv, oh, dp, accumulate: true);
+                TileGemm.Run<TS, TV>(nr, dp / w, nc, st, 1, nrp, vp, dp, oh, dp, accumulate: true);
             }
         }
 

@@ -140,8 +140,8 @@ internal sealed unsafe class AttentionScratch
     /// <summary>A pinned block of at least <paramref name="floats"/> floats (contents unspecified).</summary>
     public float* Get(int floats)
     {
-        if (data.Length < floats)
-            data = GC.AllocateUninitializedArray<float>(Math.Max(floats, 2 * data.Length), pinned: true);
+        if (data.Length < floats || data.Length == 0)
+            data = GC.AllocateUninitializedArray<float>(Math.Max(Math.Max(floats, 1), 2 * data.Length), pinned: true);
         return (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref data[0]);
     }
 }
