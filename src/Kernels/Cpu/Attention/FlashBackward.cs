@@ -98,13 +98,13 @@ internal unsafe struct FlashBackward
                     {
                         // dQ += dS K.
                         TileGemm.Run<TS, TV>(nr, dp / w, nc, ds, bcp, 1, kp, dp, dqt, dp, accumulate: false);
-                        TileOps.AddRows(dqTarget + ((nint)b * Tq + i0) * qRowStride + (nint)h * D, qRowStride, dqt, dp, nr, D);
+                        TileOps.AddRows<TS, TV>(dqTarget + ((nint)b * Tq + i0) * qRowStride + (nint)h * D, qRowStride, dqt, dp, nr, D);
                     }
                 }
             }
             if (!packed) continue;
-            if (DK != null) TileOps.AddRows(DK + ((nint)b * Tk + j0) * kvRowStride + (nint)g * D, kvRowStride, dkAcc, dp, nc, D);
-            if (DV != null) TileOps.AddRows(DV + ((nint)b * Tk + j0) * kvRowStride + (nint)g * D, kvRowStride, dvAcc, dp, nc, D);
+            if (DK != null) TileOps.AddRows<TS, TV>(DK + ((nint)b * Tk + j0) * kvRowStride + (nint)g * D, kvRowStride, dkAcc, dp, nc, D);
+            if (DV != null) TileOps.AddRows<TS, TV>(DV + ((nint)b * Tk + j0) * kvRowStride + (nint)g * D, kvRowStride, dvAcc, dp, nc, D);
         }
     }
 }

@@ -33,12 +33,16 @@ internal static unsafe class TileOps
     }
 
     /// <summary>dst[r][0..d) += src[r, 0..d) for each row.</summary>
-    public static void AddRows(float* dst, nint dstStride, float* src, int ldSrc, int rows, int d)
+    public static void AddRows<TS, TV>(float* dst, nint dstStride, float* src, int ldSrc, int rows, int d)
+        where TS : struct, IVectorOps<TV> where TV : struct
     {
+        int w = TS.Width;
         for (int r = 0; r < rows; r++)
         {
             float* o = dst + r * dstStride, s = src + r * ldSrc;
-            for (int k = 0; k < d; k++) o[k] += s[k];
+            int k = 0;
+            for (; k + w <= d; k += w) TS.Store(o + k, TS.Add(TS.Load(o + k), TS.Load(s + k)));
+            for (; k < d; k++) o[k] += s[k];
         }
     }
 
