@@ -172,7 +172,7 @@ public static class AttentionSideBySide
             foreach (var c in cases)
             {
                 using var data = new AttentionBenchData(acc, c);
-                double budget = quick ? 0.3 : 1.0;
+                double budget = quick ? 0.3 : 2.0;
                 double fwd = BestSeconds(data.Forward, budget), bwd = BestSeconds(data.Backward, budget);
                 double fwdRate = c.ForwardFlops / fwd / 1e9, bwdRate = c.BackwardFlops / bwd / 1e9;
                 string Ratio(double r) => matmul > 0 ? $"{r / matmul:P0}" : "n/a";
@@ -181,12 +181,12 @@ public static class AttentionSideBySide
         }
     }
 
-    /// <summary>Best wall time of one call, repeating until the budget is spent (at least twice, after a warm-up).</summary>
+    /// <summary>Best wall time of one call, repeating until the budget is spent (at least three times, after a warm-up).</summary>
     public static double BestSeconds(Action action, double budgetSeconds)
     {
         action();
         double best = double.MaxValue, spent = 0;
-        for (int rep = 0; rep < 2 || spent < budgetSeconds; rep++)
+        for (int rep = 0; rep < 3 || spent < budgetSeconds; rep++)
         {
             long start = Stopwatch.GetTimestamp();
             action();
