@@ -43,7 +43,8 @@ internal unsafe struct FlashForward
             int h = g * ratio + hh;
             Spans.KeyRange(h, i0, nr, out int lo, out int hi);
             if (hi > lo) { jlo = Math.Min(jlo, lo); jhi = Math.Max(jhi, hi); }
-            TileOps.PackTransposed(qt + hh * D * nrp, nrp, Q + ((nint)b * Tq + i0) * qRowStride + (nint)h * D, qRowStride, nr, nrp, D);
+            // Q^T carries the factor scale * log2(e), so scores come out ready for 2^x.
+            TileOps.PackTransposed(qt + hh * D * nrp, nrp, Q + ((nint)b * Tq + i0) * qRowStride + (nint)h * D, qRowStride, nr, nrp, D, c);
         }
         new Span<float>(oAcc, ratio * nr * dp).Clear();
         new Span<float>(mRun, ratio * nrp).Fill(float.NegativeInfinity);
@@ -72,7 +73,7 @@ internal unsafe struct FlashForward
                 if (kinds[hh] == TileKind.Partial)
                     for (int r = 0; r < nr; r++) RowSpans.MaskColumn(st, nrp, r, j0, nc, Spans.Row(h, i0 + r));
                 float* oh = oAcc + hh * nr * dp;
-                TileOps.OnlineSoftmaxColumns<TS, TV>(st, nrp, nc, nrp, c, mRun + hh * nrp, lRun + hh * nrp, alpha);
+                TileOps.OnlineSoftmaxColumns<TS, TV>(st, nrp, nc, nrp, mRun + hh * nrp, lRun + hh * nrp, alpha);
                 for (int r = 0; r < nr; r++)
                     if (alpha[r] != 1f) TileOps.ScaleRow<TS, TV>(oh + r * dp, dp, alpha[r]);
                 // O_h += P V, reading P = (S^T)^T through strides.

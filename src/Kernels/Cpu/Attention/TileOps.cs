@@ -10,13 +10,13 @@ internal static unsafe class TileOps
 
     public static int RoundUp(int n, int w) => (n + w - 1) / w * w;
 
-    /// <summary>dst[d, c] = src[c][d] for c &lt; n (rows of src <paramref name="srcStride"/> apart); columns n..nPadded-1 zero.</summary>
-    public static void PackTransposed(float* dst, int ldDst, float* src, nint srcStride, int n, int nPadded, int d)
+    /// <summary>dst[d, c] = factor * src[c][d] for c &lt; n (rows of src <paramref name="srcStride"/> apart); columns n..nPadded-1 zero.</summary>
+    public static void PackTransposed(float* dst, int ldDst, float* src, nint srcStride, int n, int nPadded, int d, float factor = 1f)
     {
         for (int c = 0; c < n; c++)
         {
             float* row = src + c * srcStride;
-            for (int k = 0; k < d; k++) dst[k * ldDst + c] = row[k];
+            for (int k = 0; k < d; k++) dst[k * ldDst + c] = factor * row[k];
         }
         for (int k = 0; k < d; k++)
             for (int c = n; c < nPadded; c++) dst[k * ldDst + c] = 0f;
@@ -47,26 +47,20 @@ internal static unsafe class TileOps
     }
 
     /// <summary>
-    /// One online-softmax step over a transposed score tile st [keys, queries] (rows <paramref name="ld"/> apart):
-    /// per query column, scores become p = 2^(s*c - mNew), the running max m and sum l update, and
-    /// alpha = 2^(m - mNew) is returned for rescaling that query's output row. c = scale * log2(e).
+    /// One online-softmax step over a transposed score tile st [keys, queries] (rows <paramref name="ld"/> apart)
+    /// holding scores already in base-2 units (s * scale * log2(e)): per query column, scores become
+    /// p = 2^(s - mNew), the running max m and sum l update, and alpha = 2^(m - mNew) is returned for
+    /// rescaling that query's output row.
     /// A query with nothing visible so far keeps m = -inf, l = 0 and gets p = 0 (Exp2 maps NaN and -inf to 0).
     /// </summary>
-    public static void OnlineSoftmaxColumns<TS, TV>(float* st, int ld, int keys, int queries, float c, float* m, float* l, float* alpha)
+    public static void OnlineSoftmaxColumns<TS, TV>(float* st, int ld, int keys, int queries, float* m, float* l, float* alpha)
         where TS : struct, IVectorOps<TV> where TV : struct
     {
         int w = TS.Width;
-        TV cv = TS.Splat(c);
         for (int q = 0; q < queries; q += w)
         {
             TV mx = TS.Splat(float.NegativeInfinity);
-            for (int k = 0; k < keys; k++)
-            {
-                float* s = st + k * ld + q;
-                TV x = TS.Mul(TS.Load(s), cv);
-                TS.Store(s, x);
-                mx = TS.Max(mx, x);
-            }
+            for (int k = 0; k < keys; k++) mx = TS.Max(mx, TS.Load(st + k * ld + q));
             TV mOld = TS.Load(m + q);
             TV mNew = TS.Max(mOld, mx);
             TV sum = TS.Zero;
