@@ -49,11 +49,11 @@ public class AttentionTests
     private IKernels Kernels(string config) => config switch
     {
         "backend" => acc.Kernels,
-        "v256-tiny-tiles-2t" => new CpuKernels(2) { AttentionVectors = AttentionSimd.Vector256, AttentionQueryTile = 5, AttentionKeyTile = 7, AttentionWidenQueryTile = false, AttentionParallelWork = 0 },
-        "v512-tiny-tiles-3t" => new CpuKernels(3) { AttentionVectors = AttentionSimd.Vector512, AttentionQueryTile = 6, AttentionKeyTile = 16, AttentionWidenQueryTile = false, AttentionParallelWork = 0 },
-        "v128-serial" => new CpuKernels(1) { AttentionVectors = AttentionSimd.Vector128, AttentionQueryTile = 2 },
+        "v256-tiny-tiles-2t" => new CpuKernels(2) { AttentionVectors = AttentionSimd.Vector256, AttentionQueryTile = 5, AttentionKeyTile = 7, AttentionParallelWork = 0 },
+        "v512-tiny-tiles-3t" => new CpuKernels(3) { AttentionVectors = AttentionSimd.Vector512, AttentionQueryTile = 6, AttentionKeyTile = 16, AttentionParallelWork = 0 },
+        "v128-serial" => new CpuKernels(1) { AttentionVectors = AttentionSimd.Vector128 },
         "v512-default-tiles" => new CpuKernels(2) { AttentionVectors = AttentionSimd.Vector512, AttentionParallelWork = 0 },
-        "v256-small-tiles" => new CpuKernels(2) { AttentionVectors = AttentionSimd.Vector256, AttentionQueryTile = 3, AttentionKeyTile = 4, AttentionWidenQueryTile = false, AttentionParallelWork = 0 },
+        "v256-small-tiles" => new CpuKernels(2) { AttentionVectors = AttentionSimd.Vector256, AttentionQueryTile = 3, AttentionKeyTile = 4, AttentionParallelWork = 0 },
         _ => throw new ArgumentOutOfRangeException(nameof(config), config, "unknown kernel configuration"),
     };
 

@@ -11,9 +11,6 @@ public sealed partial class CpuKernels
     /// <summary>Query rows per tile.</summary>
     internal int AttentionQueryTile { get; init; } = 64;
 
-    /// <summary>Widen the forward query tile for long inputs (see <see cref="ForwardQueryTile"/>); tests that force tiles turn it off.</summary>
-    internal bool AttentionWidenQueryTile { get; init; } = true;
-
     /// <summary>Keys per tile.</summary>
     internal int AttentionKeyTile { get; init; } = 64;
 
@@ -36,7 +33,7 @@ public sealed partial class CpuKernels
             {
                 Q = q.Pointer, K = k.Pointer, V = v.Pointer, O = o.Pointer, Lse = lse.Pointer,
                 Batch = shape.Batch, Tq = shape.Tq, Tk = shape.Tk, Hq = shape.Hq, Hkv = shape.Hkv, D = shape.D,
-                QueryTile = ForwardQueryTile(shape), KeyTile = AttentionKeyTile, Scale = shape.Scale, Spans = spans,
+                QueryTile = AttentionQueryTile, KeyTile = AttentionKeyTile, Scale = shape.Scale, Spans = spans,
             };
             bool parallel = UseParallel(shape);
             switch (ResolveAttentionSimd())
@@ -113,22 +110,6 @@ public sealed partial class CpuKernels
             partials?.Dispose();
             spans.Release();
         }
-    }
-
-    /// <summary>
-    /// The forward re-streams the K/V tiles once per work item, so an item should cover about 256 query rows
-    /// (query heads of the GQA group x query tile) to reuse each tile enough; the tile grows while Q^T stays
-    /// within 16K floats and there are still at least four items per thread.
-    /// </summary>
-    private int ForwardQueryTile(in AttentionShape s)
-    {
-        int tile = AttentionQueryTile;
-        if (!AttentionWidenQueryTile) return tile;
-        int ratio = s.Hq / s.Hkv;
-        while (ratio * tile < 256 && 2 * ratio * tile * s.D <= 16384
-               && (long)s.Batch * s.Hkv * ((s.Tq + 2 * tile - 1) / (2 * tile)) >= 4L * Threads)
-            tile *= 2;
-        return tile;
     }
 
     private AttentionSimd ResolveAttentionSimd() =>
