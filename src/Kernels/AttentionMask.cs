@@ -76,6 +76,80 @@ public readonly record struct AttentionMask
         return true;
     }
 
+    /// <summary>The most intervals <see cref="VisibleIntervals"/> can return (prefix, sinks or memory block, main band).</summary>
+    public const int MaxIntervals = 3;
+
+    /// <summary>
+    /// The keys query <paramref name="i"/> (head <paramref name="head"/> of <paramref name="queryHeads"/>) sees, as
+    /// sorted, disjoint, non-empty half-open intervals [start, end) written as pairs into <paramref name="bounds"/>
+    /// (length &gt;= 2 * <see cref="MaxIntervals"/>); returns how many. Key j is inside an interval exactly when
+    /// <see cref="IsVisible"/> says so, for any descriptor that passes <see cref="Validate"/>.
+    /// </summary>
+    public int VisibleIntervals(int head, int queryHeads, int i, int tq, int tk, Span<int> bounds)
+    {
+        if (bounds.Length < 2 * MaxIntervals)
+            throw new ArgumentException($"VisibleIntervals: bounds has {bounds.Length} slots, expected at least {2 * MaxIntervals}", nameof(bounds));
+        int p = PrefixLength;
+        int count = 0;
+        Append(bounds, ref count, 0, Math.Min(p, tk));
+        if (!UsesPositions)
+        {
+            Append(bounds, ref count, p, tk);
+            return count;
+        }
+        int rq = tk - tq + i - p;   // query position relative to the prefix
+        int n = tk - p;             // non-prefix keys
+        if (MemoryCount > 0)
+        {
+            int l = tq - MemoryCount;
+            if (rq < l)
+            {
+                Append(bounds, ref count, p, p + rq + 1);
+            }
+            else
+            {
+                // Memory token m sees the first min((m+1)c, L) ordinary tokens, then itself.
+                Append(bounds, ref count, p, p + Math.Min((rq - l + 1) * StepStride, l));
+                Append(bounds, ref count, p + rq, p + rq + 1);
+            }
+            return count;
+        }
+        int lo = 0, hi = n;
+        if (Causal) hi = Math.Min(hi, rq + 1);
+        if (GroupSize > 0)
+        {
+            int shift = ShiftUpperHalfHeads && head >= queryHeads / 2 ? GroupSize / 2 : 0;
+            int start = (rq + shift) / GroupSize * GroupSize - shift;
+            lo = Math.Max(lo, start);
+            hi = Math.Min(hi, start + GroupSize);
+        }
+        if (Window > 0)
+        {
+            // Sinks [0, S) and the band of the last W positions, both clipped by the causal/group bounds.
+            Append(bounds, ref count, p + lo, p + Math.Min(Sinks, hi));
+            Append(bounds, ref count, p + Math.Max(lo, rq - Window + 1), p + hi);
+        }
+        else
+        {
+            Append(bounds, ref count, p + lo, p + hi);
+        }
+        return count;
+    }
+
+    /// <summary>Add [start, end) after the intervals already written, merging when it touches the last one.</summary>
+    private static void Append(Span<int> bounds, ref int count, int start, int end)
+    {
+        if (end <= start) return;
+        if (count > 0 && start <= bounds[2 * count - 1])
+        {
+            bounds[2 * count - 1] = Math.Max(bounds[2 * count - 1], end);
+            return;
+        }
+        bounds[2 * count] = start;
+        bounds[2 * count + 1] = end;
+        count++;
+    }
+
     /// <summary>Throw a clear ArgumentException when the descriptor does not fit the given sizes.</summary>
     public void Validate(string op, int tq, int tk)
     {

@@ -1,0 +1,129 @@
+using System.Runtime.CompilerServices;
+
+namespace UioLlm.Kernels.Cpu.FlashAttention;
+
+/// <summary>
+/// The small register-blocked products inside an attention tile: C[rows, nVec*W] = (or +=) A[rows, kLen] B[kLen, nVec*W].
+/// A is read one element at a time (broadcast) through a row and a column stride, so the same kernel serves
+/// A and A^T; B and C rows are vectors (their widths are padded to whole vectors by the packing code).
+/// </summary>
+internal static unsafe class TileGemm
+{
+    public static void Run<TS, TV>(int rows, int nVec, int kLen, float* a, int aRow, int aCol,
+        float* b, int ldb, float* c, int ldc, bool accumulate)
+        where TS : struct, IVectorOps<TV> where TV : struct
+    {
+        int w = TS.Width;
+        int r = 0;
+        for (; r + 4 <= rows; r += 4)
+        {
+            float* ar = a + (nint)r * aRow;
+            float* cr = c + (nint)r * ldc;
+            int v = 0;
+            for (; v + 2 <= nVec; v += 2)
+                Rows4x2<TS, TV>(kLen, ar, aRow, aCol, b + v * w, ldb, cr + v * w, ldc, accumulate);
+            if (v < nVec)
+                Rows4x1<TS, TV>(kLen, ar, aRow, aCol, b + v * w, ldb, cr + v * w, ldc, accumulate);
+        }
+        for (; r < rows; r++)
+        {
+            float* ar = a + (nint)r * aRow;
+            float* cr = c + (nint)r * ldc;
+            int v = 0;
+            for (; v + 4 <= nVec; v += 4)
+                Row1x4<TS, TV>(kLen, ar, aCol, b + v * w, ldb, cr + v * w, accumulate);
+            for (; v < nVec; v++)
+                Row1x1<TS, TV>(kLen, ar, aCol, b + v * w, ldb, cr + v * w, accumulate);
+        }
+    }
+
+    /// <summary>Four rows of A times two vectors of B: 8 independent accumulators (enough to hide FMA latency).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Rows4x2<TS, TV>(int kLen, float* a, int aRow, int aCol, float* b, int ldb, float* c, int ldc, bool accumulate)
+        where TS : struct, IVectorOps<TV> where TV : struct
+    {
+        int w = TS.Width;
+        float* a0 = a, a1 = a + aRow, a2 = a + 2 * aRow, a3 = a + 3 * aRow;
+        float* c0 = c, c1 = c + ldc, c2 = c + 2 * ldc, c3 = c + 3 * ldc;
+        TV s00, s01, s10, s11, s20, s21, s30, s31;
+        if (accumulate)
+        {
+            s00 = TS.Load(c0); s01 = TS.Load(c0 + w);
+            s10 = TS.Load(c1); s11 = TS.Load(c1 + w);
+            s20 = TS.Load(c2); s21 = TS.Load(c2 + w);
+            s30 = TS.Load(c3); s31 = TS.Load(c3 + w);
+        }
+        else
+        {
+            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = TS.Zero;
+        }
+        nint ka = 0;
+        for (int k = 0; k < kLen; k++, ka += aCol, b += ldb)
+        {
+            TV b0 = TS.Load(b), b1 = TS.Load(b + w);
+            TV x = TS.Splat(a0[ka]);
+            s00 = TS.MulAdd(x, b0, s00); s01 = TS.MulAdd(x, b1, s01);
+            x = TS.Splat(a1[ka]);
+            s10 = TS.MulAdd(x, b0, s10); s11 = TS.MulAdd(x, b1, s11);
+            x = TS.Splat(a2[ka]);
+            s20 = TS.MulAdd(x, b0, s20); s21 = TS.MulAdd(x, b1, s21);
+            x = TS.Splat(a3[ka]);
+            s30 = TS.MulAdd(x, b0, s30); s31 = TS.MulAdd(x, b1, s31);
+        }
+        TS.Store(c0, s00); TS.Store(c0 + w, s01);
+        TS.Store(c1, s10); TS.Store(c1 + w, s11);
+        TS.Store(c2, s20); TS.Store(c2 + w, s21);
+        TS.Store(c3, s30); TS.Store(c3 + w, s31);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Rows4x1<TS, TV>(int kLen, float* a, int aRow, int aCol, float* b, int ldb, float* c, int ldc, bool accumulate)
+        where TS : struct, IVectorOps<TV> where TV : struct
+    {
+        float* a0 = a, a1 = a + aRow, a2 = a + 2 * aRow, a3 = a + 3 * aRow;
+        float* c0 = c, c1 = c + ldc, c2 = c + 2 * ldc, c3 = c + 3 * ldc;
+        TV s0 = accumulate ? TS.Load(c0) : TS.Zero, s1 = accumulate ? TS.Load(c1) : TS.Zero;
+        TV s2 = accumulate ? TS.Load(c2) : TS.Zero, s3 = accumulate ? TS.Load(c3) : TS.Zero;
+        nint ka = 0;
+        for (int k = 0; k < kLen; k++, ka += aCol, b += ldb)
+        {
+            TV b0 = TS.Load(b);
+            s0 = TS.MulAdd(TS.Splat(a0[ka]), b0, s0);
+            s1 = TS.MulAdd(TS.Splat(a1[ka]), b0, s1);
+            s2 = TS.MulAdd(TS.Splat(a2[ka]), b0, s2);
+            s3 = TS.MulAdd(TS.Splat(a3[ka]), b0, s3);
+        }
+        TS.Store(c0, s0); TS.Store(c1, s1); TS.Store(c2, s2); TS.Store(c3, s3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Row1x4<TS, TV>(int kLen, float* a, int aCol, float* b, int ldb, float* c, bool accumulate)
+        where TS : struct, IVectorOps<TV> where TV : struct
+    {
+        int w = TS.Width;
+        TV s0, s1, s2, s3;
+        if (accumulate) { s0 = TS.Load(c); s1 = TS.Load(c + w); s2 = TS.Load(c + 2 * w); s3 = TS.Load(c + 3 * w); }
+        else s0 = s1 = s2 = s3 = TS.Zero;
+        nint ka = 0;
+        for (int k = 0; k < kLen; k++, ka += aCol, b += ldb)
+        {
+            TV x = TS.Splat(a[ka]);
+            s0 = TS.MulAdd(x, TS.Load(b), s0);
+            s1 = TS.MulAdd(x, TS.Load(b + w), s1);
+            s2 = TS.MulAdd(x, TS.Load(b + 2 * w), s2);
+            s3 = TS.MulAdd(x, TS.Load(b + 3 * w), s3);
+        }
+        TS.Store(c, s0); TS.Store(c + w, s1); TS.Store(c + 2 * w, s2); TS.Store(c + 3 * w, s3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Row1x1<TS, TV>(int kLen, float* a, int aCol, float* b, int ldb, float* c, bool accumulate)
+        where TS : struct, IVectorOps<TV> where TV : struct
+    {
+        TV s = accumulate ? TS.Load(c) : TS.Zero;
+        nint ka = 0;
+        for (int k = 0; k < kLen; k++, ka += aCol, b += ldb)
+            s = TS.MulAdd(TS.Splat(a[ka]), TS.Load(b), s);
+        TS.Store(c, s);
+    }
+}
