@@ -1,16 +1,42 @@
 using BenchmarkDotNet.Running;
 using UioLlm.Bench;
 
-// `blas [--quick] [--threads 1,2] [--sizes 512,2048,vocab,decode]` runs the OpenBLAS side-by-side table; anything else goes to BenchmarkDotNet
-// (e.g. `-- --filter *MatMul*`).
+// Side-by-side runners (quick Stopwatch medians, printed as tables):
+//   blas      [--quick] [--threads 1,2] [--sizes 512,2048,vocab,decode]   our MatMul vs OpenBLAS cblas_sgemm
+//   attention [--quick] [--threads 1,2]                                   attention forward/backward GFLOP/s vs our MatMul rate
+// Anything else goes to BenchmarkDotNet, e.g. `-- --filter *MatMul*` or `-- --list flat`.
+string? Value(string name)
+{
+    int at = Array.IndexOf(args, name);
+    return at >= 0 && at + 1 < args.Length ? args[at + 1] : null;
+}
+
+List<int>? Threads()
+{
+    string? v = Value("--threads");
+    if (v is null) return null;
+    var list = new List<int>();
+    foreach (string part in v.Split(','))
+    {
+        if (!int.TryParse(part, out int t) || t <= 0)
+        {
+            Console.Error.WriteLine($"--threads: '{part}' is not a positive thread count (expected e.g. 1,2)");
+            Environment.Exit(2);
+        }
+        list.Add(t);
+    }
+    return list;
+}
+
 if (args.Length > 0 && args[0] == "blas")
 {
-    bool quick = args.Contains("--quick");
-    int at = Array.IndexOf(args, "--threads");
-    List<int>? threads = at >= 0 && at + 1 < args.Length ? args[at + 1].Split(',').Select(int.Parse).ToList() : null;
-    int si = Array.IndexOf(args, "--sizes");
-    List<string>? sizes = si >= 0 && si + 1 < args.Length ? [.. args[si + 1].Split(',')] : null;
-    return BlasSideBySide.Run(quick, threads, sizes);
+    List<string>? sizes = Value("--sizes") is { } s ? [.. s.Split(',')] : null;
+    return BlasSideBySide.Run(args.Contains("--quick"), Threads(), sizes);
+}
+if (args.Length > 0 && args[0] == "attention")
+{
+    AttentionSideBySide.Run(Console.Out, args.Contains("--quick"), Threads());
+    return 0;
 }
 BenchmarkSwitcher.FromAssembly(typeof(BlasSideBySide).Assembly).Run(args);
 return 0;
