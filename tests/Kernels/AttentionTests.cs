@@ -288,9 +288,9 @@ public class AttentionTests
 
     private static float Exp2(AttentionSimd width, float x) => width switch
     {
-        AttentionSimd.Vector128 => Vec128.Exp2(Vector128.Create(x)).GetElement(1),
-        AttentionSimd.Vector256 => Vec256.Exp2(Vector256.Create(x)).GetElement(5),
-        _ => Vec512.Exp2(Vector512.Create(x)).GetElement(13),
+        AttentionSimd.Vector128 => VectorMath.Exp2<Lanes128, Vector128<float>>(Vector128.Create(x)).GetElement(1),
+        AttentionSimd.Vector256 => VectorMath.Exp2<Lanes256, Vector256<float>>(Vector256.Create(x)).GetElement(5),
+        _ => VectorMath.Exp2<Lanes512, Vector512<float>>(Vector512.Create(x)).GetElement(13),
     };
 
     [Fact]

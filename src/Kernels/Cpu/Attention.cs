@@ -38,9 +38,9 @@ public sealed partial class CpuKernels
             bool parallel = UseParallel(shape);
             switch (ResolveAttentionSimd())
             {
-                case AttentionSimd.Vector512: ForEach(job.Items, parallel, i => job.Run<Vec512, Vector512<float>>(i)); break;
-                case AttentionSimd.Vector256: ForEach(job.Items, parallel, i => job.Run<Vec256, Vector256<float>>(i)); break;
-                default: ForEach(job.Items, parallel, i => job.Run<Vec128, Vector128<float>>(i)); break;
+                case AttentionSimd.Vector512: ForEach(job.Items, parallel, i => job.Run<Lanes512, Vector512<float>>(i)); break;
+                case AttentionSimd.Vector256: ForEach(job.Items, parallel, i => job.Run<Lanes256, Vector256<float>>(i)); break;
+                default: ForEach(job.Items, parallel, i => job.Run<Lanes128, Vector128<float>>(i)); break;
             }
         }
         finally
@@ -99,9 +99,9 @@ public sealed partial class CpuKernels
             };
             switch (ResolveAttentionSimd())
             {
-                case AttentionSimd.Vector512: ForEach(job.Items, parallel, i => job.Run<Vec512, Vector512<float>>(i)); break;
-                case AttentionSimd.Vector256: ForEach(job.Items, parallel, i => job.Run<Vec256, Vector256<float>>(i)); break;
-                default: ForEach(job.Items, parallel, i => job.Run<Vec128, Vector128<float>>(i)); break;
+                case AttentionSimd.Vector512: ForEach(job.Items, parallel, i => job.Run<Lanes512, Vector512<float>>(i)); break;
+                case AttentionSimd.Vector256: ForEach(job.Items, parallel, i => job.Run<Lanes256, Vector256<float>>(i)); break;
+                default: ForEach(job.Items, parallel, i => job.Run<Lanes128, Vector128<float>>(i)); break;
             }
             if (partials is not null && dq is not null) AddPartials(dq.Pointer, partials.Pointer, q.Length, segments - 1, parallel);
         }

@@ -11,6 +11,7 @@ namespace UioLlm.Kernels.Cpu;
 internal unsafe interface ISimdLanes<TV> where TV : struct
 {
     static abstract int Count { get; }
+    static abstract TV Zero { get; }
     static abstract TV Load(float* p);
     static abstract void Store(TV v, float* p);
     static abstract TV Splat(float x);
@@ -26,6 +27,9 @@ internal unsafe interface ISimdLanes<TV> where TV : struct
     static abstract TV Max(TV a, TV b);
     static abstract TV Min(TV a, TV b);
     static abstract TV Sqrt(TV a);
+
+    /// <summary>value where x &gt;= limit, else 0 (lane by lane).</summary>
+    static abstract TV ZeroBelow(TV value, TV x, TV limit);
 
     /// <summary>Round to the nearest integer (ties to even), kept as float.</summary>
     static abstract TV Round(TV a);
@@ -46,6 +50,10 @@ internal unsafe interface ISimdLanes<TV> where TV : struct
 internal readonly unsafe struct Lanes128 : ISimdLanes<Vector128<float>>
 {
     public static int Count => Vector128<float>.Count;
+    public static Vector128<float> Zero => Vector128<float>.Zero;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> ZeroBelow(Vector128<float> value, Vector128<float> x, Vector128<float> limit) =>
+        value & Vector128.GreaterThanOrEqual(x, limit);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Load(float* p) => Vector128.Load(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector128<float> v, float* p) => v.Store(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Splat(float x) => Vector128.Create(x);
@@ -91,6 +99,10 @@ internal readonly unsafe struct Lanes128 : ISimdLanes<Vector128<float>>
 internal readonly unsafe struct Lanes256 : ISimdLanes<Vector256<float>>
 {
     public static int Count => Vector256<float>.Count;
+    public static Vector256<float> Zero => Vector256<float>.Zero;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ZeroBelow(Vector256<float> value, Vector256<float> x, Vector256<float> limit) =>
+        value & Vector256.GreaterThanOrEqual(x, limit);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Load(float* p) => Vector256.Load(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector256<float> v, float* p) => v.Store(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Splat(float x) => Vector256.Create(x);
@@ -131,6 +143,10 @@ internal readonly unsafe struct Lanes256 : ISimdLanes<Vector256<float>>
 internal readonly unsafe struct Lanes512 : ISimdLanes<Vector512<float>>
 {
     public static int Count => Vector512<float>.Count;
+    public static Vector512<float> Zero => Vector512<float>.Zero;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ZeroBelow(Vector512<float> value, Vector512<float> x, Vector512<float> limit) =>
+        value & Vector512.GreaterThanOrEqual(x, limit);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Load(float* p) => Vector512.Load(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector512<float> v, float* p) => v.Store(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Splat(float x) => Vector512.Create(x);
@@ -222,6 +238,30 @@ internal static class VectorMath
         p = S.MulAdd(p, r, S.Splat(P5));
         p = S.MulAdd(p, S.Mul(r, r), S.Add(r, S.Splat(1f)));
         return S.Mul(p, S.Pow2(n));
+    }
+
+    // 2^x = 2^n * 2^f with n = round(x), |f| <= 1/2: a degree-6 Taylor form of e^(f ln 2), coefficients (ln 2)^k / k!.
+    private const float E1 = 0.693147180559945f, E2 = 0.240226506959101f, E3 = 0.0555041086648216f;
+    private const float E4 = 0.00961812910762848f, E5 = 0.00133335581464284f, E6 = 0.000154035303933816f;
+
+    /// <summary>
+    /// Vectorised 2^x, relative error about 1e-7; exactly 0 for x &lt; -126 (including -inf), which the
+    /// online softmax relies on for masked scores. NaN propagates.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TV Exp2<S, TV>(TV x) where S : ISimdLanes<TV> where TV : struct
+    {
+        var lowest = S.Splat(-126f);
+        var clamped = S.Min(S.Max(x, lowest), S.Splat(127f));
+        var n = S.Round(clamped);
+        var f = S.Sub(clamped, n);
+        var p = S.MulAdd(S.Splat(E6), f, S.Splat(E5));
+        p = S.MulAdd(p, f, S.Splat(E4));
+        p = S.MulAdd(p, f, S.Splat(E3));
+        p = S.MulAdd(p, f, S.Splat(E2));
+        p = S.MulAdd(p, f, S.Splat(E1));
+        p = S.MulAdd(p, f, S.Splat(1f));
+        return S.ZeroBelow(S.Mul(p, S.Pow2(n)), x, lowest);
     }
 
     /// <summary>Vectorised logistic sigmoid 1 / (1 + e^-x): saturates cleanly to 0 and 1 for large |x|.</summary>

@@ -18,9 +18,9 @@ internal unsafe struct FlashBackward
 
     public readonly int QueryLength => Batch * Tq * Hq * D;
 
-    public readonly void Run<TS, TV>(int item) where TS : struct, IVectorOps<TV> where TV : struct
+    public readonly void Run<TS, TV>(int item) where TS : struct, ISimdLanes<TV> where TV : struct
     {
-        int w = TS.Width;
+        int w = TS.Count;
         int seg = item % Segments, g = item / Segments % Hkv, b = item / Segments / Hkv;
         int ratio = Hq / Hkv;
         int dp = TileOps.RoundUp(D, w), bcp = TileOps.RoundUp(KeyTile, w), br = QueryTile;

@@ -18,9 +18,9 @@ internal unsafe struct FlashForward
 
     public readonly int Items => Batch * Hkv * QueryBlocks;
 
-    public readonly void Run<TS, TV>(int item) where TS : struct, IVectorOps<TV> where TV : struct
+    public readonly void Run<TS, TV>(int item) where TS : struct, ISimdLanes<TV> where TV : struct
     {
-        int w = TS.Width;
+        int w = TS.Count;
         int qBlocks = QueryBlocks;
         int qb = item % qBlocks, g = item / qBlocks % Hkv, b = item / qBlocks / Hkv;
         int ratio = Hq / Hkv;

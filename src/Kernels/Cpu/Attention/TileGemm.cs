@@ -11,9 +11,9 @@ internal static unsafe class TileGemm
 {
     public static void Run<TS, TV>(int rows, int nVec, int kLen, float* a, int aRow, int aCol,
         float* b, int ldb, float* c, int ldc, bool accumulate)
-        where TS : struct, IVectorOps<TV> where TV : struct
+        where TS : struct, ISimdLanes<TV> where TV : struct
     {
-        int w = TS.Width;
+        int w = TS.Count;
         int r = 0;
         for (; r + 4 <= rows; r += 4)
         {
@@ -40,9 +40,9 @@ internal static unsafe class TileGemm
     /// <summary>Four rows of A times two vectors of B: 8 independent accumulators (enough to hide FMA latency).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Rows4x2<TS, TV>(int kLen, float* a, int aRow, int aCol, float* b, int ldb, float* c, int ldc, bool accumulate)
-        where TS : struct, IVectorOps<TV> where TV : struct
+        where TS : struct, ISimdLanes<TV> where TV : struct
     {
-        int w = TS.Width;
+        int w = TS.Count;
         float* a0 = a, a1 = a + aRow, a2 = a + 2 * aRow, a3 = a + 3 * aRow;
         float* c0 = c, c1 = c + ldc, c2 = c + 2 * ldc, c3 = c + 3 * ldc;
         TV s00, s01, s10, s11, s20, s21, s30, s31;
@@ -70,15 +70,15 @@ internal static unsafe class TileGemm
             x = TS.Splat(a3[ka]);
             s30 = TS.MulAdd(x, b0, s30); s31 = TS.MulAdd(x, b1, s31);
         }
-        TS.Store(c0, s00); TS.Store(c0 + w, s01);
-        TS.Store(c1, s10); TS.Store(c1 + w, s11);
-        TS.Store(c2, s20); TS.Store(c2 + w, s21);
-        TS.Store(c3, s30); TS.Store(c3 + w, s31);
+        TS.Store(s00, c0); TS.Store(s01, c0 + w);
+        TS.Store(s10, c1); TS.Store(s11, c1 + w);
+        TS.Store(s20, c2); TS.Store(s21, c2 + w);
+        TS.Store(s30, c3); TS.Store(s31, c3 + w);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Rows4x1<TS, TV>(int kLen, float* a, int aRow, int aCol, float* b, int ldb, float* c, int ldc, bool accumulate)
-        where TS : struct, IVectorOps<TV> where TV : struct
+        where TS : struct, ISimdLanes<TV> where TV : struct
     {
         float* a0 = a, a1 = a + aRow, a2 = a + 2 * aRow, a3 = a + 3 * aRow;
         float* c0 = c, c1 = c + ldc, c2 = c + 2 * ldc, c3 = c + 3 * ldc;
@@ -93,14 +93,14 @@ internal static unsafe class TileGemm
             s2 = TS.MulAdd(TS.Splat(a2[ka]), b0, s2);
             s3 = TS.MulAdd(TS.Splat(a3[ka]), b0, s3);
         }
-        TS.Store(c0, s0); TS.Store(c1, s1); TS.Store(c2, s2); TS.Store(c3, s3);
+        TS.Store(s0, c0); TS.Store(s1, c1); TS.Store(s2, c2); TS.Store(s3, c3);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Row1x4<TS, TV>(int kLen, float* a, int aCol, float* b, int ldb, float* c, bool accumulate)
-        where TS : struct, IVectorOps<TV> where TV : struct
+        where TS : struct, ISimdLanes<TV> where TV : struct
     {
-        int w = TS.Width;
+        int w = TS.Count;
         TV s0, s1, s2, s3;
         if (accumulate) { s0 = TS.Load(c); s1 = TS.Load(c + w); s2 = TS.Load(c + 2 * w); s3 = TS.Load(c + 3 * w); }
         else s0 = s1 = s2 = s3 = TS.Zero;
@@ -113,17 +113,17 @@ internal static unsafe class TileGemm
             s2 = TS.MulAdd(x, TS.Load(b + 2 * w), s2);
             s3 = TS.MulAdd(x, TS.Load(b + 3 * w), s3);
         }
-        TS.Store(c, s0); TS.Store(c + w, s1); TS.Store(c + 2 * w, s2); TS.Store(c + 3 * w, s3);
+        TS.Store(s0, c); TS.Store(s1, c + w); TS.Store(s2, c + 2 * w); TS.Store(s3, c + 3 * w);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Row1x1<TS, TV>(int kLen, float* a, int aCol, float* b, int ldb, float* c, bool accumulate)
-        where TS : struct, IVectorOps<TV> where TV : struct
+        where TS : struct, ISimdLanes<TV> where TV : struct
     {
         TV s = accumulate ? TS.Load(c) : TS.Zero;
         nint ka = 0;
         for (int k = 0; k < kLen; k++, ka += aCol, b += ldb)
             s = TS.MulAdd(TS.Splat(a[ka]), TS.Load(b), s);
-        TS.Store(c, s);
+        TS.Store(s, c);
     }
 }

@@ -34,14 +34,14 @@ internal static unsafe class TileOps
 
     /// <summary>dst[r][0..d) += src[r, 0..d) for each row.</summary>
     public static void AddRows<TS, TV>(float* dst, nint dstStride, float* src, int ldSrc, int rows, int d)
-        where TS : struct, IVectorOps<TV> where TV : struct
+        where TS : struct, ISimdLanes<TV> where TV : struct
     {
-        int w = TS.Width;
+        int w = TS.Count;
         for (int r = 0; r < rows; r++)
         {
             float* o = dst + r * dstStride, s = src + r * ldSrc;
             int k = 0;
-            for (; k + w <= d; k += w) TS.Store(o + k, TS.Add(TS.Load(o + k), TS.Load(s + k)));
+            for (; k + w <= d; k += w) TS.Store(TS.Add(TS.Load(o + k), TS.Load(s + k)), o + k);
             for (; k < d; k++) o[k] += s[k];
         }
     }
@@ -54,9 +54,9 @@ internal static unsafe class TileOps
     /// A query with nothing visible so far keeps m = -inf, l = 0 and gets p = 0 (Exp2 maps NaN and -inf to 0).
     /// </summary>
     public static void OnlineSoftmaxColumns<TS, TV>(float* st, int ld, int keys, int queries, float* m, float* l, float* alpha)
-        where TS : struct, IVectorOps<TV> where TV : struct
+        where TS : struct, ISimdLanes<TV> where TV : struct
     {
-        int w = TS.Width;
+        int w = TS.Count;
         for (int q = 0; q < queries; q += w)
         {
             TV mx = TS.Splat(float.NegativeInfinity);
@@ -67,45 +67,45 @@ internal static unsafe class TileOps
             for (int k = 0; k < keys; k++)
             {
                 float* s = st + k * ld + q;
-                TV p = TS.Exp2(TS.Sub(TS.Load(s), mNew));
-                TS.Store(s, p);
+                TV p = VectorMath.Exp2<TS, TV>(TS.Sub(TS.Load(s), mNew));
+                TS.Store(p, s);
                 sum = TS.Add(sum, p);
             }
-            TV a = TS.Exp2(TS.Sub(mOld, mNew));
-            TS.Store(alpha + q, a);
-            TS.Store(l + q, TS.MulAdd(TS.Load(l + q), a, sum));
-            TS.Store(m + q, mNew);
+            TV a = VectorMath.Exp2<TS, TV>(TS.Sub(mOld, mNew));
+            TS.Store(a, alpha + q);
+            TS.Store(TS.MulAdd(TS.Load(l + q), a, sum), l + q);
+            TS.Store(mNew, m + q);
         }
     }
 
     /// <summary>row[0..width) *= s.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void ScaleRow<TS, TV>(float* row, int width, float s)
-        where TS : struct, IVectorOps<TV> where TV : struct
+        where TS : struct, ISimdLanes<TV> where TV : struct
     {
         TV sv = TS.Splat(s);
-        for (int v = 0; v < width; v += TS.Width) TS.Store(row + v, TS.Mul(TS.Load(row + v), sv));
+        for (int v = 0; v < width; v += TS.Count) TS.Store(TS.Mul(TS.Load(row + v), sv), row + v);
     }
 
     /// <summary>Recomputed probabilities of a row from its saved log-sum-exp: p = 2^(s*c - lse2).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void ProbabilityRow<TS, TV>(float* s, int width, float c, float lse2)
-        where TS : struct, IVectorOps<TV> where TV : struct
+        where TS : struct, ISimdLanes<TV> where TV : struct
     {
-        int w = TS.Width;
+        int w = TS.Count;
         TV cv = TS.Splat(c), shift = TS.Splat(-lse2);
         for (int v = 0; v < width; v += w)
-            TS.Store(s + v, TS.Exp2(TS.MulAdd(TS.Load(s + v), cv, shift)));
+            TS.Store(VectorMath.Exp2<TS, TV>(TS.MulAdd(TS.Load(s + v), cv, shift)), s + v);
     }
 
     /// <summary>dS = P * (dP - Di) * scale, written over dP.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void ScoreGradientRow<TS, TV>(float* p, float* dp, int width, float di, float scale)
-        where TS : struct, IVectorOps<TV> where TV : struct
+        where TS : struct, ISimdLanes<TV> where TV : struct
     {
-        int w = TS.Width;
+        int w = TS.Count;
         TV dv = TS.Splat(di), sv = TS.Splat(scale);
         for (int v = 0; v < width; v += w)
-            TS.Store(dp + v, TS.Mul(TS.Mul(TS.Load(p + v), TS.Sub(TS.Load(dp + v), dv)), sv));
+            TS.Store(TS.Mul(TS.Mul(TS.Load(p + v), TS.Sub(TS.Load(dp + v), dv)), sv), dp + v);
     }
 }
