@@ -90,9 +90,9 @@ public static class AttentionBenchCases
     }
 }
 
-/// <summary>BenchmarkDotNet: attention forward over causal 1K..8K keys and the UIO decoder case.</summary>
+/// <summary>BenchmarkDotNet: attention forward and backward (dq, dk, dv) over causal 1K..8K keys and the UIO decoder case.</summary>
 [MemoryDiagnoser]
-public class AttentionForwardBenchmarks
+public class AttentionBenchmarks
 {
     private Accelerator? acc;
     private AttentionBenchData? data;
@@ -111,33 +111,6 @@ public class AttentionForwardBenchmarks
 
     [Benchmark]
     public void Forward() => data!.Forward();
-
-    [GlobalCleanup]
-    public void Cleanup()
-    {
-        data?.Dispose();
-        acc?.Dispose();
-    }
-}
-
-/// <summary>BenchmarkDotNet: attention backward (dq, dk, dv) over the same cases.</summary>
-[MemoryDiagnoser]
-public class AttentionBackwardBenchmarks
-{
-    private Accelerator? acc;
-    private AttentionBenchData? data;
-
-    public static IEnumerable<AttentionBenchCase> Cases => AttentionBenchCases.All();
-
-    [ParamsSource(nameof(Cases))]
-    public AttentionBenchCase Case { get; set; } = AttentionBenchCases.Causal(1024, 8, 8, 64);
-
-    [GlobalSetup]
-    public void Setup()
-    {
-        acc = Accelerator.Create(AcceleratorKind.Cpu);
-        data = new AttentionBenchData(acc, Case);
-    }
 
     [Benchmark]
     public void Backward() => data!.Backward();
