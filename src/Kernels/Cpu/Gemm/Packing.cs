@@ -30,8 +30,18 @@ internal static unsafe class Packing
             return;
         }
 
-        // op(A)(i, p) = A[i, p]: walk mr rows side by side, interleaving them.
-        for (int r = 0; r < mr; r++)
+        // op(A)(i, p) = A[i, p]: interleave mr rows. Full 6-row panels and groups of 8 rows are transposed in
+        // registers; what is left goes element by element.
+        float* a = g.A + i0 * g.Lda + p0;
+        if (mr == 6 && rows == 6 && Avx.IsSupported)
+        {
+            Transpose6Rows(a, g.Lda, kc, dst);
+            return;
+        }
+        int first = 0;
+        if (mr >= 8)
+            for (; first + 8 <= rows; first += 8) Transpose8Columns(a + first * g.Lda, g.Lda, kc, dst + first, mr);
+        for (int r = first; r < mr; r++)
         {
             float* d = dst + r;
             if (r < rows)
@@ -136,6 +146,40 @@ internal static unsafe class Packing
         }
         for (; p < kc; p++)
             for (int c = 0; c < 8; c++) dst[p * nr + c] = src[c * ld + p];
+    }
+
+    /// <summary>
+    /// Six rows (stride ld, kc long) into dst[p * 6 + r]: 8x8 register transposes with two zero rows, each
+    /// transposed column stored as 8 floats whose last two spill into the next k step (rewritten just after),
+    /// so the vector loop stops while a later k step remains; the tail goes element by element.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Transpose6Rows(float* src, nint ld, int kc, float* dst)
+    {
+        int p = 0;
+        for (; p + 8 < kc; p += 8)
+        {
+            var r0 = Vector256.Load(src + p);
+            var r1 = Vector256.Load(src + ld + p);
+            var r2 = Vector256.Load(src + 2 * ld + p);
+            var r3 = Vector256.Load(src + 3 * ld + p);
+            var r4 = Vector256.Load(src + 4 * ld + p);
+            var r5 = Vector256.Load(src + 5 * ld + p);
+            var r6 = Vector256<float>.Zero;
+            var r7 = Vector256<float>.Zero;
+            Transpose8x8(ref r0, ref r1, ref r2, ref r3, ref r4, ref r5, ref r6, ref r7);
+            float* d = dst + p * 6;
+            Vector256.Store(r0, d);
+            Vector256.Store(r1, d + 6);
+            Vector256.Store(r2, d + 12);
+            Vector256.Store(r3, d + 18);
+            Vector256.Store(r4, d + 24);
+            Vector256.Store(r5, d + 30);
+            Vector256.Store(r6, d + 36);
+            Vector256.Store(r7, d + 42);
+        }
+        for (; p < kc; p++)
+            for (int r = 0; r < 6; r++) dst[p * 6 + r] = src[r * ld + p];
     }
 
     /// <summary>In-register 8x8 transpose: unpack pairs, then 64-bit pairs, then swap 128-bit lanes.</summary>
