@@ -24,6 +24,7 @@ internal static unsafe class Packing
                 float* src = g.A + (p0 + p) * g.Lda + i0;
                 float* d = dst + p * mr;
                 int r = 0;
+                for (; r + 4 <= rows; r += 4) Vector128.Store(Vector128.Load(src + r), d + r);
                 for (; r < rows; r++) d[r] = src[r];
                 for (; r < mr; r++) d[r] = 0f;
             }
