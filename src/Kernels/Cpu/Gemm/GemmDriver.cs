@@ -77,7 +77,8 @@ internal static unsafe class GemmDriver
         {
             g = problem;
             kernel = gemmKernel;
-            splitRows = g.M > g.N;
+            // On a tie, a transposed A (gathered MR floats per k step) is the dearer one to pack twice.
+            splitRows = g.M > g.N || (g.M == g.N && g.TransA);
             int extent = splitRows ? g.M : g.N, unit = splitRows ? kernel.MR : kernel.NR;
             // Tile-aligned part boundaries, so only the last part has ragged tiles.
             step = RoundUp(CeilDiv(extent, threads), unit);
