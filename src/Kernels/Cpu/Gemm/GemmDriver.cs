@@ -118,8 +118,10 @@ internal static unsafe class GemmDriver
                 for (int ic = 0; ic < g.M; ic += mcStep)
                 {
                     int mc = Math.Min(mcStep, g.M - ic), panelsA = CeilDiv(mc, mr);
-                    for (int i = 0; i < panelsA; i++)
-                        Packing.PackA(g, ic + i * mr, Math.Min(mr, mc - i * mr), pc, kc, mr, packedA + (nint)i * kc * mr);
+                    if (g.TransA) Packing.PackATransposedBlock(g, ic, mc, pc, kc, mr, packedA);
+                    else
+                        for (int i = 0; i < panelsA; i++)
+                            Packing.PackA(g, ic + i * mr, Math.Min(mr, mc - i * mr), pc, kc, mr, packedA + (nint)i * kc * mr);
                     for (int panel = 0; panel < panelsB; panel++)
                     {
                         float* bPanel = packedB + (nint)panel * kc * nr;

@@ -58,6 +58,38 @@ internal static unsafe class Packing
     }
 
     /// <summary>
+    /// Transposed A: rows [i0, i0+rows) (any count) and columns [p0, p0+kc) of op(A) into consecutive
+    /// mr-row panels (the layout of <see cref="PackA"/>, panel after panel). Walks the storage row by row, one
+    /// contiguous run per k step spread over the panels: packing panel by panel instead would revisit kc
+    /// rows lda apart once per panel, and rows a power of two apart thrash a few L1 sets.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void PackATransposedBlock(in GemmProblem g, int i0, int rows, int p0, int kc, int mr, float* dst)
+    {
+        int fullPanels = rows / mr, tail = rows - fullPanels * mr;
+        nint panelSize = (nint)kc * mr;
+        for (int p = 0; p < kc; p++)
+        {
+            float* src = g.A + (p0 + p) * g.Lda + i0;
+            float* d = dst + p * mr;
+            for (int q = 0; q < fullPanels; q++)
+            {
+                float* s = src + q * mr, t = d + q * panelSize;
+                int r = 0;
+                for (; r + 4 <= mr; r += 4) Vector128.Store(Vector128.Load(s + r), t + r);
+                for (; r < mr; r++) t[r] = s[r];
+            }
+            if (tail > 0)
+            {
+                float* s = src + fullPanels * mr, t = d + fullPanels * panelSize;
+                int r = 0;
+                for (; r < tail; r++) t[r] = s[r];
+                for (; r < mr; r++) t[r] = 0f;
+            }
+        }
+    }
+
+    /// <summary>
     /// Rows [p0, p0+kc) and columns [j0, j0+cols) (cols &lt;= nr) of op(B) into dst[p * nr + j] (one panel).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
