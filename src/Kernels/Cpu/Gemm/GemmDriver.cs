@@ -117,11 +117,8 @@ internal static unsafe class GemmDriver
                 PackBBlock(g, pc, kc, jc, nc, nr, packedB);
                 for (int ic = 0; ic < g.M; ic += mcStep)
                 {
-                    int mc = Math.Min(mcStep, g.M - ic), panelsA = CeilDiv(mc, mr);
-                    if (g.TransA) Packing.PackATransposedBlock(g, ic, mc, pc, kc, mr, packedA);
-                    else
-                        for (int i = 0; i < panelsA; i++)
-                            Packing.PackA(g, ic + i * mr, Math.Min(mr, mc - i * mr), pc, kc, mr, packedA + (nint)i * kc * mr);
+                    int mc = Math.Min(mcStep, g.M - ic);
+                    Packing.PackABlock(g, ic, mc, pc, kc, mr, packedA);
                     for (int panel = 0; panel < panelsB; panel++)
                     {
                         float* bPanel = packedB + (nint)panel * kc * nr;

@@ -11,26 +11,26 @@ namespace UioLlm.Kernels.Cpu.Gemm;
 internal static unsafe class Packing
 {
     /// <summary>
-    /// Rows [i0, i0+rows) (rows &lt;= mr) and columns [p0, p0+kc) of op(A) into dst[p * mr + r].
+    /// Rows [i0, i0+rows) (any count) and columns [p0, p0+kc) of op(A) into consecutive mr-row panels of
+    /// kc x mr, panel q holding dst[q * kc * mr + p * mr + r]; the last panel is zero-padded.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void PackA(in GemmProblem g, int i0, int rows, int p0, int kc, int mr, float* dst)
+    public static void PackABlock(in GemmProblem g, int i0, int rows, int p0, int kc, int mr, float* dst)
     {
         if (g.TransA)
         {
-            // op(A)(i, p) = A[p, i]: each k step reads up to mr contiguous floats.
-            for (int p = 0; p < kc; p++)
-            {
-                float* src = g.A + (p0 + p) * g.Lda + i0;
-                float* d = dst + p * mr;
-                int r = 0;
-                for (; r + 4 <= rows; r += 4) Vector128.Store(Vector128.Load(src + r), d + r);
-                for (; r < rows; r++) d[r] = src[r];
-                for (; r < mr; r++) d[r] = 0f;
-            }
+            PackATransposed(g, i0, rows, p0, kc, mr, dst);
             return;
         }
+        for (int q = 0; q * mr < rows; q++)
+            PackAPanel(g, i0 + q * mr, Math.Min(mr, rows - q * mr), p0, kc, mr, dst + (nint)q * kc * mr);
+    }
 
+    /// <summary>
+    /// Plain A: rows [i0, i0+rows) (rows &lt;= mr) and columns [p0, p0+kc) of op(A) = A into dst[p * mr + r].
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackAPanel(in GemmProblem g, int i0, int rows, int p0, int kc, int mr, float* dst)
+    {
         // op(A)(i, p) = A[i, p]: interleave mr rows. Full 6-row panels and groups of 8 rows are transposed in
         // registers; what is left goes element by element.
         float* a = g.A + i0 * g.Lda + p0;
@@ -58,13 +58,12 @@ internal static unsafe class Packing
     }
 
     /// <summary>
-    /// Transposed A: rows [i0, i0+rows) (any count) and columns [p0, p0+kc) of op(A) into consecutive
-    /// mr-row panels (the layout of <see cref="PackA"/>, panel after panel). Walks the storage row by row, one
-    /// contiguous run per k step spread over the panels: packing panel by panel instead would revisit kc
-    /// rows lda apart once per panel, and rows a power of two apart thrash a few L1 sets.
+    /// Transposed A (op(A)(i, p) = A[p, i]) in the layout of <see cref="PackABlock"/>. Walks the storage row
+    /// by row, one contiguous run per k step spread over the panels: packing panel by panel instead would
+    /// revisit kc rows lda apart once per panel, and rows a power of two apart thrash a few L1 sets.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void PackATransposedBlock(in GemmProblem g, int i0, int rows, int p0, int kc, int mr, float* dst)
+    private static void PackATransposed(in GemmProblem g, int i0, int rows, int p0, int kc, int mr, float* dst)
     {
         int fullPanels = rows / mr, tail = rows - fullPanels * mr;
         nint panelSize = (nint)kc * mr;
