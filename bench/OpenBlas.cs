@@ -7,6 +7,9 @@ namespace UioLlm.Bench;
 /// OpenBLAS loaded at run time (bench only): cblas_sgemm, thread count and core name. OPENBLAS_CORETYPE is
 /// read by the library when it loads, and .NET's Environment.SetEnvironmentVariable does not reach the
 /// native environment on Linux, so the variable is set through libc setenv before the library is loaded.
+/// OPENBLAS_THREAD_TIMEOUT is lowered the same way (unless given): by default idle OpenBLAS workers spin for
+/// about 2^28 cycles after every call, and in this interleaved comparison they would take a core away from
+/// our own threads during our timed runs.
 /// </summary>
 internal static unsafe class OpenBlas
 {
@@ -37,6 +40,12 @@ internal static unsafe class OpenBlas
         if (OperatingSystem.IsLinux() && CoreTypeRequested is not null)
         {
             try { SetEnv("OPENBLAS_CORETYPE", CoreTypeRequested, 1); }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
+        }
+        if (OperatingSystem.IsLinux() && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("OPENBLAS_THREAD_TIMEOUT")))
+        {
+            // 2^4 cycles: the minimum OpenBLAS accepts; its workers then go to sleep almost at once.
+            try { SetEnv("OPENBLAS_THREAD_TIMEOUT", "4", 1); }
             catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
         }
         foreach (string name in new[] { "libopenblas.so.0", "/usr/lib/x86_64-linux-gnu/libopenblas.so.0", "libopenblas.so", "libopenblas" })

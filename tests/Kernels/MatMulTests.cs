@@ -59,6 +59,7 @@ public class MatMulTests
     [InlineData(13, 33, 7)]
     [InlineData(30, 70, 50)]
     [InlineData(25, 65, 400)]
+    [InlineData(100, 90, 300)] // large enough to be split over the two threads
     public void Vector512PathMatchesReference(int m, int n, int k)
     {
         var kernels = new CpuKernels(2) { GemmWidth = GemmWidth.Vector512 };
@@ -66,6 +67,22 @@ public class MatMulTests
         foreach (bool ta in new[] { false, true })
             foreach (bool tb in new[] { false, true })
                 CheckProduct(kernels, rng, m, n, k, ta, tb, alpha: 0.5f, beta: 2f);
+    }
+
+    /// <summary>Several threads multiplying at once: one gets the GEMM worker pool, the others run inline.</summary>
+    [Fact]
+    public void ConcurrentCallersAgree()
+    {
+        var kernels = new CpuKernels(2);
+        System.Threading.Tasks.Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i =>
+        {
+            var rng = new Rng(900 + i);
+            for (int rep = 0; rep < 3; rep++)
+            {
+                CheckProduct(kernels, rng, 120, 130, 140, i % 2 == 1, i >= 2);
+                CheckProduct(kernels, rng, 3, 700, 600, i % 2 == 0, i < 2);
+            }
+        });
     }
 
     [Fact]

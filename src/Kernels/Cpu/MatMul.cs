@@ -78,7 +78,7 @@ public sealed partial class CpuKernels
     {
         int m = c.Dim(0), n = c.Dim(1), k = transA ? a.Dim(0) : a.Dim(1);
         var g = new GemmProblem(a.Pointer, a.Dim(1), transA, b.Pointer, b.Dim(1), transB, c.Pointer, c.Dim(1), m, n, k, alpha, beta);
-        GemmDriver.Multiply(g, GemmKernel.Select(GemmWidth), Parallel, Threads);
+        GemmDriver.Multiply(g, GemmKernel.Select(GemmWidth), Threads);
     }
 
     /// <summary>
@@ -93,7 +93,7 @@ public sealed partial class CpuKernels
             for (int i = 0; i < batch; i++)
             {
                 var g = first.At(first.A + i * strideA, first.B + i * strideB, first.C);
-                GemmDriver.Multiply(i == 0 ? g : g.WithBeta(1f), kernel, Parallel, Threads);
+                GemmDriver.Multiply(i == 0 ? g : g.WithBeta(1f), kernel, Threads);
             }
             return;
         }
@@ -102,11 +102,11 @@ public sealed partial class CpuKernels
             // Many small products (e.g. per-head attention blocks): one product per task.
             var options = Parallel;
             System.Threading.Tasks.Parallel.For(0, batch, options, i =>
-                GemmDriver.Multiply(first.At(first.A + i * strideA, first.B + i * strideB, first.C + i * strideC), kernel, options, 1));
+                GemmDriver.Multiply(first.At(first.A + i * strideA, first.B + i * strideB, first.C + i * strideC), kernel, 1));
             return;
         }
         for (int i = 0; i < batch; i++)
-            GemmDriver.Multiply(first.At(first.A + i * strideA, first.B + i * strideB, first.C + i * strideC), kernel, Parallel, Threads);
+            GemmDriver.Multiply(first.At(first.A + i * strideA, first.B + i * strideB, first.C + i * strideC), kernel, Threads);
     }
 
     private static void OnCpu(string op, Tensor t, string name)

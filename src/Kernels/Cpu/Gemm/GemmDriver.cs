@@ -1,26 +1,26 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace UioLlm.Kernels.Cpu.Gemm;
 
 /// <summary>
-/// BLIS-style blocked GEMM. For each NC-wide column block of C and each KC-deep slice of K: pack the KC x NC
-/// block of op(B) and the rows of op(A) (both in parallel), then run the micro-kernel over independent
-/// (MC rows x column chunk) tiles of C in parallel. Inside a tile the B micro-panel stays in L1 while the
-/// MC x KC block of A streams from L2.
+/// BLIS-style blocked GEMM. With several threads C is cut once into disjoint parts (column ranges, or row
+/// ranges when M is the larger side), one per thread, and each thread runs the whole blocked loop nest on
+/// its part with its own packing buffers: one parallel region per call, no barriers between K slices.
+/// Within a part: for each NC-wide column block and KC-deep slice, pack the KC x NC block of op(B) (L3),
+/// then for each MC-row block pack it (L2) and run the micro-kernel over its MR x NR tiles, the B
+/// micro-panel staying in L1 while the A micro-panels stream from L2.
 /// </summary>
 internal static unsafe class GemmDriver
 {
     /// <summary>Below this many multiply-adds one thread is faster than waking others.</summary>
     internal const long ParallelVolume = 1L << 20;
 
-    /// <summary>At most this many rows of op(A) are packed at once (bounds the packed A buffer).</summary>
-    private const int MaxPackedRows = 3072;
-
-    /// <summary>B panels packed per task: plain B is then read in runs of up to 8 NR-wide segments per row.</summary>
-    private const int PanelsPerPackTask = 8;
+    /// <summary>B panels packed per pass over the KC rows of plain B: each row is read in runs of this many NR-wide segments.</summary>
+    private const int PanelsPerPackPass = 8;
 
     /// <summary>C = alpha op(A) op(B) + beta C. <paramref name="threads"/> = 1 runs on the calling thread only.</summary>
-    public static void Multiply(in GemmProblem g, GemmKernel kernel, ParallelOptions parallel, int threads)
+    public static void Multiply(in GemmProblem g, GemmKernel kernel, int threads)
     {
         if (g.M == 0 || g.N == 0) return;
         if (g.K == 0 || g.Alpha == 0f)
@@ -31,10 +31,17 @@ internal static unsafe class GemmDriver
         if (g.Volume < ParallelVolume) threads = 1;
         if (SmallM.Applies(g))
         {
-            SmallM.Multiply(g, parallel, threads);
+            SmallM.Multiply(g, threads);
             return;
         }
-        new Job(g, kernel, parallel, threads).Run();
+        if (threads == 1)
+        {
+            Blocked(g, kernel);
+            return;
+        }
+        var job = Job.Current;
+        int parts = job.Plan(g, kernel, threads);
+        WorkerPool.Run(job, parts);
     }
 
     /// <summary>C = beta C (C = 0 when beta is 0, whatever C held).</summary>
@@ -50,152 +57,124 @@ internal static unsafe class GemmDriver
         }
     }
 
-    /// <summary>One blocked multiplication: the loop state shared by the packing and compute tasks.</summary>
-    private sealed class Job
+    /// <summary>
+    /// One multi-threaded multiplication: part p is a disjoint block of C. Splitting the larger of M and N
+    /// keeps the duplicated packing (every part packs all of the other operand) the smaller one.
+    /// Reused per calling thread, so a call allocates nothing.
+    /// </summary>
+    private sealed class Job : IParallelWork
     {
-        private readonly GemmProblem g;
-        private readonly GemmKernel kernel;
-        private readonly ParallelOptions parallel;
-        private readonly int threads;
-        private readonly int mr, nr;
-        private readonly float* packedA, packedB;
-        private readonly Action<int> packTask, computeTask;
+        [ThreadStatic] private static Job? current;
 
-        // Current block: columns [jc, jc+nc), depth [pc, pc+kc), rows [ms, ms+rows).
-        private int jc, nc, pc, kc, ms, rows;
-        private float beta;
-        private int panelsA, panelsB;
-        private bool packB;
-        private int mcBlock, icBlocks, panelsPerChunk, chunks;
+        private GemmProblem g;
+        private GemmKernel kernel = GemmKernel.Avx2;
+        private bool splitRows;
+        private int step;
 
-        public Job(in GemmProblem g, GemmKernel kernel, ParallelOptions parallel, int threads)
+        public static Job Current => current ??= new Job();
+
+        /// <summary>Chooses the split and returns the number of parts (at most <paramref name="threads"/>).</summary>
+        public int Plan(in GemmProblem problem, GemmKernel gemmKernel, int threads)
         {
-            this.g = g;
-            this.kernel = kernel;
-            this.parallel = parallel;
-            this.threads = threads;
-            mr = kernel.MR;
-            nr = kernel.NR;
-            int kcMax = Math.Min(kernel.KC, g.K);
-            int ncMax = Math.Min(kernel.NC, RoundUp(g.N, nr));
-            int mMax = Math.Min(MaxPackedRows, RoundUp(g.M, mr));
-            packedA = Workspace.PackedA(mMax * kcMax);
-            packedB = Workspace.PackedB(ncMax * kcMax);
-            packTask = Pack;
-            computeTask = Compute;
+            g = problem;
+            kernel = gemmKernel;
+            // On a tie, a transposed A (gathered MR floats per k step) is the dearer one to pack twice.
+            splitRows = g.M > g.N || (g.M == g.N && g.TransA);
+            int extent = splitRows ? g.M : g.N, unit = splitRows ? kernel.MR : kernel.NR;
+            // Tile-aligned part boundaries, so only the last part has ragged tiles.
+            step = RoundUp(CeilDiv(extent, threads), unit);
+            return CeilDiv(extent, step);
         }
 
-        public void Run()
+        public void Run(int part)
         {
-            // Balance the K slices so the last one is not a sliver.
-            int kSlices = CeilDiv(g.K, kernel.KC);
-            int kcStep = CeilDiv(g.K, kSlices);
-            for (jc = 0; jc < g.N; jc += kernel.NC)
+            int start = part * step;
+            if (splitRows) Blocked(g.Rows(start, Math.Min(step, g.M - start)), kernel);
+            else Blocked(g.Columns(start, Math.Min(step, g.N - start)), kernel);
+        }
+    }
+
+    /// <summary>The whole blocked loop nest on the calling thread.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Blocked(in GemmProblem g, GemmKernel kernel)
+    {
+        int mr = kernel.MR, nr = kernel.NR;
+        // Balance the K slices, the row blocks and the column blocks so that none is a sliver.
+        int kcStep = CeilDiv(g.K, CeilDiv(g.K, kernel.KC));
+        int mcStep = RoundUp(CeilDiv(g.M, CeilDiv(g.M, kernel.MC)), mr);
+        int ncStep = RoundUp(CeilDiv(g.N, CeilDiv(g.N, kernel.NC)), nr);
+        float* packedA = Workspace.PackedA(mcStep * kcStep);
+        float* packedB = Workspace.PackedB(ncStep * kcStep);
+        float* edge = stackalloc float[mr * nr];
+        var run = kernel.Run;
+        for (int jc = 0; jc < g.N; jc += ncStep)
+        {
+            int nc = Math.Min(ncStep, g.N - jc), panelsB = CeilDiv(nc, nr);
+            for (int pc = 0; pc < g.K; pc += kcStep)
             {
-                nc = Math.Min(kernel.NC, g.N - jc);
-                panelsB = CeilDiv(nc, nr);
-                for (pc = 0; pc < g.K; pc += kcStep)
+                int kc = Math.Min(kcStep, g.K - pc);
+                float beta = pc == 0 ? g.Beta : 1f; // later K slices add onto the first
+                PackBBlock(g, pc, kc, jc, nc, nr, packedB);
+                for (int ic = 0; ic < g.M; ic += mcStep)
                 {
-                    kc = Math.Min(kcStep, g.K - pc);
-                    beta = pc == 0 ? g.Beta : 1f; // later K slices add onto the first
-                    for (ms = 0; ms < g.M; ms += MaxPackedRows)
+                    int mc = Math.Min(mcStep, g.M - ic);
+                    Packing.PackABlock(g, ic, mc, pc, kc, mr, packedA);
+                    for (int panel = 0; panel < panelsB; panel++)
                     {
-                        rows = Math.Min(MaxPackedRows, g.M - ms);
-                        panelsA = CeilDiv(rows, mr);
-                        packB = ms == 0; // the packed B block serves every row block
-                        PlanTiles();
-                        For(panelsA + (packB ? CeilDiv(panelsB, PanelsPerPackTask) : 0), packTask);
-                        For(icBlocks * chunks, computeTask);
+                        float* bPanel = packedB + (nint)panel * kc * nr;
+                        int j = panel * nr, cols = Math.Min(nr, nc - j);
+                        for (int i = 0; i < mc; i += mr)
+                        {
+                            float* aPanel = packedA + (nint)(i / mr) * kc * mr;
+                            float* c = g.C + (ic + i) * g.Ldc + jc + j;
+                            int tileRows = Math.Min(mr, mc - i);
+                            if (tileRows == mr && cols == nr)
+                            {
+                                run(kc, aPanel, bPanel, c, g.Ldc, g.Alpha, beta);
+                            }
+                            else
+                            {
+                                // Ragged edge: compute the full padded tile aside, then merge the valid part.
+                                run(kc, aPanel, bPanel, edge, nr, 1f, 0f);
+                                MergeEdge(edge, nr, c, g.Ldc, tileRows, cols, g.Alpha, beta);
+                            }
+                        }
                     }
                 }
             }
         }
+    }
 
-        /// <summary>Split rows into MC-sized blocks and columns into chunks so every thread gets work.</summary>
-        private void PlanTiles()
+    /// <summary>Rows [pc, pc+kc) and columns [jc, jc+nc) of op(B) into consecutive kc x nr panels.</summary>
+    private static void PackBBlock(in GemmProblem g, int pc, int kc, int jc, int nc, int nr, float* packedB)
+    {
+        int panelsB = CeilDiv(nc, nr);
+        for (int first = 0; first < panelsB; first += PanelsPerPackPass)
         {
-            icBlocks = CeilDiv(rows, kernel.MC);
-            mcBlock = RoundUp(CeilDiv(rows, icBlocks), mr);
-            icBlocks = CeilDiv(rows, mcBlock);
-            // Aim for a few tiles per thread so the dynamic scheduler can even out the ragged ones.
-            int wanted = threads == 1 ? 1 : CeilDiv(3 * threads, icBlocks);
-            chunks = Math.Clamp(wanted, 1, panelsB);
-            panelsPerChunk = CeilDiv(panelsB, chunks);
-            chunks = CeilDiv(panelsB, panelsPerChunk);
-        }
-
-        private void For(int count, Action<int> body)
-        {
-            if (threads == 1 || count == 1)
-                for (int i = 0; i < count; i++) body(i);
-            else
-                System.Threading.Tasks.Parallel.For(0, count, parallel, body);
-        }
-
-        /// <summary>Task i: one MR-row panel of A, or (after the A panels) a group of NR-column panels of B.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void Pack(int i)
-        {
-            if (i < panelsA)
+            int last = Math.Min(panelsB, first + PanelsPerPackPass);
+            if (!g.TransB)
             {
-                int r0 = i * mr;
-                Packing.PackA(g, ms + r0, Math.Min(mr, rows - r0), pc, kc, mr, packedA + (nint)i * kc * mr);
+                int c0 = first * nr;
+                Packing.PackBRows(g, pc, kc, jc + c0, Math.Min(nc, last * nr) - c0, nr, packedB + (nint)first * kc * nr);
             }
             else
             {
-                int first = (i - panelsA) * PanelsPerPackTask, last = Math.Min(panelsB, first + PanelsPerPackTask);
-                int c0 = first * nr, cols = Math.Min(nc, last * nr) - c0;
-                float* dst = packedB + (nint)first * kc * nr;
-                if (!g.TransB) Packing.PackBRows(g, pc, kc, jc + c0, cols, nr, dst);
-                else
-                    for (int panel = first; panel < last; panel++)
-                        Packing.PackB(g, pc, kc, jc + panel * nr, Math.Min(nr, nc - panel * nr), nr, packedB + (nint)panel * kc * nr);
+                for (int panel = first; panel < last; panel++)
+                    Packing.PackB(g, pc, kc, jc + panel * nr, Math.Min(nr, nc - panel * nr), nr, packedB + (nint)panel * kc * nr);
             }
         }
+    }
 
-        /// <summary>Task t: the micro-kernel over one MC row block and one chunk of NR-column panels.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void Compute(int t)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void MergeEdge(float* tile, int nr, float* c, nint ldc, int rows, int cols, float alpha, float beta)
+    {
+        for (int r = 0; r < rows; r++)
         {
-            int ic = t / chunks, chunk = t % chunks;
-            int i0 = ic * mcBlock, i1 = Math.Min(rows, i0 + mcBlock);
-            int p0 = chunk * panelsPerChunk, p1 = Math.Min(panelsB, p0 + panelsPerChunk);
-            float* edge = stackalloc float[mr * nr];
-            var run = kernel.Run;
-            for (int panel = p0; panel < p1; panel++)
-            {
-                float* bPanel = packedB + (nint)panel * kc * nr;
-                int j = panel * nr, cols = Math.Min(nr, nc - j);
-                for (int i = i0; i < i1; i += mr)
-                {
-                    float* aPanel = packedA + (nint)(i / mr) * kc * mr;
-                    float* c = g.C + (ms + i) * g.Ldc + jc + j;
-                    int tileRows = Math.Min(mr, i1 - i);
-                    if (tileRows == mr && cols == nr)
-                    {
-                        run(kc, aPanel, bPanel, c, g.Ldc, g.Alpha, beta);
-                    }
-                    else
-                    {
-                        // Ragged edge: compute the full padded tile aside, then merge the valid part.
-                        run(kc, aPanel, bPanel, edge, nr, 1f, 0f);
-                        MergeEdge(edge, nr, c, g.Ldc, tileRows, cols, g.Alpha, beta);
-                    }
-                }
-            }
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static void MergeEdge(float* tile, int nr, float* c, nint ldc, int rows, int cols, float alpha, float beta)
-        {
-            for (int r = 0; r < rows; r++)
-            {
-                float* t = tile + r * nr, cr = c + r * ldc;
-                if (beta == 0f)
-                    for (int j = 0; j < cols; j++) cr[j] = alpha * t[j];
-                else
-                    for (int j = 0; j < cols; j++) cr[j] = alpha * t[j] + beta * cr[j];
-            }
+            float* t = tile + r * nr, cr = c + r * ldc;
+            if (beta == 0f)
+                for (int j = 0; j < cols; j++) cr[j] = alpha * t[j];
+            else
+                for (int j = 0; j < cols; j++) cr[j] = alpha * t[j] + beta * cr[j];
         }
     }
 
@@ -230,19 +209,37 @@ internal static unsafe class Workspace
         return buffer.Pointer;
     }
 
+    /// <summary>
+    /// 64-byte aligned native memory. Buffers of 2 MB or more are 2 MB aligned and, on Linux, marked for
+    /// transparent huge pages: a packed B block of several MB then takes a handful of TLB entries instead of
+    /// a thousand. Freed by the finalizer.
+    /// </summary>
     private sealed class Buffer
     {
-        private readonly float[] data;
+        private const nuint HugePage = 2 << 20;
+        private const int MadvHugePage = 14;
 
         public Buffer(int floats)
         {
             Capacity = floats;
-            data = GC.AllocateUninitializedArray<float>(floats + 16, pinned: true);
-            fixed (float* p = data) Pointer = (float*)(((nint)p + 63) & ~(nint)63);
+            nuint bytes = (nuint)floats * sizeof(float);
+            bool huge = bytes >= HugePage; // smaller buffers would waste most of a huge page
+            if (huge) bytes = (bytes + HugePage - 1) & ~(HugePage - 1);
+            Pointer = (float*)NativeMemory.AlignedAlloc(bytes, huge ? HugePage : 64);
+            if (huge && OperatingSystem.IsLinux())
+            {
+                try { _ = Madvise(Pointer, bytes, MadvHugePage); }
+                catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { } // only a hint
+            }
         }
+
+        ~Buffer() => NativeMemory.AlignedFree(Pointer);
 
         public int Capacity { get; }
 
         public float* Pointer { get; }
+
+        [DllImport("libc", EntryPoint = "madvise")]
+        private static extern int Madvise(void* address, nuint length, int advice);
     }
 }

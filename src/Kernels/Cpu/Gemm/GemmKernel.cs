@@ -78,6 +78,14 @@ internal readonly unsafe struct GemmProblem(
 
     public GemmProblem WithBeta(float beta) => new(A, Lda, TransA, B, Ldb, TransB, C, Ldc, M, N, K, Alpha, beta);
 
+    /// <summary>Rows [i0, i0+m) of op(A) and C.</summary>
+    public GemmProblem Rows(int i0, int m) =>
+        new(TransA ? A + i0 : A + i0 * Lda, Lda, TransA, B, Ldb, TransB, C + i0 * Ldc, Ldc, m, N, K, Alpha, Beta);
+
+    /// <summary>Columns [j0, j0+n) of op(B) and C.</summary>
+    public GemmProblem Columns(int j0, int n) =>
+        new(A, Lda, TransA, TransB ? B + j0 * Ldb : B + j0, Ldb, TransB, C + j0, Ldc, M, n, K, Alpha, Beta);
+
     public GemmProblem At(float* a, float* b, float* c) => new(a, Lda, TransA, b, Ldb, TransB, c, Ldc, M, N, K, Alpha, Beta);
 
     /// <summary>Multiply-add count, as a long (for the parallel threshold).</summary>

@@ -11,27 +11,38 @@ namespace UioLlm.Kernels.Cpu.Gemm;
 internal static unsafe class Packing
 {
     /// <summary>
-    /// Rows [i0, i0+rows) (rows &lt;= mr) and columns [p0, p0+kc) of op(A) into dst[p * mr + r].
+    /// Rows [i0, i0+rows) (any count) and columns [p0, p0+kc) of op(A) into consecutive mr-row panels of
+    /// kc x mr, panel q holding dst[q * kc * mr + p * mr + r]; the last panel is zero-padded.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void PackA(in GemmProblem g, int i0, int rows, int p0, int kc, int mr, float* dst)
+    public static void PackABlock(in GemmProblem g, int i0, int rows, int p0, int kc, int mr, float* dst)
     {
         if (g.TransA)
         {
-            // op(A)(i, p) = A[p, i]: each k step reads up to mr contiguous floats.
-            for (int p = 0; p < kc; p++)
-            {
-                float* src = g.A + (p0 + p) * g.Lda + i0;
-                float* d = dst + p * mr;
-                int r = 0;
-                for (; r < rows; r++) d[r] = src[r];
-                for (; r < mr; r++) d[r] = 0f;
-            }
+            PackATransposed(g, i0, rows, p0, kc, mr, dst);
             return;
         }
+        for (int q = 0; q * mr < rows; q++)
+            PackAPanel(g, i0 + q * mr, Math.Min(mr, rows - q * mr), p0, kc, mr, dst + (nint)q * kc * mr);
+    }
 
-        // op(A)(i, p) = A[i, p]: walk mr rows side by side, interleaving them.
-        for (int r = 0; r < mr; r++)
+    /// <summary>
+    /// Plain A: rows [i0, i0+rows) (rows &lt;= mr) and columns [p0, p0+kc) of op(A) = A into dst[p * mr + r].
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackAPanel(in GemmProblem g, int i0, int rows, int p0, int kc, int mr, float* dst)
+    {
+        // op(A)(i, p) = A[i, p]: interleave mr rows. Full 6-row panels and groups of 8 rows are transposed in
+        // registers; what is left goes element by element.
+        float* a = g.A + i0 * g.Lda + p0;
+        if (mr == 6 && rows == 6 && Avx.IsSupported)
+        {
+            Transpose6Rows(a, g.Lda, kc, dst);
+            return;
+        }
+        int first = 0;
+        if (mr >= 8)
+            for (; first + 8 <= rows; first += 8) Transpose8Columns(a + first * g.Lda, g.Lda, kc, dst + first, mr);
+        for (int r = first; r < mr; r++)
         {
             float* d = dst + r;
             if (r < rows)
@@ -42,6 +53,37 @@ internal static unsafe class Packing
             else
             {
                 for (int p = 0; p < kc; p++) d[p * mr] = 0f;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Transposed A (op(A)(i, p) = A[p, i]) in the layout of <see cref="PackABlock"/>. Walks the storage row
+    /// by row, one contiguous run per k step spread over the panels: packing panel by panel instead would
+    /// revisit kc rows lda apart once per panel, and rows a power of two apart thrash a few L1 sets.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackATransposed(in GemmProblem g, int i0, int rows, int p0, int kc, int mr, float* dst)
+    {
+        int fullPanels = rows / mr, tail = rows - fullPanels * mr;
+        nint panelSize = (nint)kc * mr;
+        for (int p = 0; p < kc; p++)
+        {
+            float* src = g.A + (p0 + p) * g.Lda + i0;
+            float* d = dst + p * mr;
+            for (int q = 0; q < fullPanels; q++)
+            {
+                float* s = src + q * mr, t = d + q * panelSize;
+                int r = 0;
+                for (; r + 4 <= mr; r += 4) Vector128.Store(Vector128.Load(s + r), t + r);
+                for (; r < mr; r++) t[r] = s[r];
+            }
+            if (tail > 0)
+            {
+                float* s = src + fullPanels * mr, t = d + fullPanels * panelSize;
+                int r = 0;
+                for (; r < tail; r++) t[r] = s[r];
+                for (; r < mr; r++) t[r] = 0f;
             }
         }
     }
@@ -136,6 +178,40 @@ internal static unsafe class Packing
         }
         for (; p < kc; p++)
             for (int c = 0; c < 8; c++) dst[p * nr + c] = src[c * ld + p];
+    }
+
+    /// <summary>
+    /// Six rows (stride ld, kc long) into dst[p * 6 + r]: 8x8 register transposes with two zero rows, each
+    /// transposed column stored as 8 floats whose last two spill into the next k step (rewritten just after),
+    /// so the vector loop stops while a later k step remains; the tail goes element by element.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Transpose6Rows(float* src, nint ld, int kc, float* dst)
+    {
+        int p = 0;
+        for (; p + 8 < kc; p += 8)
+        {
+            var r0 = Vector256.Load(src + p);
+            var r1 = Vector256.Load(src + ld + p);
+            var r2 = Vector256.Load(src + 2 * ld + p);
+            var r3 = Vector256.Load(src + 3 * ld + p);
+            var r4 = Vector256.Load(src + 4 * ld + p);
+            var r5 = Vector256.Load(src + 5 * ld + p);
+            var r6 = Vector256<float>.Zero;
+            var r7 = Vector256<float>.Zero;
+            Transpose8x8(ref r0, ref r1, ref r2, ref r3, ref r4, ref r5, ref r6, ref r7);
+            float* d = dst + p * 6;
+            Vector256.Store(r0, d);
+            Vector256.Store(r1, d + 6);
+            Vector256.Store(r2, d + 12);
+            Vector256.Store(r3, d + 18);
+            Vector256.Store(r4, d + 24);
+            Vector256.Store(r5, d + 30);
+            Vector256.Store(r6, d + 36);
+            Vector256.Store(r7, d + 42);
+        }
+        for (; p < kc; p++)
+            for (int r = 0; r < 6; r++) dst[p * 6 + r] = src[r * ld + p];
     }
 
     /// <summary>In-register 8x8 transpose: unpack pairs, then 64-bit pairs, then swap 128-bit lanes.</summary>

@@ -15,7 +15,7 @@ internal static unsafe class SmallM
 
     public static bool Applies(in GemmProblem g) => g.M <= MaxRows;
 
-    public static void Multiply(in GemmProblem g, ParallelOptions parallel, int threads)
+    public static void Multiply(in GemmProblem g, int threads)
     {
         // op(A) rows must be contiguous in K: gather them when A is stored transposed.
         float* a = g.A;
@@ -27,24 +27,39 @@ internal static unsafe class SmallM
                 for (int i = 0; i < g.M; i++) a[(nint)i * g.K + p] = g.A[p * g.Lda + i];
             lda = g.K;
         }
-        var job = new Job(g, a, lda);
         // Column groups: pairs of W rows (transposed B) or 64-column runs of B rows (plain B).
         int width = g.TransB ? 2 : 64;
         int groups = GemmDriver.CeilDiv(g.N, width);
-        // Plain B: one wide column range per thread, so every B row is read in long contiguous runs.
-        int tasks = threads == 1 ? 1 : Math.Min(groups, g.TransB ? 4 * threads : threads);
-        if (tasks == 1)
-        {
-            job.Columns(0, g.N);
-            return;
-        }
-        int perTask = GemmDriver.CeilDiv(groups, tasks) * width, n = g.N;
-        System.Threading.Tasks.Parallel.For(0, GemmDriver.CeilDiv(n, perTask), parallel,
-            t => job.Columns(t * perTask, Math.Min(n, (t + 1) * perTask)));
+        // One contiguous column range per thread: the threads stream disjoint parts of B.
+        int tasks = Math.Min(groups, threads);
+        var job = Job.Current;
+        job.Set(g, a, lda, GemmDriver.CeilDiv(groups, tasks) * width);
+        WorkerPool.Run(job, GemmDriver.CeilDiv(g.N, job.PerTask));
     }
 
-    private sealed class Job(GemmProblem g, float* a, nint lda)
+    /// <summary>One decode product, reused per calling thread; part t covers columns [t * PerTask, (t+1) * PerTask).</summary>
+    private sealed class Job : IParallelWork
     {
+        [ThreadStatic] private static Job? current;
+
+        private GemmProblem g;
+        private float* a;
+        private nint lda;
+
+        public static Job Current => current ??= new Job();
+
+        public int PerTask { get; private set; }
+
+        public void Set(in GemmProblem problem, float* rowsA, nint ldRowsA, int perTask)
+        {
+            g = problem;
+            a = rowsA;
+            lda = ldRowsA;
+            PerTask = perTask;
+        }
+
+        public void Run(int part) => Columns(part * PerTask, Math.Min(g.N, (part + 1) * PerTask));
+
         public void Columns(int j0, int j1)
         {
             if (g.TransB) DotColumns(j0, j1);
