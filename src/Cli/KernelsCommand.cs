@@ -26,7 +26,7 @@ internal static class KernelsCommand
             var task = ctx.AddTask("measuring", maxValue: cases.Count);
             foreach (var c in cases)
             {
-                double ms = Measure(acc, c, quick ? 3 : 7);
+                double ms = Measure(acc, c, quick ? 5 : 9);
                 table.AddRow(c.Kernel, c.Shape, ms.ToString("F2"), (c.Flops / (ms * 1e6)).ToString("F1"));
                 task.Increment(1);
             }
