@@ -14,77 +14,22 @@ internal static unsafe class Packing
     /// Rows [i0, i0+rows) (any count) and columns [p0, p0+kc) of op(A) into consecutive mr-row panels of
     /// kc x mr, panel q holding dst[q * kc * mr + p * mr + r]; the last panel is zero-padded.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void PackABlock(in GemmProblem g, int i0, int rows, int p0, int kc, int mr, float* dst)
     {
+        // Transposed A: op(A)(i, p) = A[p, i], so each stored row p is a run of op(A) rows to spread.
         if (g.TransA)
         {
-            PackATransposed(g, i0, rows, p0, kc, mr, dst);
+            SpreadRows(g.A + p0 * g.Lda + i0, g.Lda, kc, rows, mr, dst);
             return;
         }
+        // Plain A: each panel interleaves mr stored rows (full 6-row AVX2 panels have their own transpose).
         for (int q = 0; q * mr < rows; q++)
-            PackAPanel(g, i0 + q * mr, Math.Min(mr, rows - q * mr), p0, kc, mr, dst + (nint)q * kc * mr);
-    }
-
-    /// <summary>
-    /// Plain A: rows [i0, i0+rows) (rows &lt;= mr) and columns [p0, p0+kc) of op(A) = A into dst[p * mr + r].
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackAPanel(in GemmProblem g, int i0, int rows, int p0, int kc, int mr, float* dst)
-    {
-        // op(A)(i, p) = A[i, p]: interleave mr rows. Full 6-row panels and groups of 8 rows are transposed in
-        // registers; what is left goes element by element.
-        float* a = g.A + i0 * g.Lda + p0;
-        if (mr == 6 && rows == 6 && Avx.IsSupported)
         {
-            Transpose6Rows(a, g.Lda, kc, dst);
-            return;
-        }
-        int first = 0;
-        if (mr >= 8)
-            for (; first + 8 <= rows; first += 8) Transpose8Columns(a + first * g.Lda, g.Lda, kc, dst + first, mr);
-        for (int r = first; r < mr; r++)
-        {
-            float* d = dst + r;
-            if (r < rows)
-            {
-                float* src = g.A + (i0 + r) * g.Lda + p0;
-                for (int p = 0; p < kc; p++) d[p * mr] = src[p];
-            }
-            else
-            {
-                for (int p = 0; p < kc; p++) d[p * mr] = 0f;
-            }
-        }
-    }
-
-    /// <summary>
-    /// Transposed A (op(A)(i, p) = A[p, i]) in the layout of <see cref="PackABlock"/>. Walks the storage row
-    /// by row, one contiguous run per k step spread over the panels: packing panel by panel instead would
-    /// revisit kc rows lda apart once per panel, and rows a power of two apart thrash a few L1 sets.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackATransposed(in GemmProblem g, int i0, int rows, int p0, int kc, int mr, float* dst)
-    {
-        int fullPanels = rows / mr, tail = rows - fullPanels * mr;
-        nint panelSize = (nint)kc * mr;
-        for (int p = 0; p < kc; p++)
-        {
-            float* src = g.A + (p0 + p) * g.Lda + i0;
-            float* d = dst + p * mr;
-            for (int q = 0; q < fullPanels; q++)
-            {
-                float* s = src + q * mr, t = d + q * panelSize;
-                int r = 0;
-                for (; r + 4 <= mr; r += 4) Vector128.Store(Vector128.Load(s + r), t + r);
-                for (; r < mr; r++) t[r] = s[r];
-            }
-            if (tail > 0)
-            {
-                float* s = src + fullPanels * mr, t = d + fullPanels * panelSize;
-                int r = 0;
-                for (; r < tail; r++) t[r] = s[r];
-                for (; r < mr; r++) t[r] = 0f;
-            }
+            int panelRows = Math.Min(mr, rows - q * mr);
+            float* a = g.A + (i0 + q * mr) * g.Lda + p0, d = dst + (nint)q * kc * mr;
+            if (mr == 6 && panelRows == 6 && Avx.IsSupported) Transpose6Rows(a, g.Lda, kc, d);
+            else GatherColumns(a, g.Lda, panelRows, kc, mr, d);
         }
     }
 
@@ -94,52 +39,64 @@ internal static unsafe class Packing
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void PackB(in GemmProblem g, int p0, int kc, int j0, int cols, int nr, float* dst)
     {
-        if (!g.TransB)
-        {
-            PackBRows(g, p0, kc, j0, cols, nr, dst);
-            return;
-        }
+        // op(B)(p, j) = B[j, p]: each stored row j becomes one column of the panel.
+        if (g.TransB) GatherColumns(g.B + j0 * g.Ldb + p0, g.Ldb, cols, kc, nr, dst);
+        else PackBRows(g, p0, kc, j0, cols, nr, dst);
+    }
 
-        // op(B)(p, j) = B[j, p]: read each source row contiguously, scatter it down one column of the panel.
+    /// <summary>
+    /// Plain B: rows [p0, p0+kc) and columns [j0, j0+cols) (any width) into consecutive nr-wide panels of kc x nr.
+    /// </summary>
+    public static void PackBRows(in GemmProblem g, int p0, int kc, int j0, int cols, int nr, float* dst) =>
+        SpreadRows(g.B + p0 * g.Ldb + j0, g.Ldb, kc, cols, nr, dst);
+
+    /// <summary>
+    /// <paramref name="count"/> source rows (stride ld, kc long) become the first count columns of one kc x width
+    /// panel (dst[p * width + c]); columns [count, width) are zero. Groups of 8 rows go through register
+    /// transposes, the rest element by element.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GatherColumns(float* src, nint ld, int count, int kc, int width, float* dst)
+    {
         int c = 0;
-        if (nr % 8 == 0)
-            for (; c + 8 <= cols; c += 8) Transpose8Columns(g.B + (j0 + c) * g.Ldb + p0, g.Ldb, kc, dst + c, nr);
-        for (; c < nr; c++)
+        if (width >= 8)
+            for (; c + 8 <= count; c += 8) Transpose8Columns(src + c * ld, ld, kc, dst + c, width);
+        for (; c < width; c++)
         {
             float* d = dst + c;
-            if (c < cols)
+            if (c < count)
             {
-                float* src = g.B + (j0 + c) * g.Ldb + p0;
-                for (int p = 0; p < kc; p++) d[p * nr] = src[p];
+                float* row = src + c * ld;
+                for (int p = 0; p < kc; p++) d[p * width] = row[p];
             }
             else
             {
-                for (int p = 0; p < kc; p++) d[p * nr] = 0f;
+                for (int p = 0; p < kc; p++) d[p * width] = 0f;
             }
         }
     }
 
     /// <summary>
-    /// Plain B: rows [p0, p0+kc) and columns [j0, j0+cols) (any width) into consecutive nr-wide panels of kc x nr.
-    /// Walking B row by row reads one contiguous run per row and spreads it over the panels, instead of
-    /// visiting kc distant rows once per panel (which thrashes the TLB and defeats the prefetcher).
+    /// kc source rows (stride ld) of <paramref name="count"/> floats each, spread over consecutive width-wide
+    /// panels of kc x width (panel q holds elements [q * width, (q+1) * width) of every row); the last panel is
+    /// zero-padded. Walking the source row by row reads one contiguous run per row instead of visiting kc
+    /// distant rows once per panel, which thrashes the TLB and, with rows a power of two apart, a few L1 sets.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void PackBRows(in GemmProblem g, int p0, int kc, int j0, int cols, int nr, float* dst)
+    private static void SpreadRows(float* src, nint ld, int kc, int count, int width, float* dst)
     {
-        int fullPanels = cols / nr, tail = cols - fullPanels * nr;
-        nint panelSize = (nint)kc * nr;
+        int fullPanels = count / width, tail = count - fullPanels * width;
+        nint panelSize = (nint)kc * width;
         for (int p = 0; p < kc; p++)
         {
-            float* src = g.B + (p0 + p) * g.Ldb + j0;
-            float* d = dst + p * nr;
-            for (int q = 0; q < fullPanels; q++) CopyRun(src + q * nr, d + q * panelSize, nr);
+            float* row = src + p * ld, d = dst + p * width;
+            for (int q = 0; q < fullPanels; q++) CopyRun(row + q * width, d + q * panelSize, width);
             if (tail > 0)
             {
-                float* s = src + fullPanels * nr, t = d + fullPanels * panelSize;
+                float* s = row + fullPanels * width, t = d + fullPanels * panelSize;
                 int j = 0;
                 for (; j < tail; j++) t[j] = s[j];
-                for (; j < nr; j++) t[j] = 0f;
+                for (; j < width; j++) t[j] = 0f;
             }
         }
     }
@@ -248,10 +205,17 @@ internal static unsafe class Packing
 
     private static Vector256<float> UnpackHigh64(Vector256<float> a, Vector256<float> b) => Avx.UnpackHigh(a.AsDouble(), b.AsDouble()).AsSingle();
 
-    /// <summary>Copy n floats (a multiple of 8) with 256-bit moves.</summary>
+    /// <summary>Copy n floats with 256-bit moves, then a 128-bit move and single floats for the rest.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void CopyRun(float* src, float* dst, int n)
     {
-        for (int j = 0; j < n; j += 8) Vector256.Store(Vector256.Load(src + j), dst + j);
+        int j = 0;
+        for (; j + 8 <= n; j += 8) Vector256.Store(Vector256.Load(src + j), dst + j);
+        if (j + 4 <= n)
+        {
+            Vector128.Store(Vector128.Load(src + j), dst + j);
+            j += 4;
+        }
+        for (; j < n; j++) dst[j] = src[j];
     }
 }
