@@ -39,6 +39,14 @@ public static class Guard
         t.Memory.ThrowIfDisposed();
     }
 
+    /// <summary>An optional gradient output: when given, it must live on <paramref name="acc"/> and match the shape of what it differentiates.</summary>
+    public static void Gradient(string op, Accelerator acc, Tensor? grad, string gradName, Tensor of, string ofName)
+    {
+        if (grad is null) return;
+        On(op, acc, grad, gradName);
+        SameShape(op, of, ofName, grad, gradName);
+    }
+
     public static void Positive(string op, int value, string name)
     {
         if (value <= 0) throw new ArgumentOutOfRangeException(name, value, $"{op}: {name} must be positive");

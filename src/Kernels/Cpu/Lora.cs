@@ -26,21 +26,9 @@ public sealed partial class CpuKernels
         Guard.On(op, x.Accelerator, dy, "dy");
         Guard.Shape(op, xa, "xa", s.LeadingShape(x, s.Rank));
         Guard.Shape(op, dy, "dy", s.LeadingShape(x, s.Out));
-        if (dx is not null)
-        {
-            Guard.On(op, x.Accelerator, dx, "dx");
-            Guard.SameShape(op, x, "x", dx, "dx");
-        }
-        if (dA is not null)
-        {
-            Guard.On(op, x.Accelerator, dA, "dA");
-            Guard.SameShape(op, loraA, "loraA", dA, "dA");
-        }
-        if (dB is not null)
-        {
-            Guard.On(op, x.Accelerator, dB, "dB");
-            Guard.SameShape(op, loraB, "loraB", dB, "dB");
-        }
+        Guard.Gradient(op, x.Accelerator, dx, "dx", x, "x");
+        Guard.Gradient(op, x.Accelerator, dA, "dA", loraA, "loraA");
+        Guard.Gradient(op, x.Accelerator, dB, "dB", loraB, "loraB");
         Tensor x2 = s.Flat(x, s.In), xa2 = s.Flat(xa, s.Rank), dy2 = s.Flat(dy, s.Out);
 
         // y = x W^T + scale xa B^T with xa = x A^T:

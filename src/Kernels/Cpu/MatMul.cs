@@ -49,16 +49,8 @@ public sealed partial class CpuKernels
     {
         const string op = "MatMulBackward";
         var s = MatMulShape.Of(op, a, b, dc, "dc", transA, transB);
-        if (da is not null)
-        {
-            Guard.On(op, a.Accelerator, da, "da");
-            Guard.SameShape(op, a, "a", da, "da");
-        }
-        if (db is not null)
-        {
-            Guard.On(op, a.Accelerator, db, "db");
-            Guard.SameShape(op, b, "b", db, "db");
-        }
+        Guard.Gradient(op, a.Accelerator, da, "da", a, "a");
+        Guard.Gradient(op, a.Accelerator, db, "db", b, "b");
         // c = op(a) op(b): d op(a) = dc op(b)^T and d op(b) = op(a)^T dc, written in each operand's own layout.
         // A broadcast operand's gradient has batch stride 0, so the per-batch products add up in it.
         if (da is not null)
