@@ -1,0 +1,146 @@
+using UioLlm.Kernels;
+
+namespace UioLlm.Model;
+
+/// <summary>The frozen weights of one decoder layer, in Hugging Face layout ([out, in]; Q/K rows in rotate-half order).</summary>
+public sealed class LlamaLayerWeights
+{
+    public required Tensor AttentionNorm { get; init; }   // [dim]              input_layernorm
+    public required Tensor Wq { get; init; }              // [heads*hd, dim]    self_attn.q_proj
+    public required Tensor Wk { get; init; }              // [kv_heads*hd, dim] self_attn.k_proj
+    public required Tensor Wv { get; init; }              // [kv_heads*hd, dim] self_attn.v_proj
+    public required Tensor Wo { get; init; }              // [dim, heads*hd]    self_attn.o_proj
+    public required Tensor FfnNorm { get; init; }         // [dim]              post_attention_layernorm
+    public required Tensor W1 { get; init; }              // [hidden, dim]      mlp.gate_proj
+    public required Tensor W2 { get; init; }              // [dim, hidden]      mlp.down_proj
+    public required Tensor W3 { get; init; }              // [hidden, dim]      mlp.up_proj
+}
+
+/// <summary>
+/// Every weight of a Llama-family model, the single target of all loaders (llama2.c, GGUF, Hugging Face
+/// safetensors). Layout is Hugging Face's: linear weights [out, in]; Q and K rows ordered for rotate-half
+/// RoPE (<see cref="RopeLayout.HalfSplit"/>), so checkpoints in Meta's interleaved order are permuted on load.
+/// </summary>
+public sealed class LlamaWeights : IDisposable
+{
+    private LlamaWeights(Accelerator accelerator, LlamaConfig config, Tensor embedding, LlamaLayerWeights[] layers,
+        Tensor finalNorm, Tensor output)
+    {
+        Accelerator = accelerator;
+        Config = config;
+        TokenEmbedding = embedding;
+        Layers = layers;
+        FinalNorm = finalNorm;
+        Output = output;
+    }
+
+    public Accelerator Accelerator { get; }
+    public LlamaConfig Config { get; }
+    /// <summary>[vocab, dim] model.embed_tokens.weight.</summary>
+    public Tensor TokenEmbedding { get; }
+    public IReadOnlyList<LlamaLayerWeights> Layers { get; }
+    /// <summary>[dim] model.norm.weight.</summary>
+    public Tensor FinalNorm { get; }
+    /// <summary>[vocab, dim] lm_head.weight; the same tensor as <see cref="TokenEmbedding"/> when tied.</summary>
+    public Tensor Output { get; }
+
+    /// <summary>Allocates zero-filled weights of the given shape on <paramref name="accelerator"/>.</summary>
+    public static LlamaWeights Allocate(Accelerator accelerator, LlamaConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(accelerator);
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        int d = config.Dim, kv = config.KvDim, h = config.HiddenDim;
+        Tensor T(string name, params int[] shape) => accelerator.Allocate(shape, name);
+        var embedding = T("model.embed_tokens.weight", config.VocabSize, d);
+        var layers = new LlamaLayerWeights[config.Layers];
+        for (int l = 0; l < layers.Length; l++)
+        {
+            string p = $"model.layers.{l}.";
+            layers[l] = new LlamaLayerWeights
+            {
+                AttentionNorm = T(p + "input_layernorm.weight", d),
+                Wq = T(p + "self_attn.q_proj.weight", d, d),
+                Wk = T(p + "self_attn.k_proj.weight", kv, d),
+                Wv = T(p + "self_attn.v_proj.weight", kv, d),
+                Wo = T(p + "self_attn.o_proj.weight", d, d),
+                FfnNorm = T(p + "post_attention_layernorm.weight", d),
+                W1 = T(p + "mlp.gate_proj.weight", h, d),
+                W2 = T(p + "mlp.down_proj.weight", d, h),
+                W3 = T(p + "mlp.up_proj.weight", h, d),
+            };
+        }
+        var norm = T("model.norm.weight", d);
+        var output = config.TiedEmbeddings ? embedding : T("lm_head.weight", config.VocabSize, d);
+        return new LlamaWeights(accelerator, config, embedding, layers, norm, output);
+    }
+
+    /// <summary>
+    /// Every distinct tensor with its Hugging Face name, in checkpoint order (a tied head is listed once,
+    /// as the embedding).
+    /// </summary>
+    public IEnumerable<(string Name, Tensor Tensor)> Named()
+    {
+        yield return (TokenEmbedding.Name!, TokenEmbedding);
+        foreach (var layer in Layers)
+        {
+            foreach (var t in new[] { layer.AttentionNorm, layer.Wq, layer.Wk, layer.Wv, layer.Wo, layer.FfnNorm, layer.W1, layer.W2, layer.W3 })
+                yield return (t.Name!, t);
+        }
+        yield return (FinalNorm.Name!, FinalNorm);
+        if (!Config.TiedEmbeddings) yield return (Output.Name!, Output);
+    }
+
+    /// <summary>The tensor with the given Hugging Face name, or null.</summary>
+    public Tensor? Find(string name)
+    {
+        foreach (var (n, t) in Named())
+            if (n == name) return t;
+        return null;
+    }
+
+    public void Dispose()
+    {
+        foreach (var (_, t) in Named()) t.Dispose();
+    }
+}
+
+/// <summary>Reorders Q/K rows between Meta's interleaved RoPE pairs and Hugging Face's rotate-half halves.</summary>
+public static class RopePermutation
+{
+    /// <summary>
+    /// In place, for each head of width hd: row 2i+j (Meta / llama.cpp / llama2.c order, pair i, member j)
+    /// moves to row j*hd/2 + i (Hugging Face order). Exact: rows are only moved.
+    /// </summary>
+    public static void InterleavedToHalfSplit(Span<float> weight, int heads, int headDim, int columns)
+    {
+        Permute(weight, heads, headDim, columns, toHalfSplit: true);
+    }
+
+    /// <summary>The inverse of <see cref="InterleavedToHalfSplit"/>: Hugging Face order back to interleaved pairs.</summary>
+    public static void HalfSplitToInterleaved(Span<float> weight, int heads, int headDim, int columns)
+    {
+        Permute(weight, heads, headDim, columns, toHalfSplit: false);
+    }
+
+    private static void Permute(Span<float> weight, int heads, int headDim, int columns, bool toHalfSplit)
+    {
+        if (headDim % 2 != 0) throw new ArgumentException($"RoPE permutation: head_dim {headDim} must be even", nameof(headDim));
+        if ((long)heads * headDim * columns != weight.Length)
+            throw new ArgumentException($"RoPE permutation: weight has {weight.Length} values, expected heads {heads} x head_dim {headDim} x columns {columns}", nameof(weight));
+        int half = headDim / 2, block = headDim * columns;
+        var scratch = new float[block];
+        for (int h = 0; h < heads; h++)
+        {
+            var head = weight.Slice(h * block, block);
+            head.CopyTo(scratch);
+            for (int i = 0; i < half; i++)
+            for (int j = 0; j < 2; j++)
+            {
+                int interleaved = 2 * i + j, halfSplit = j * half + i;
+                int from = toHalfSplit ? interleaved : halfSplit, to = toHalfSplit ? halfSplit : interleaved;
+                scratch.AsSpan(from * columns, columns).CopyTo(head.Slice(to * columns, columns));
+            }
+        }
+    }
+}
