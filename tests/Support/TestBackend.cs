@@ -43,4 +43,16 @@ public static class TestData
             return null;
         }
     }
+
+    public const string MissingReason = "shared test data not found: set UIOLLM_DATA or place it at ../shared/data";
+
+    /// <summary>The full path of a file under the data root (tests using it are [DataFact]s).</summary>
+    public static string File(params string[] parts)
+    {
+        string root = Root ?? throw new InvalidOperationException(MissingReason);
+        string path = System.IO.Path.Combine([root, .. parts]);
+        if (!System.IO.File.Exists(path) && !Directory.Exists(path))
+            throw new FileNotFoundException($"test data file missing: {path}", path);
+        return path;
+    }
 }
