@@ -37,7 +37,7 @@ public static class TestData
             for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
             {
                 string candidate = Path.Combine(dir.FullName, "..", "shared", "data");
-                if (Directory.Exists(candidate) && File.Exists(Path.Combine(candidate, "README.md")))
+                if (Directory.Exists(candidate) && System.IO.File.Exists(Path.Combine(candidate, "README.md")))
                     return Path.GetFullPath(candidate);
             }
             return null;
