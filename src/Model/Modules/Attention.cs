@@ -1,0 +1,105 @@
+using UioLlm.Kernels;
+using UioLlm.Model.Autograd;
+
+namespace UioLlm.Model.Modules;
+
+/// <summary>Grouped-query self-attention with rotary positions and an optional KV cache.</summary>
+public sealed class Attention
+{
+    public Attention(LlamaConfig config, LlamaLayerWeights weights, RopeTable rope, int layer)
+    {
+        Heads = config.Heads;
+        KvHeads = config.KvHeads;
+        HeadDim = config.HeadDim;
+        Rope = rope;
+        Layer = layer;
+        Q = new Linear(weights.Wq);
+        K = new Linear(weights.Wk);
+        V = new Linear(weights.Wv);
+        O = new Linear(weights.Wo);
+    }
+
+    public int Heads { get; }
+    public int KvHeads { get; }
+    public int HeadDim { get; }
+    public int Layer { get; }
+    public RopeTable Rope { get; }
+    public Linear Q { get; }
+    public Linear K { get; }
+    public Linear V { get; }
+    public Linear O { get; }
+
+    /// <summary>
+    /// x [T, dim] at the given positions -> [T, dim]. Without a cache the T tokens attend causally to each
+    /// other; with one, their keys and values are appended at row cache.Length and the queries attend to
+    /// every stored token (the caller advances the cache after the last layer).
+    /// </summary>
+    public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null)
+    {
+        int tokens = x.Value.Dim(0);
+        var q = tape.Rope(tape.Reshape(Q.Forward(tape, x), tokens, Heads, HeadDim), positions, Rope);
+        var k = tape.Rope(tape.Reshape(K.Forward(tape, x), tokens, KvHeads, HeadDim), positions, Rope);
+        var v = tape.Reshape(V.Forward(tape, x), tokens, KvHeads, HeadDim);
+        if (cache is not null) (k, v) = AppendToCache(tape, k, v, cache);
+        var o = tape.Attention(q, k, v, AttentionMask.CausalMask());
+        return O.Forward(tape, tape.Reshape(o, tokens, Heads * HeadDim));
+    }
+
+    private (Var K, Var V) AppendToCache(Tape tape, Var k, Var v, KvCache cache)
+    {
+        if (tape.IsRecording && (k.RequiresGrad || v.RequiresGrad))
+            throw new InvalidOperationException(
+                $"Attention layer {Layer}: the KV cache is for inference and carries no gradient; run under tape.NoGrad() or pass the whole sequence without a cache");
+        int start = cache.Length, tokens = k.Value.Dim(0);
+        cache.EnsureRoom(tokens);
+        var kernels = tape.Accelerator.Kernels;
+        kernels.Copy(k.Value, cache.Keys(Layer).Slice(start, tokens));
+        kernels.Copy(v.Value, cache.Values(Layer).Slice(start, tokens));
+        return (Var.Constant(cache.Keys(Layer).Slice(0, start + tokens)), Var.Constant(cache.Values(Layer).Slice(0, start + tokens)));
+    }
+}
+
+/// <summary>The SwiGLU feed-forward block: down(silu(gate(x)) * up(x)).</summary>
+public sealed class Mlp(LlamaLayerWeights weights)
+{
+    public Linear Gate { get; } = new(weights.W1);
+    public Linear Up { get; } = new(weights.W3);
+    public Linear Down { get; } = new(weights.W2);
+
+    public Var Forward(Tape tape, Var x) => Down.Forward(tape, tape.SwiGlu(Gate.Forward(tape, x), Up.Forward(tape, x)));
+}
+
+/// <summary>One pre-norm decoder layer: h = x + attn(norm(x)); out = h + mlp(norm(h)).</summary>
+public sealed class LlamaBlock
+{
+    public LlamaBlock(LlamaConfig config, LlamaLayerWeights weights, RopeTable rope, int layer)
+    {
+        AttentionNorm = new RmsNorm(weights.AttentionNorm, config.NormEps);
+        Attention = new Attention(config, weights, rope, layer);
+        FfnNorm = new RmsNorm(weights.FfnNorm, config.NormEps);
+        Mlp = new Mlp(weights);
+    }
+
+    public RmsNorm AttentionNorm { get; }
+    public Attention Attention { get; }
+    public RmsNorm FfnNorm { get; }
+    public Mlp Mlp { get; }
+
+    public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null)
+    {
+        var h = tape.Add(x, Attention.Forward(tape, AttentionNorm.Forward(tape, x), positions, cache));
+        return tape.Add(h, Mlp.Forward(tape, FfnNorm.Forward(tape, h)));
+    }
+
+    /// <summary>The projections by their Hugging Face short names (q_proj, k_proj, ..., down_proj).</summary>
+    public IEnumerable<(string Name, Linear Linear)> Projections()
+    {
+        yield return ("q_proj", Attention.Q);
+        yield return ("k_proj", Attention.K);
+        yield return ("v_proj", Attention.V);
+        yield return ("o_proj", Attention.O);
+        yield return ("gate_proj", Mlp.Gate);
+        yield return ("up_proj", Mlp.Up);
+        yield return ("down_proj", Mlp.Down);
+    }
+}

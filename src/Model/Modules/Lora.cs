@@ -1,0 +1,86 @@
+using UioLlm.Kernels;
+using UioLlm.Model.Autograd;
+
+namespace UioLlm.Model.Modules;
+
+/// <summary>
+/// A low-rank adapter on a frozen projection: delta = scale (x A^T) B^T with A [r, in], B [out, r] and
+/// scale = alpha / r. As in PEFT, A starts uniform in +-1/sqrt(in) (Kaiming-uniform with a = sqrt 5) and
+/// B starts at zero, so a fresh adapter leaves the model unchanged.
+/// </summary>
+public sealed class Lora : IDisposable
+{
+    public Lora(Accelerator accelerator, int inFeatures, int outFeatures, int rank, float alpha, Random rng, string name = "lora")
+    {
+        ArgumentNullException.ThrowIfNull(accelerator);
+        ArgumentNullException.ThrowIfNull(rng);
+        if (rank <= 0) throw new ArgumentOutOfRangeException(nameof(rank), $"LoRA rank must be positive, got {rank}");
+        if (!(alpha > 0) || !float.IsFinite(alpha)) throw new ArgumentOutOfRangeException(nameof(alpha), $"LoRA alpha must be positive, got {alpha}");
+        Rank = rank;
+        Alpha = alpha;
+        var a = new float[rank * inFeatures];
+        float bound = 1f / MathF.Sqrt(inFeatures);
+        for (int i = 0; i < a.Length; i++) a[i] = (float)(rng.NextDouble() * 2 - 1) * bound;
+        A = Var.Leaf(accelerator.FromArray(a, [rank, inFeatures], name + ".lora_A.weight"), requiresGrad: true);
+        B = Var.Leaf(accelerator.Allocate([outFeatures, rank], name + ".lora_B.weight"), requiresGrad: true);
+    }
+
+    public int Rank { get; }
+    public float Alpha { get; }
+    public float Scale => Alpha / Rank;
+    /// <summary>[r, in], trainable.</summary>
+    public Var A { get; }
+    /// <summary>[out, r], trainable, zero at start.</summary>
+    public Var B { get; }
+
+    public IEnumerable<Var> Parameters()
+    {
+        yield return A;
+        yield return B;
+    }
+
+    public void Dispose()
+    {
+        foreach (var p in Parameters())
+        {
+            p.DisposeLeaf();
+            p.Value.Dispose();
+        }
+    }
+}
+
+/// <summary>A projection y = x W^T with a frozen weight W [out, in] and an optional LoRA adapter.</summary>
+public sealed class Linear(Tensor weight)
+{
+    public Var Weight { get; } = Var.Constant(weight);
+    public int InFeatures => Weight.Value.Dim(1);
+    public int OutFeatures => Weight.Value.Dim(0);
+    public Lora? Adapter { get; private set; }
+
+    /// <summary>Attaches (or replaces) a LoRA adapter; returns it.</summary>
+    public Lora AttachLora(int rank, float alpha, Random rng)
+    {
+        Adapter?.Dispose();
+        Adapter = new Lora(Weight.Accelerator, InFeatures, OutFeatures, rank, alpha, rng, Weight.Name ?? "linear");
+        return Adapter;
+    }
+
+    public void DetachLora()
+    {
+        Adapter?.Dispose();
+        Adapter = null;
+    }
+
+    /// <summary>x [T, in] -> [T, out].</summary>
+    public Var Forward(Tape tape, Var x) =>
+        Adapter is null ? tape.Linear(x, Weight) : tape.Lora(x, Weight, Adapter.A, Adapter.B, Adapter.Scale);
+}
+
+/// <summary>Root-mean-square normalisation with a frozen gain.</summary>
+public sealed class RmsNorm(Tensor weight, float eps)
+{
+    public Var Weight { get; } = Var.Constant(weight);
+    public float Eps { get; } = eps;
+
+    public Var Forward(Tape tape, Var x) => tape.RmsNorm(x, Weight, Eps);
+}
