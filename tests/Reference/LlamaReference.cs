@@ -1,0 +1,108 @@
+using UioLlm.Model;
+
+namespace UioLlm.Tests.Reference;
+
+/// <summary>
+/// The Llama forward pass written for clarity in double precision: embedding, then per layer
+/// x += Wo attn(rope(Wq n), rope(Wk n), Wv n) with n = rmsnorm(x), x += W2 (silu(W1 n) * W3 n),
+/// final norm and the output head. RoPE rotates (i, i + hd/2) pairs (Hugging Face order).
+/// </summary>
+internal static class LlamaReference
+{
+    public static double[,] Logits(LlamaWeights w, int[] ids)
+    {
+        var c = w.Config;
+        int T = ids.Length, d = c.Dim, hd = c.HeadDim;
+        var emb = w.TokenEmbedding.ToArray();
+        var x = new double[T][];
+        for (int t = 0; t < T; t++) x[t] = Enumerable.Range(0, d).Select(i => (double)emb[ids[t] * d + i]).ToArray();
+
+        foreach (var layer in w.Layers)
+        {
+            var n = x.Select(r => RmsNorm(r, layer.AttentionNorm.ToArray(), c.NormEps)).ToArray();
+            var q = n.Select(r => MatVec(layer.Wq.ToArray(), r, c.Heads * hd)).ToArray();
+            var k = n.Select(r => MatVec(layer.Wk.ToArray(), r, c.KvDim)).ToArray();
+            var v = n.Select(r => MatVec(layer.Wv.ToArray(), r, c.KvDim)).ToArray();
+            for (int t = 0; t < T; t++)
+            {
+                Rope(q[t], c.Heads, hd, t, c.RopeTheta);
+                Rope(k[t], c.KvHeads, hd, t, c.RopeTheta);
+            }
+            var attn = new double[T][];
+            for (int t = 0; t < T; t++)
+            {
+                attn[t] = new double[c.Heads * hd];
+                for (int h = 0; h < c.Heads; h++)
+                {
+                    int kvh = h / c.GroupSize;
+                    var scores = new double[t + 1];
+                    for (int s = 0; s <= t; s++)
+                    {
+                        double dot = 0;
+                        for (int i = 0; i < hd; i++) dot += q[t][h * hd + i] * k[s][kvh * hd + i];
+                        scores[s] = dot / Math.Sqrt(hd);
+                    }
+                    double max = scores.Max(), sum = scores.Sum(z => Math.Exp(z - max));
+                    for (int s = 0; s <= t; s++)
+                    {
+                        double p = Math.Exp(scores[s] - max) / sum;
+                        for (int i = 0; i < hd; i++) attn[t][h * hd + i] += p * v[s][kvh * hd + i];
+                    }
+                }
+            }
+            for (int t = 0; t < T; t++)
+            {
+                var o = MatVec(layer.Wo.ToArray(), attn[t], d);
+                for (int i = 0; i < d; i++) x[t][i] += o[i];
+                var m = RmsNorm(x[t], layer.FfnNorm.ToArray(), c.NormEps);
+                var gate = MatVec(layer.W1.ToArray(), m, c.HiddenDim);
+                var up = MatVec(layer.W3.ToArray(), m, c.HiddenDim);
+                var hid = gate.Select((g, i) => g / (1 + Math.Exp(-g)) * up[i]).ToArray();
+                var down = MatVec(layer.W2.ToArray(), hid, d);
+                for (int i = 0; i < d; i++) x[t][i] += down[i];
+            }
+        }
+        var logits = new double[T, c.VocabSize];
+        var head = w.Output.ToArray();
+        for (int t = 0; t < T; t++)
+        {
+            var f = RmsNorm(x[t], w.FinalNorm.ToArray(), c.NormEps);
+            var l = MatVec(head, f, c.VocabSize);
+            for (int j = 0; j < c.VocabSize; j++) logits[t, j] = l[j];
+        }
+        return logits;
+    }
+
+    private static double[] RmsNorm(double[] x, float[] gain, float eps)
+    {
+        double ms = x.Sum(z => z * z) / x.Length;
+        double r = 1 / Math.Sqrt(ms + eps);
+        return x.Select((z, i) => z * r * gain[i]).ToArray();
+    }
+
+    /// <summary>y = W x with W [rows, x.Length] row-major.</summary>
+    private static double[] MatVec(float[] w, double[] x, int rows)
+    {
+        var y = new double[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            double s = 0;
+            for (int i = 0; i < x.Length; i++) s += w[r * x.Length + i] * x[i];
+            y[r] = s;
+        }
+        return y;
+    }
+
+    private static void Rope(double[] v, int heads, int hd, int pos, double theta)
+    {
+        int half = hd / 2;
+        for (int h = 0; h < heads; h++)
+            for (int i = 0; i < half; i++)
+            {
+                double angle = pos * Math.Pow(theta, -2.0 * i / hd);
+                double a = v[h * hd + i], b = v[h * hd + i + half];
+                v[h * hd + i] = a * Math.Cos(angle) - b * Math.Sin(angle);
+                v[h * hd + i + half] = a * Math.Sin(angle) + b * Math.Cos(angle);
+            }
+    }
+}
