@@ -30,6 +30,13 @@ public class AttentionTests
         ["batched-causal-prefix"] = new(AttentionMask.CausalMask(5), 3, 13, 18, 4, 2, 17),
         ["batched-step-expansion"] = new(AttentionMask.StepExpansion(3, 4), 2, 16, 16, 2, 2, 8),
         ["no-keys"] = new(AttentionMask.None, 1, 5, 0, 2, 1, 4),
+        // Up to four queries take the decode path: every mask kind, odd widths, GQA, a batch.
+        ["decode-window-sinks-2q"] = new(AttentionMask.SlidingWindow(5, 2, 3), 1, 2, 40, 4, 2, 8),
+        ["decode-step-expansion-4q"] = new(AttentionMask.StepExpansion(2, 1, 2), 1, 4, 6, 2, 1, 13),
+        ["decode-groups-shifted-3q"] = new(AttentionMask.BlockDiagonal(4, causal: true, shiftUpperHalfHeads: true), 1, 3, 21, 4, 2, 5),
+        ["decode-batched-gqa4-1q"] = new(AttentionMask.CausalMask(), 2, 1, 300, 8, 2, 48),
+        ["decode-none-3q"] = new(AttentionMask.None, 1, 3, 17, 3, 1, 33),
+        ["decode-no-keys"] = new(AttentionMask.None, 1, 2, 0, 2, 2, 4),
     };
 
     /// <summary>Small tiny-shape cases for the finite-difference checks.</summary>

@@ -26,6 +26,23 @@ public sealed partial class CpuKernels
         Guard.On(op, q.Accelerator, o, "o");
         if (shape.Batch * shape.Tq * shape.Hq == 0) return;
 
+        if (shape.Tq <= FlashDecode.MaxQueries)
+        {
+            var decode = new FlashDecode
+            {
+                Q = q.Pointer, K = k.Pointer, V = v.Pointer, O = o.Pointer, Lse = lse.Pointer, Mask = mask,
+                Batch = shape.Batch, Tq = shape.Tq, Tk = shape.Tk, Hq = shape.Hq, Hkv = shape.Hkv, D = shape.D, Scale = shape.Scale,
+            };
+            bool parallelDecode = UseParallel(shape);
+            switch (ResolveAttentionSimd())
+            {
+                case AttentionSimd.Vector512: ForEach(decode.Items, parallelDecode, i => decode.Run<Lanes512, Vector512<float>>(i)); break;
+                case AttentionSimd.Vector256: ForEach(decode.Items, parallelDecode, i => decode.Run<Lanes256, Vector256<float>>(i)); break;
+                default: ForEach(decode.Items, parallelDecode, i => decode.Run<Lanes128, Vector128<float>>(i)); break;
+            }
+            return;
+        }
+
         var spans = RowSpans.Build(mask, shape.Hq, shape.Tq, shape.Tk);
         try
         {

@@ -28,12 +28,13 @@ internal static unsafe class GemmDriver
             ScaleC(g);
             return;
         }
-        if (g.Volume < ParallelVolume) threads = 1;
         if (SmallM.Applies(g))
         {
-            SmallM.Multiply(g, threads);
+            // Decode products stream B once: splitting pays off as soon as B is larger than a few L2 lines' worth of work.
+            SmallM.Multiply(g, (long)g.N * g.K >= SmallM.ParallelWeights ? threads : 1);
             return;
         }
+        if (g.Volume < ParallelVolume) threads = 1;
         if (threads == 1)
         {
             Blocked(g, kernel);

@@ -13,6 +13,9 @@ internal static unsafe class SmallM
 {
     public const int MaxRows = 8;
 
+    /// <summary>From this many elements of B (128 KiB) the decode product is split across threads.</summary>
+    public const long ParallelWeights = 32 * 1024;
+
     public static bool Applies(in GemmProblem g) => g.M <= MaxRows;
 
     public static void Multiply(in GemmProblem g, int threads)
