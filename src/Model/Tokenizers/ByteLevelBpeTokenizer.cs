@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace UioLlm.Model.Tokenizers;
@@ -33,7 +34,7 @@ public sealed class ByteLevelBpeTokenizer : ITokenizer, ITokenBytes
     private readonly ByteLevelBpeVocab vocab;
     private readonly Dictionary<string, int> ids = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> idsBySpan;
-    private readonly Dictionary<long, (int Rank, int Id)> merges = new();
+    private readonly Dictionary<long, (int Rank, int Id)> merges = new(MixedLongComparer.Instance);
     private readonly int[] byteIds = new int[256];
     private readonly (string Text, int Id)[] addedTokens;
     private readonly WordCache cache = new();
@@ -119,6 +120,7 @@ public sealed class ByteLevelBpeTokenizer : ITokenizer, ITokenBytes
         atStart = false;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void EncodePlain(ReadOnlySpan<char> text, List<int> output)
     {
         // Hugging Face's ByteLevel add_prefix_space: each segment between added tokens gets a leading space.
@@ -138,6 +140,7 @@ public sealed class ByteLevelBpeTokenizer : ITokenizer, ITokenBytes
     }
 
     /// <summary>BPE over the bytes of one pre-token.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: skip the slow first JIT tier
     private int[] EncodePiece(ReadOnlySpan<char> piece)
     {
         byte[] rented = ArrayPool<byte>.Shared.Rent(Utf8.GetMaxByteCount(piece.Length));
@@ -250,4 +253,17 @@ public sealed class ByteLevelBpeTokenizer : ITokenizer, ITokenBytes
         }
         return table;
     }
+}
+
+/// <summary>
+/// Hashes a packed (left, right) id pair with a multiplicative mix: long's own hash (low ^ high) puts many
+/// merge pairs of a 50k vocabulary into the same buckets.
+/// </summary>
+internal sealed class MixedLongComparer : IEqualityComparer<long>
+{
+    public static readonly MixedLongComparer Instance = new();
+
+    public bool Equals(long x, long y) => x == y;
+
+    public int GetHashCode(long key) => (int)((ulong)key * 0x9E3779B97F4A7C15UL >> 32);
 }

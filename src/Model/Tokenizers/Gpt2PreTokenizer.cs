@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace UioLlm.Model.Tokenizers;
@@ -29,6 +30,7 @@ public static class Gpt2PreTokenizer
     }
 
     /// <summary>The end (exclusive) of the piece that starts at <paramref name="start"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int PieceEnd(ReadOnlySpan<char> text, int start)
     {
         if ((uint)start >= (uint)text.Length) throw new ArgumentOutOfRangeException(nameof(start));

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace UioLlm.Model.Tokenizers;
@@ -151,6 +152,7 @@ public sealed class SentencePieceTokenizer : ITokenizer, ITokenBytes
         EncodeRun(text.AsSpan(runStart), ids);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void EncodeRun(ReadOnlySpan<char> run, List<int> ids)
     {
         if (run.IsEmpty) return;
@@ -177,6 +179,7 @@ public sealed class SentencePieceTokenizer : ITokenizer, ITokenBytes
     /// BPE over one run: start from code points, repeatedly merge the adjacent pair whose concatenation is the
     /// highest-scoring mergeable piece (leftmost on ties), then map the final symbols to ids.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: skip the slow first JIT tier
     private void Merge(ReadOnlySpan<char> text, List<int> ids)
     {
         var ws = workspace ??= new BpeWorkspace();

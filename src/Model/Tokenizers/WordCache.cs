@@ -11,6 +11,7 @@ internal sealed class WordCache
     private readonly ConcurrentDictionary<string, int[]> map = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> bySpan;
     private readonly int capacity;
+    private int count; // ConcurrentDictionary.Count takes every lock, so the size is tracked here
 
     public WordCache(int capacity = 100_000)
     {
@@ -22,7 +23,11 @@ internal sealed class WordCache
 
     public void Add(ReadOnlySpan<char> word, int[] ids)
     {
-        if (map.Count >= capacity) map.Clear();
-        map[word.ToString()] = ids;
+        if (Volatile.Read(ref count) >= capacity)
+        {
+            map.Clear();
+            Volatile.Write(ref count, 0);
+        }
+        if (map.TryAdd(word.ToString(), ids)) Interlocked.Increment(ref count);
     }
 }
