@@ -79,6 +79,22 @@ public class TokenizerLoadTests
     }
 
     [Fact]
+    public void PiecesThatCrossWordStartsDisableWordSplitting()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("cross.model");
+        // "a▁" merges across the start of the word "▁b": cutting the text before "▁b" would give ▁, a, ▁b instead.
+        File.WriteAllBytes(path, new SentencePieceModelWriter
+        {
+            Pieces = [("<unk>", 0, 2), ("<s>", 0, 3), ("</s>", 0, 3), ("\u2581", -10, 1), ("a", -10, 1), ("b", -10, 1), ("a\u2581", -1, 1), ("\u2581b", -2, 1)],
+        }.ToArray());
+        var t = SentencePieceTokenizer.FromModelFile(path);
+        Assert.False(t.UsesWordSplitting);
+        Assert.Equal([3, 6, 5], t.Encode("a b"));
+        Assert.Equal("a b", t.Decode(t.Encode("a b")));
+    }
+
+    [Fact]
     public void BadModelFilesAreRejectedWithTheirNames()
     {
         using var dir = new TempDir();

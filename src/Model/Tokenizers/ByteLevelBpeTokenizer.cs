@@ -27,6 +27,11 @@ internal sealed class ByteLevelBpeVocab
 /// through <see cref="ByteLevelAlphabet"/>, and adjacent tokens are merged lowest merge rank first (leftmost on
 /// ties). Pieces are cached, which is what makes whole books fast.
 /// </summary>
+/// <remarks>
+/// Text is encoded as UTF-8, so an unpaired UTF-16 surrogate becomes U+FFFD and does not round-trip; every other
+/// string does. Added tokens (tokenizer.json added_tokens, GGUF USER_DEFINED tokens) are matched whole and
+/// longest-first before pre-tokenization; their lstrip / rstrip / single_word options are not applied.
+/// </remarks>
 public sealed class ByteLevelBpeTokenizer : ITokenizer, ITokenBytes
 {
     private static readonly UTF8Encoding Utf8 = new(false, false);
