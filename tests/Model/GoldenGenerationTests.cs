@@ -2,6 +2,7 @@ using UioLlm.Model;
 using UioLlm.Model.Formats;
 using UioLlm.Model.Generation;
 using UioLlm.Model.Modules;
+using UioLlm.Model.Tokenizers;
 using UioLlm.Tests.Support;
 
 namespace UioLlm.Tests.Model;
@@ -30,5 +31,24 @@ public sealed class GoldenGenerationTests
         using var weights = LoadStories260K();
         var ids = GreedyFromBos(new LlamaModel(weights));
         Assert.Equal(ExpectedIds(), ids);
+    }
+
+    [DataFact]
+    public void Greedy200StepsFromBosDecodesToTheReferenceTextByteForByte()
+    {
+        using var weights = LoadStories260K();
+        var model = new LlamaModel(weights);
+        var tokenizer = Tokenizer.Load(TestData.File("models", "stories260K", "tok512.bin"));
+        var expected = File.ReadAllBytes(TestData.File("models", "stories260K", "expected_greedy_200steps.txt"));
+
+        // Streamed as generated, the way a user sees it.
+        var stream = tokenizer.NewStream();
+        var text = new System.Text.StringBuilder();
+        new Generator(model).Generate([model.Config.BosId],
+            new GenerationOptions { MaxNewTokens = 200, StopTokens = [model.Config.BosId] },
+            id => text.Append(stream.Push(id)));
+        text.Append(stream.Flush());
+        Assert.Equal(expected, System.Text.Encoding.UTF8.GetBytes(text.ToString()));
+        Assert.Equal(text.ToString(), tokenizer.Decode(ExpectedIds().AsSpan(1)));
     }
 }
