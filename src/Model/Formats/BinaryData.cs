@@ -33,6 +33,11 @@ internal static class BinaryData
     /// <summary>Decodes little-endian float32 bytes.</summary>
     public static void DecodeF32(ReadOnlySpan<byte> source, Span<float> destination)
     {
+        if (BitConverter.IsLittleEndian)
+        {
+            MemoryMarshal.Cast<byte, float>(source[..(4 * destination.Length)]).CopyTo(destination);
+            return;
+        }
         for (int i = 0; i < destination.Length; i++)
             destination[i] = BinaryPrimitives.ReadSingleLittleEndian(source.Slice(4 * i, 4));
     }

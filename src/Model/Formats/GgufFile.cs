@@ -1,5 +1,4 @@
 using System.Numerics;
-using Microsoft.Win32.SafeHandles;
 
 namespace UioLlm.Model.Formats;
 
@@ -244,49 +243,14 @@ public sealed class GgufFile
         ArgumentNullException.ThrowIfNull(info);
         if (!tensorsByName.TryGetValue(info.Name, out var own) || own.Offset != info.Offset || own.ByteLength != info.ByteLength || own.Type != info.Type)
             throw new ArgumentException($"tensor '{info.Name}' is not a tensor of {Path}", nameof(info));
-        int elementBytes = info.Type switch
+        var encoding = info.Type switch
         {
-            GgufTensorType.F32 => 4,
-            GgufTensorType.F16 or GgufTensorType.BF16 => 2,
+            GgufTensorType.F32 => FloatEncoding.F32,
+            GgufTensorType.F16 => FloatEncoding.F16,
+            GgufTensorType.BF16 => FloatEncoding.BF16,
             _ => throw new ModelFormatException(Path, $"tensor '{info.Name}' {info.ShapeString}: type {info.Type} is not supported (readable types: F32, F16, BF16)"),
         };
-        long count = info.ByteLength / elementBytes;
-        if (count > Array.MaxLength)
-            throw new ModelFormatException(Path, $"tensor '{info.Name}' {info.ShapeString} has {count} elements, more than one array can hold");
-
-        var values = new float[count];
-        using SafeFileHandle handle = File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read);
-        if (RandomAccess.GetLength(handle) < info.Offset + info.ByteLength)
-            throw new ModelFormatException(Path, $"tensor '{info.Name}' ends at {info.Offset + info.ByteLength}, past the end of the file (it changed after it was opened?)");
-        ReadElements(handle, info, elementBytes, values);
-        return values;
-    }
-
-    /// <summary>Reads and decodes the tensor in chunks, so the raw bytes are never held whole.</summary>
-    private static void ReadElements(SafeFileHandle handle, GgufTensorInfo info, int elementBytes, float[] values)
-    {
-        const int chunkElements = 1 << 18;
-        var buffer = new byte[chunkElements * elementBytes];
-        for (long done = 0; done < values.Length; done += chunkElements)
-        {
-            int n = (int)Math.Min(chunkElements, values.Length - done);
-            var bytes = buffer.AsSpan(0, n * elementBytes);
-            long at = info.Offset + done * elementBytes;
-            int got = 0;
-            while (got < bytes.Length)
-            {
-                int read = RandomAccess.Read(handle, bytes[got..], at + got);
-                if (read == 0) throw new EndOfStreamException($"tensor '{info.Name}' is cut short at file offset {at + got}");
-                got += read;
-            }
-            var destination = values.AsSpan((int)done, n);
-            switch (info.Type)
-            {
-                case GgufTensorType.F32: BinaryData.DecodeF32(bytes, destination); break;
-                case GgufTensorType.F16: BinaryData.DecodeF16(bytes, destination); break;
-                default: BinaryData.DecodeBF16(bytes, destination); break;
-            }
-        }
+        return FloatFileReader.Read(Path, info.Name, info.Offset, info.ByteLength / FloatFileReader.ElementBytes(encoding), encoding);
     }
 
     /// <summary>Widens any boxed GGUF integer to long (uint64 values above long.MaxValue do not convert).</summary>
