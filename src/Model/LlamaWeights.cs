@@ -23,9 +23,12 @@ public sealed class LlamaLayerWeights
 /// </summary>
 public sealed class LlamaWeights : IDisposable
 {
-    private LlamaWeights(Accelerator accelerator, LlamaConfig config, Tensor embedding, LlamaLayerWeights[] layers,
+    private readonly Tensor storage;
+
+    private LlamaWeights(Accelerator accelerator, LlamaConfig config, Tensor storage, Tensor embedding, LlamaLayerWeights[] layers,
         Tensor finalNorm, Tensor output)
     {
+        this.storage = storage;
         Accelerator = accelerator;
         Config = config;
         TokenEmbedding = embedding;
@@ -44,14 +47,29 @@ public sealed class LlamaWeights : IDisposable
     /// <summary>[vocab, dim] lm_head.weight; the same tensor as <see cref="TokenEmbedding"/> when tied.</summary>
     public Tensor Output { get; }
 
-    /// <summary>Allocates zero-filled weights of the given shape on <paramref name="accelerator"/>.</summary>
+    /// <summary>
+    /// Allocates zero-filled weights of the given shape on <paramref name="accelerator"/>, as views into one
+    /// contiguous block laid out in the order a forward pass reads them (decoding streams it front to back).
+    /// </summary>
     public static LlamaWeights Allocate(Accelerator accelerator, LlamaConfig config)
     {
         ArgumentNullException.ThrowIfNull(accelerator);
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
         int d = config.Dim, kv = config.KvDim, h = config.HiddenDim;
-        Tensor T(string name, params int[] shape) => accelerator.Allocate(shape, name);
+        long total = config.ParameterCount;
+        if (total > int.MaxValue)
+            throw new ArgumentException($"LlamaWeights: {total} parameters exceed one tensor's limit of {int.MaxValue} elements", nameof(config));
+        var storage = accelerator.Allocate([(int)total], "llama.weights");
+        int next = 0;
+        Tensor T(string name, params int[] shape)
+        {
+            int count = 1;
+            foreach (int n in shape) count *= n;
+            var view = storage.Slice(next, count).View(shape).Named(name);
+            next += count;
+            return view;
+        }
         var embedding = T("model.embed_tokens.weight", config.VocabSize, d);
         var layers = new LlamaLayerWeights[config.Layers];
         for (int l = 0; l < layers.Length; l++)
@@ -66,13 +84,13 @@ public sealed class LlamaWeights : IDisposable
                 Wo = T(p + "self_attn.o_proj.weight", d, d),
                 FfnNorm = T(p + "post_attention_layernorm.weight", d),
                 W1 = T(p + "mlp.gate_proj.weight", h, d),
-                W2 = T(p + "mlp.down_proj.weight", d, h),
                 W3 = T(p + "mlp.up_proj.weight", h, d),
+                W2 = T(p + "mlp.down_proj.weight", d, h),
             };
         }
         var norm = T("model.norm.weight", d);
         var output = config.TiedEmbeddings ? embedding : T("lm_head.weight", config.VocabSize, d);
-        return new LlamaWeights(accelerator, config, embedding, layers, norm, output);
+        return new LlamaWeights(accelerator, config, storage, embedding, layers, norm, output);
     }
 
     /// <summary>
@@ -99,10 +117,8 @@ public sealed class LlamaWeights : IDisposable
         return null;
     }
 
-    public void Dispose()
-    {
-        foreach (var (_, t) in Named()) t.Dispose();
-    }
+    /// <summary>Frees the one block every weight tensor views.</summary>
+    public void Dispose() => storage.Dispose();
 }
 
 /// <summary>Reorders Q/K rows between Meta's interleaved RoPE pairs and Hugging Face's rotate-half halves.</summary>

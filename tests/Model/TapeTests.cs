@@ -163,11 +163,12 @@ public sealed class TapeTests
     [Fact]
     public void FrozenAndNoGradOpsAreNotRecordedAndTheTapeFreesWhatItOwns()
     {
+        using var acc = Accelerator.Create(AcceleratorKind.Cpu, 1);   // its own pool: other tests run in parallel
         var rng = new Rng(6);
-        var w = Var.Constant(rng.Tensor(Acc, "w", 3, 4));
-        var trainable = Param(rng, "t", 3, 4);
-        var x = Var.Leaf(rng.Tensor(Acc, "x", 2, 4));
-        var tape = new Tape(Acc);
+        var w = Var.Constant(rng.Tensor(acc, "w", 3, 4));
+        var trainable = Var.Leaf(rng.Tensor(acc, "t", 3, 4), requiresGrad: true);
+        var x = Var.Leaf(rng.Tensor(acc, "x", 2, 4));
+        var tape = new Tape(acc);
         var frozen = tape.Linear(x, w);
         Assert.False(frozen.RequiresGrad);
         Assert.Equal(0, tape.RecordedOps);
@@ -181,10 +182,10 @@ public sealed class TapeTests
         Assert.True(live.RequiresGrad);
         Assert.Equal(1, tape.RecordedOps);
         Assert.True(tape.OwnedTensors >= 3);
-        long parkedBefore = Acc.Scratch.BytesHeld;
+        long parkedBefore = acc.Scratch.BytesHeld;
         tape.Dispose();
         Assert.Equal(0, tape.OwnedTensors);
-        Assert.True(Acc.Scratch.BytesHeld > parkedBefore, "freed tensors go back to the scratch pool");
+        Assert.True(acc.Scratch.BytesHeld > parkedBefore, "freed tensors go back to the scratch pool");
         Assert.True(tape.IsFreed);
     }
 }

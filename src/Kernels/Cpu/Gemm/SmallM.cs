@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace UioLlm.Kernels.Cpu.Gemm;
 
@@ -74,6 +75,26 @@ internal static unsafe class SmallM
         private void DotColumns(int j0, int j1)
         {
             int k = g.K;
+            if (g.M == 1 && k >= LongRow)
+            {
+                // One token: a matrix-vector product, one W row at a time. A single sequential stream through W
+                // keeps the hardware prefetcher ahead (interleaving several rows measured 30-60% slower from DRAM).
+                for (int jj = j0; jj < j1; jj++) Store(0, jj, DotLong(a, g.B + jj * g.Ldb, k));
+                return;
+            }
+            if (g.M == 1)
+            {
+                // Short rows: four at a time, so the horizontal sums are shared.
+                float* y = stackalloc float[4];
+                int jj = j0;
+                for (; jj + 4 <= j1; jj += 4)
+                {
+                    Dot1x4(a, g.B + jj * g.Ldb, g.Ldb, k, y);
+                    for (int c = 0; c < 4; c++) Store(0, jj + c, y[c]);
+                }
+                for (; jj < j1; jj++) Store(0, jj, Dot(a, g.B + jj * g.Ldb, k));
+                return;
+            }
             float* sums = stackalloc float[8];
             int j = j0;
             for (; j + 2 <= j1; j += 2)
@@ -158,6 +179,60 @@ internal static unsafe class SmallM
             sums[4] += a2[p] * u; sums[5] += a2[p] * v;
             sums[6] += a3[p] * u; sums[7] += a3[p] * v;
         }
+    }
+
+    /// <summary>From this row length (floats) a single-token product walks W one row at a time.</summary>
+    private const int LongRow = 128;
+
+    /// <summary>y[0..4) = dot(x, w row r) for four rows of W, ldw apart: four accumulators, one x load per step.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Dot1x4(float* x, float* w, nint ldw, int k, float* y)
+    {
+        float* w0 = w, w1 = w + ldw, w2 = w + 2 * ldw, w3 = w + 3 * ldw;
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        int p = 0;
+        for (; p + 8 <= k; p += 8)
+        {
+            var xv = Vector256.Load(x + p);
+            s0 = Vector256.FusedMultiplyAdd(xv, Vector256.Load(w0 + p), s0);
+            s1 = Vector256.FusedMultiplyAdd(xv, Vector256.Load(w1 + p), s1);
+            s2 = Vector256.FusedMultiplyAdd(xv, Vector256.Load(w2 + p), s2);
+            s3 = Vector256.FusedMultiplyAdd(xv, Vector256.Load(w3 + p), s3);
+        }
+        if (Avx.IsSupported)
+        {
+            // Reduce the four accumulators together: two rounds of pairwise adds, then fold the 128-bit halves.
+            var h = Avx.HorizontalAdd(Avx.HorizontalAdd(s0, s1), Avx.HorizontalAdd(s2, s3));
+            Vector128.Store(h.GetLower() + h.GetUpper(), y);
+        }
+        else
+        {
+            y[0] = Vector256.Sum(s0); y[1] = Vector256.Sum(s1); y[2] = Vector256.Sum(s2); y[3] = Vector256.Sum(s3);
+        }
+        for (; p < k; p++)
+        {
+            float xp = x[p];
+            y[0] += xp * w0[p]; y[1] += xp * w1[p]; y[2] += xp * w2[p]; y[3] += xp * w3[p];
+        }
+    }
+
+    /// <summary>dot(x, w) with four independent accumulators (32 floats per step), for long rows streamed from memory.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotLong(float* x, float* w, int k)
+    {
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        int p = 0;
+        for (; p + 32 <= k; p += 32)
+        {
+            s0 = Vector256.FusedMultiplyAdd(Vector256.Load(x + p), Vector256.Load(w + p), s0);
+            s1 = Vector256.FusedMultiplyAdd(Vector256.Load(x + p + 8), Vector256.Load(w + p + 8), s1);
+            s2 = Vector256.FusedMultiplyAdd(Vector256.Load(x + p + 16), Vector256.Load(w + p + 16), s2);
+            s3 = Vector256.FusedMultiplyAdd(Vector256.Load(x + p + 24), Vector256.Load(w + p + 24), s3);
+        }
+        for (; p + 8 <= k; p += 8) s0 = Vector256.FusedMultiplyAdd(Vector256.Load(x + p), Vector256.Load(w + p), s0);
+        float sum = Vector256.Sum((s0 + s1) + (s2 + s3));
+        for (; p < k; p++) sum += x[p] * w[p];
+        return sum;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
