@@ -37,6 +37,7 @@ public class AttentionTests
         ["decode-batched-gqa4-1q"] = new(AttentionMask.CausalMask(), 2, 1, 300, 8, 2, 48),
         ["decode-none-3q"] = new(AttentionMask.None, 1, 3, 17, 3, 1, 33),
         ["decode-no-keys"] = new(AttentionMask.None, 1, 2, 0, 2, 2, 4),
+        ["decode-d8-gqa2-long"] = new(AttentionMask.CausalMask(3), 1, 2, 301, 8, 4, 8),
     };
 
     /// <summary>Small tiny-shape cases for the finite-difference checks.</summary>

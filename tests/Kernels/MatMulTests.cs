@@ -19,6 +19,8 @@ public class MatMulTests
         { 1, 1, 1 }, { 7, 13, 5 }, { 33, 17, 65 }, { 1, 64, 300 }, { 1, 37, 9 }, { 3, 40, 37 }, { 8, 33, 70 },
         { 9, 31, 17 }, { 6, 16, 8 }, { 130, 300, 70 }, { 200, 70, 520 }, { 13, 2, 300 },
         { 9, 4100, 3 }, { 3100, 20, 5 }, // more than one NC column block; more than one packed-row block
+        // Single-token products: 8-row and 4-row short-row paths with k tails, single-row streaming past 256 KiB.
+        { 1, 172, 64 }, { 1, 21, 67 }, { 1, 9, 8 }, { 1, 512, 125 }, { 1, 300, 230 }, { 1, 33, 2000 },
     };
 
     public static TheoryData<int, int, int, bool, bool> ShapesAndTransposes()
@@ -98,7 +100,7 @@ public class MatMulTests
     [InlineData(-0.5f, 0.75f)]
     public void AlphaAndBetaScale(float alpha, float beta)
     {
-        foreach (var (m, n, k) in new[] { (5, 9, 11), (40, 50, 300), (2, 20, 9) })
+        foreach (var (m, n, k) in new[] { (5, 9, 11), (40, 50, 300), (2, 20, 9), (1, 21, 67), (1, 300, 230), (1, 40, 500) })
             foreach (bool ta in new[] { false, true })
                 foreach (bool tb in new[] { false, true })
                     CheckProduct(K, new Rng(m + 3 * k), m, n, k, ta, tb, alpha, beta);

@@ -49,6 +49,33 @@ public sealed class LlamaModelTests
         Assert.Equal(ids.Length, cache.Length);
     }
 
+    [Theory]
+    [InlineData(64, false)]
+    [InlineData(3, false)]
+    [InlineData(2, true)]
+    public void TapeFreeInferenceEqualsTheTapeForward(int rows, bool withLora)
+    {
+        using var weights = GradCheck.RandomWeights(GradCheck.TinyConfig(), seed: 18);
+        var model = new LlamaModel(weights);
+        if (withLora)
+        {
+            model.AttachLora(2, 4, 5, "all");
+            var rng = new Rng(19);
+            foreach (var p in model.TrainableParameters()) p.Value.CopyFrom(rng.Normal(p.Value.Length, 0.2f));
+        }
+        int[] ids = [3, 9, 27, 1, 30, 2, 14, 8];
+        int vocab = model.Config.VocabSize;
+        var full = Logits(model, ids);
+        using var cache = model.NewCache(16);
+        using var buffers = model.NewInferenceBuffers(rows);
+        var prefill = model.Infer(ids.AsSpan(0, 7), cache, buffers).ToArray();
+        Check.Close(full.AsSpan(6 * vocab, vocab), prefill, 1e-5, 1e-4, $"chunked prefill (rows {rows}) logits");
+        var step = model.Infer(ids.AsSpan(7, 1), cache, buffers).ToArray();
+        Check.Close(full.AsSpan(7 * vocab, vocab), step, 1e-5, 1e-4, "decode logits");
+        Assert.Equal(8, cache.Length);
+        Assert.Throws<InvalidOperationException>(() => model.Infer(new int[9], cache, buffers));
+    }
+
     [Fact]
     public void FreshLoraLeavesTheModelUnchangedAndOnlyAdaptersTrain()
     {

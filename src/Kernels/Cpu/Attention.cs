@@ -33,13 +33,13 @@ public sealed partial class CpuKernels
                 Q = q.Pointer, K = k.Pointer, V = v.Pointer, O = o.Pointer, Lse = lse.Pointer, Mask = mask,
                 Batch = shape.Batch, Tq = shape.Tq, Tk = shape.Tk, Hq = shape.Hq, Hkv = shape.Hkv, D = shape.D, Scale = shape.Scale,
             };
-            bool parallelDecode = UseParallel(shape);
-            switch (ResolveAttentionSimd())
-            {
-                case AttentionSimd.Vector512: ForEach(decode.Items, parallelDecode, i => decode.Run<Lanes512, Vector512<float>>(i)); break;
-                case AttentionSimd.Vector256: ForEach(decode.Items, parallelDecode, i => decode.Run<Lanes256, Vector256<float>>(i)); break;
-                default: ForEach(decode.Items, parallelDecode, i => decode.Run<Lanes128, Vector128<float>>(i)); break;
-            }
+            // Decoding is latency-bound: the persistent worker pool wakes in about a microsecond, so even a few
+            // thousand multiply-adds per head are worth splitting.
+            long work = (long)shape.Batch * shape.Hq * shape.Tq * shape.Tk * shape.D;
+            int parts = Threads > 1 && work >= Math.Min(DecodeParallelWork, AttentionParallelWork) ? Math.Min(Threads, decode.Items) : 1;
+            var region = DecodeRegion.Current;
+            region.Set(decode, ResolveAttentionSimd(), parts);
+            UioLlm.Kernels.Cpu.Gemm.WorkerPool.Run(region, parts);
             return;
         }
 
@@ -126,6 +126,41 @@ public sealed partial class CpuKernels
         {
             partials?.Dispose();
             spans.Release();
+        }
+    }
+
+    /// <summary>From this many score multiply-adds a decode call is split across the worker pool.</summary>
+    internal const long DecodeParallelWork = 16 * 1024;
+
+    /// <summary>One decode-attention call as worker-pool parts: contiguous runs of (batch, head) items.</summary>
+    private sealed class DecodeRegion : UioLlm.Kernels.Cpu.Gemm.IParallelWork
+    {
+        [ThreadStatic] private static DecodeRegion? current;
+        private FlashDecode job;
+        private AttentionSimd simd;
+        private int parts;
+
+        public static DecodeRegion Current => current ??= new DecodeRegion();
+
+        public void Set(in FlashDecode decode, AttentionSimd vectors, int partCount)
+        {
+            job = decode;
+            simd = vectors;
+            parts = partCount;
+        }
+
+        public void Run(int part)
+        {
+            int items = job.Items, start = (int)((long)items * part / parts), end = (int)((long)items * (part + 1) / parts);
+            for (int i = start; i < end; i++)
+            {
+                switch (simd)
+                {
+                    case AttentionSimd.Vector512: job.Run<Lanes512, Vector512<float>>(i); break;
+                    case AttentionSimd.Vector256: job.Run<Lanes256, Vector256<float>>(i); break;
+                    default: job.Run<Lanes128, Vector128<float>>(i); break;
+                }
+            }
         }
     }
 

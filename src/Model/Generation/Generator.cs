@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using UioLlm.Model.Autograd;
 using UioLlm.Model.Modules;
 
 namespace UioLlm.Model.Generation;
@@ -47,10 +46,11 @@ public sealed class Generator(LlamaModel model)
         if (prompt.Length > Model.Config.MaxSeqLen)
             throw new ArgumentException($"Generate: prompt of {prompt.Length} tokens exceeds the model's context of {Model.Config.MaxSeqLen}", nameof(prompt));
         using var cache = Model.NewCache(Math.Max(capacity, 1));
+        using var buffers = Model.NewInferenceBuffers();
 
         var generated = new List<int>();
         var clock = Stopwatch.StartNew();
-        int next = Step(prompt, cache, sampler);
+        int next = Step(prompt, cache, buffers, sampler);
         var prefill = clock.Elapsed;
         clock.Restart();
         var reason = StopReason.TokenLimit;
@@ -64,18 +64,15 @@ public sealed class Generator(LlamaModel model)
             if (cancellation.IsCancellationRequested) { reason = StopReason.Cancelled; break; }
             if (cache.Length >= cache.Capacity) { reason = StopReason.ContextFull; break; }
             one[0] = next;
-            next = Step(one, cache, sampler);
+            next = Step(one, cache, buffers, sampler);
         }
         return new GenerationResult([.. generated], reason, prompt.Length, prefill, clock.Elapsed);
     }
 
     /// <summary>Runs the tokens through the model (appending to the cache) and samples the next one.</summary>
-    private int Step(ReadOnlySpan<int> tokens, KvCache cache, Sampler sampler)
+    private int Step(ReadOnlySpan<int> tokens, KvCache cache, InferenceBuffers buffers, Sampler sampler)
     {
-        using var tape = new Tape(Model.Accelerator, "generate");
-        using var _ = tape.NoGrad();
-        var logits = Model.ForwardLast(tape, tokens, cache);
-        var values = logits.Value;
-        return sampler.Sample(values.Accelerator.Kind == UioLlm.Kernels.AcceleratorKind.Cpu ? values.Span : values.ToArray());
+        var logits = Model.Infer(tokens, cache, buffers);
+        return sampler.Sample(logits.Accelerator.Kind == UioLlm.Kernels.AcceleratorKind.Cpu ? logits.Span : logits.ToArray());
     }
 }

@@ -4,7 +4,7 @@ using UioLlm.Model.Autograd;
 namespace UioLlm.Model.Modules;
 
 /// <summary>Grouped-query self-attention with rotary positions and an optional KV cache.</summary>
-public sealed class Attention
+public sealed partial class Attention
 {
     public Attention(LlamaConfig config, LlamaLayerWeights weights, RopeTable rope, int layer)
     {
@@ -60,7 +60,7 @@ public sealed class Attention
 }
 
 /// <summary>The SwiGLU feed-forward block: down(silu(gate(x)) * up(x)).</summary>
-public sealed class Mlp(LlamaLayerWeights weights)
+public sealed partial class Mlp(LlamaLayerWeights weights)
 {
     public Linear Gate { get; } = new(weights.W1);
     public Linear Up { get; } = new(weights.W3);
@@ -70,7 +70,7 @@ public sealed class Mlp(LlamaLayerWeights weights)
 }
 
 /// <summary>One pre-norm decoder layer: h = x + attn(norm(x)); out = h + mlp(norm(h)).</summary>
-public sealed class LlamaBlock
+public sealed partial class LlamaBlock
 {
     public LlamaBlock(LlamaConfig config, LlamaLayerWeights weights, RopeTable rope, int layer)
     {

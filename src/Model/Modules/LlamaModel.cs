@@ -81,6 +81,43 @@ public sealed class LlamaModel
         return Head.Forward(tape, tape.SliceRows(hidden, ids.Length - 1, 1));
     }
 
+    /// <summary>
+    /// Tape-free inference: runs the tokens (in chunks of at most buffers.Rows) through the model, appending
+    /// them to the cache, and returns the logits of the last one ([1, vocab], inside the buffers). The same
+    /// math as <see cref="ForwardLast"/> without a graph; use it for generation and scoring.
+    /// </summary>
+    public Tensor Infer(ReadOnlySpan<int> ids, KvCache cache, InferenceBuffers buffers)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        ArgumentNullException.ThrowIfNull(buffers);
+        CheckIds(ids);
+        cache.EnsureRoom(ids.Length);
+        if (buffers.Logits.Dim(1) != Config.VocabSize || buffers.X.Dim(1) != Config.Dim)
+            throw new ArgumentException($"LlamaModel.Infer: buffers were made for another model shape (x {buffers.X.ShapeString}, logits {buffers.Logits.ShapeString})", nameof(buffers));
+        var kernels = Accelerator.Kernels;
+        Span<int> positions = stackalloc int[Math.Min(buffers.Rows, 256)];
+        if (positions.Length < buffers.Rows) positions = new int[buffers.Rows];
+        for (int done = 0; done < ids.Length;)
+        {
+            int n = Math.Min(buffers.Rows, ids.Length - done);
+            kernels.Embedding(Embedding.Value, ids.Slice(done, n), buffers.X.Slice(0, n));
+            for (int t = 0; t < n; t++) positions[t] = cache.Length + t;
+            foreach (var block in blocks) block.Infer(kernels, buffers, n, positions[..n], cache);
+            cache.Advance(n);
+            done += n;
+            if (done == ids.Length)
+            {
+                var last = buffers.Normed.Slice(0, 1);
+                kernels.RmsNorm(buffers.X.Slice(n - 1, 1), FinalNorm.Weight.Value, last, buffers.Rstd.Slice(0, 1), FinalNorm.Eps);
+                Head.Apply(kernels, last, buffers.Logits);
+            }
+        }
+        return buffers.Logits;
+    }
+
+    /// <summary>Buffers for <see cref="Infer"/> sized for this model.</summary>
+    public InferenceBuffers NewInferenceBuffers(int rows = 64) => new(Config, Accelerator, rows);
+
     /// <summary>Mean cross-entropy of predicting targets[t] from ids[0..t] (targets equal to -100 are ignored).</summary>
     public Var Loss(Tape tape, ReadOnlySpan<int> ids, ReadOnlySpan<int> targets)
     {

@@ -50,7 +50,7 @@ public sealed class Lora : IDisposable
 }
 
 /// <summary>A projection y = x W^T with a frozen weight W [out, in] and an optional LoRA adapter.</summary>
-public sealed class Linear(Tensor weight)
+public sealed partial class Linear(Tensor weight)
 {
     public Var Weight { get; } = Var.Constant(weight);
     public int InFeatures => Weight.Value.Dim(1);

@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace UioLlm.Kernels.Cpu.FlashAttention;
 
@@ -43,13 +45,18 @@ internal unsafe struct FlashDecode
 
                 // Scores of the visible keys, and their maximum.
                 float max = float.NegativeInfinity;
+                bool eightWide = D == 8 && Avx.IsSupported;
                 for (int s = 0; s < intervals; s++)
-                    for (int j = bounds[2 * s]; j < bounds[2 * s + 1]; j++)
+                {
+                    int j = bounds[2 * s], hi = bounds[2 * s + 1];
+                    if (eightWide) max = MathF.Max(max, Scores8(q, kBase, kvRowStride, ref j, hi, Scale, scores));
+                    for (; j < hi; j++)
                     {
                         float score = Dot<TS, TV>(q, kBase + j * kvRowStride, D) * Scale;
                         scores[j] = score;
                         if (score > max) max = score;
                     }
+                }
                 new Span<float>(o, D).Clear();
                 if (float.IsNegativeInfinity(max))
                 {
@@ -63,13 +70,46 @@ internal unsafe struct FlashDecode
                 {
                     int lo = bounds[2 * s], hi = bounds[2 * s + 1];
                     sum += ExpShifted<TS, TV>(scores + lo, hi - lo, max);
-                    for (int j = lo; j < hi; j++) Axpy<TS, TV>(scores[j], vBase + j * kvRowStride, o, D);
+                    if (D == TS.Count)
+                    {
+                        // One vector per head: keep the running sum in a register, not in o (a store-to-load chain per key).
+                        var acc = TS.Load(o);
+                        for (int j = lo; j < hi; j++) acc = TS.MulAdd(TS.Splat(scores[j]), TS.Load(vBase + j * kvRowStride), acc);
+                        TS.Store(acc, o);
+                    }
+                    else
+                    {
+                        for (int j = lo; j < hi; j++) Axpy<TS, TV>(scores[j], vBase + j * kvRowStride, o, D);
+                    }
                 }
                 float inv = 1f / sum;
                 for (int d = 0; d < D; d++) o[d] *= inv;
                 *lse = max + MathF.Log(sum);
             }
         }
+    }
+
+    /// <summary>
+    /// Heads of width 8, eight keys at a time: the eight products q * k_j are reduced together into one vector
+    /// of scores (instead of one horizontal sum per key). Advances <paramref name="j"/> past the whole groups;
+    /// returns their maximum score.
+    /// </summary>
+    private static float Scores8(float* q, float* k, nint stride, ref int j, int hi, float scale, float* scores)
+    {
+        var qv = Vector256.Load(q);
+        var max = Vector256.Create(float.NegativeInfinity);
+        var scaleV = Vector256.Create(scale);
+        for (; j + 8 <= hi; j += 8)
+        {
+            float* kj = k + j * stride;
+            var r = Gemm.SmallM.SumEach(qv * Vector256.Load(kj), qv * Vector256.Load(kj + stride),
+                qv * Vector256.Load(kj + 2 * stride), qv * Vector256.Load(kj + 3 * stride),
+                qv * Vector256.Load(kj + 4 * stride), qv * Vector256.Load(kj + 5 * stride),
+                qv * Vector256.Load(kj + 6 * stride), qv * Vector256.Load(kj + 7 * stride)) * scaleV;
+            r.Store(scores + j);
+            max = Vector256.Max(max, r);
+        }
+        return Lanes256.MaxAcross(max);
     }
 
     /// <summary>x[j] = exp(x[j] - max) in place; returns the sum.</summary>

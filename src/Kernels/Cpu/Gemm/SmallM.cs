@@ -75,24 +75,41 @@ internal static unsafe class SmallM
         private void DotColumns(int j0, int j1)
         {
             int k = g.K;
-            if (g.M == 1 && k >= LongRow)
-            {
-                // One token: a matrix-vector product, one W row at a time. A single sequential stream through W
-                // keeps the hardware prefetcher ahead (interleaving several rows measured 30-60% slower from DRAM).
-                for (int jj = j0; jj < j1; jj++) Store(0, jj, DotLong(a, g.B + jj * g.Ldb, k));
-                return;
-            }
             if (g.M == 1)
             {
-                // Short rows: four at a time, so the horizontal sums are shared.
-                float* y = stackalloc float[4];
+                // One token: a matrix-vector product. Long rows are walked one at a time: a single sequential
+                // stream through W keeps the hardware prefetcher ahead (interleaving rows measured 30-60% slower
+                // from DRAM). Short rows go four at a time so the horizontal dots are shared.
+                float* y = g.C, w = g.B;
+                nint ldb = g.Ldb;
+                float alpha = g.Alpha, beta = g.Beta;
+                float* dots = stackalloc float[4];
                 int jj = j0;
-                for (; jj + 4 <= j1; jj += 4)
+                // Rows short or few enough to sit in L2 are not streamed from DRAM: eight at a time is faster there.
+                bool cached = k < LongRow || (long)g.N * k <= CachedWeights;
+                if (cached && Avx.IsSupported)
                 {
-                    Dot1x4(a, g.B + jj * g.Ldb, g.Ldb, k, y);
-                    for (int c = 0; c < 4; c++) Store(0, jj + c, y[c]);
+                    for (; jj + 8 <= j1; jj += 8)
+                    {
+                        var r = Dot1x8(a, w + jj * ldb, ldb, k);
+                        if (beta != 0f) r = Vector256.FusedMultiplyAdd(Vector256.Create(beta), Vector256.Load(y + jj), r * alpha);
+                        else if (alpha != 1f) r *= alpha;
+                        r.Store(y + jj);
+                    }
                 }
-                for (; jj < j1; jj++) Store(0, jj, Dot(a, g.B + jj * g.Ldb, k));
+                if (cached)
+                {
+                    for (; jj + 4 <= j1; jj += 4)
+                    {
+                        Dot1x4(a, w + jj * ldb, ldb, k, dots);
+                        for (int c = 0; c < 4; c++) y[jj + c] = beta == 0f ? alpha * dots[c] : alpha * dots[c] + beta * y[jj + c];
+                    }
+                }
+                for (; jj < j1; jj++)
+                {
+                    float dot = DotLong(a, w + jj * ldb, k);
+                    y[jj] = beta == 0f ? alpha * dot : alpha * dot + beta * y[jj];
+                }
                 return;
             }
             float* sums = stackalloc float[8];
@@ -183,6 +200,57 @@ internal static unsafe class SmallM
 
     /// <summary>From this row length (floats) a single-token product walks W one row at a time.</summary>
     private const int LongRow = 128;
+
+    /// <summary>Up to this many elements of W (256 KiB) a single-token product treats W as cache-resident.</summary>
+    private const long CachedWeights = 64 * 1024;
+
+    /// <summary>
+    /// The dot products of x with eight rows of W (ldw apart, k &lt; <see cref="LongRow"/> with AVX): one
+    /// accumulator per row, so eight independent FMA chains hide the FMA latency, and the eight horizontal sums
+    /// come out together as one vector.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static Vector256<float> Dot1x8(float* x, float* w, nint ldw, int k)
+    {
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
+        int p = 0;
+        for (; p + 8 <= k; p += 8)
+        {
+            var xv = Vector256.Load(x + p);
+            float* wp = w + p;
+            s0 = Vector256.FusedMultiplyAdd(xv, Vector256.Load(wp), s0);
+            s1 = Vector256.FusedMultiplyAdd(xv, Vector256.Load(wp + ldw), s1);
+            s2 = Vector256.FusedMultiplyAdd(xv, Vector256.Load(wp + 2 * ldw), s2);
+            s3 = Vector256.FusedMultiplyAdd(xv, Vector256.Load(wp + 3 * ldw), s3);
+            s4 = Vector256.FusedMultiplyAdd(xv, Vector256.Load(wp + 4 * ldw), s4);
+            s5 = Vector256.FusedMultiplyAdd(xv, Vector256.Load(wp + 5 * ldw), s5);
+            s6 = Vector256.FusedMultiplyAdd(xv, Vector256.Load(wp + 6 * ldw), s6);
+            s7 = Vector256.FusedMultiplyAdd(xv, Vector256.Load(wp + 7 * ldw), s7);
+        }
+        var r = SumEach(s0, s1, s2, s3, s4, s5, s6, s7);
+        if (p < k)
+        {
+            var tail = stackalloc float[8];
+            for (int row = 0; row < 8; row++)
+            {
+                float t = 0f;
+                for (int q = p; q < k; q++) t += x[q] * w[row * ldw + q];
+                tail[row] = t;
+            }
+            r += Vector256.Load(tail);
+        }
+        return r;
+    }
+
+    /// <summary>[sum(s0), ..., sum(s7)]: three rounds of pairwise horizontal adds, then the 128-bit halves folded.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> SumEach(Vector256<float> s0, Vector256<float> s1, Vector256<float> s2, Vector256<float> s3,
+        Vector256<float> s4, Vector256<float> s5, Vector256<float> s6, Vector256<float> s7)
+    {
+        var a = Avx.HorizontalAdd(Avx.HorizontalAdd(s0, s1), Avx.HorizontalAdd(s2, s3));   // [0..3 low halves | 0..3 high halves]
+        var b = Avx.HorizontalAdd(Avx.HorizontalAdd(s4, s5), Avx.HorizontalAdd(s6, s7));   // [4..7 low | 4..7 high]
+        return Avx.Permute2x128(a, b, 0x20) + Avx.Permute2x128(a, b, 0x31);
+    }
 
     /// <summary>y[0..4) = dot(x, w row r) for four rows of W, ldw apart: four accumulators, one x load per step.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
