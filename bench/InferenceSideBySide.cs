@@ -33,7 +33,7 @@ internal static class InferenceSideBySide
         int repeats = quick ? 2 : 5;
         output.WriteLine($"CPU: {CpuAccelerator.SimdDescription}; {Environment.ProcessorCount} logical cores; best of {repeats} runs");
         output.WriteLine($"{"model",-18} {"thr",3} {"decode tok/s",13} {"run.c",7} {"ratio",6} {"prefill tok/s",14} {"prompt",7}");
-        string? stories = FindStories260K();
+        string? stories = BenchData.Find("models", "stories260K", "stories260K.bin");
         if (stories is null) output.WriteLine("stories260K: not found (set UIOLLM_DATA to the shared data folder); skipped");
         foreach (int threads in threadCounts)
         {
@@ -68,13 +68,13 @@ internal static class InferenceSideBySide
         var rng = new Random(5);
         for (int i = 0; i < prompt.Length; i++) prompt[i] = rng.Next(model.Config.VocabSize);
         double prefill = 0;
+        using var buffers = model.NewInferenceBuffers(promptLength);
+        using var cache = model.NewCache(promptLength);
         for (int r = 0; r <= repeats; r++)
         {
-            using var cache = model.NewCache(promptLength);
+            cache.Clear();
             var clock = Stopwatch.StartNew();
-            using (var tape = new UioLlm.Model.Autograd.Tape(model.Accelerator))
-            using (tape.NoGrad())
-                model.ForwardLast(tape, prompt, cache);
+            model.Infer(prompt, cache, buffers);
             double rate = promptLength / clock.Elapsed.TotalSeconds;
             if (r > 0) prefill = Math.Max(prefill, rate);
         }
@@ -93,20 +93,5 @@ internal static class InferenceSideBySide
             for (int i = 0; i < span.Length; i++) span[i] = norm ? 1f : (float)(rng.NextDouble() * 0.04 - 0.02);
         }
         return weights;
-    }
-
-    private static string? FindStories260K()
-    {
-        string? env = Environment.GetEnvironmentVariable("UIOLLM_DATA");
-        var roots = new List<string>();
-        if (!string.IsNullOrEmpty(env)) roots.Add(env);
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            roots.Add(Path.Combine(dir.FullName, "..", "shared", "data"));
-        foreach (var root in roots)
-        {
-            string path = Path.Combine(root, "models", "stories260K", "stories260K.bin");
-            if (File.Exists(path)) return Path.GetFullPath(path);
-        }
-        return null;
     }
 }

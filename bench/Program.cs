@@ -5,6 +5,7 @@ using UioLlm.Bench;
 //   blas      [--quick] [--threads 1,2] [--sizes 512,2048,vocab,decode]   our MatMul vs OpenBLAS cblas_sgemm
 //   attention [--quick] [--threads 1,2]                                   attention forward/backward GFLOP/s vs our MatMul rate
 //   inference [--quick] [--threads 1,2]                                   decode and prefill tokens/s vs llama2.c run.c
+//   tokenizers [--quick]                                                  encode/decode MB/s on Moby Dick, both tokenizers
 // Anything else goes to BenchmarkDotNet, e.g. `-- --filter *MatMul*` or `-- --list flat`.
 string? Value(string name)
 {
@@ -42,6 +43,11 @@ if (args.Length > 0 && args[0] == "attention")
 if (args.Length > 0 && args[0] == "inference")
 {
     InferenceSideBySide.Run(Console.Out, args.Contains("--quick"), Threads());
+    return 0;
+}
+if (args.Length > 0 && args[0] == "tokenizers")
+{
+    TokenizerSideBySide.Run(Console.Out, args.Contains("--quick"));
     return 0;
 }
 BenchmarkSwitcher.FromAssembly(typeof(BlasSideBySide).Assembly).Run(args);

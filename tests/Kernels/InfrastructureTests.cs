@@ -35,6 +35,26 @@ public class InfrastructureTests
     }
 
     [Fact]
+    public void LargeTensorsLiveInZeroedAlignedNativeMemory()
+    {
+        using var acc = Accelerator.Create(AcceleratorKind.Cpu, 1);
+        var big = acc.Allocate([3 << 20], "big");      // 12 MB: above the huge-page threshold
+        var small = acc.Allocate([1000], "small");
+        Assert.IsType<UioLlm.Kernels.Cpu.HugePageMemory>(big.Memory);
+        Assert.IsNotType<UioLlm.Kernels.Cpu.HugePageMemory>(small.Memory);
+        Assert.Equal(0, big.Address % (2 << 20));
+        Assert.All(big.Span.ToArray(), v => Assert.Equal(0f, v));
+        big.Span[^1] = 7f;
+        var view = big.Slice(big.Length - 4, 4);
+        Assert.Equal(7f, view.ToArray()[3]);
+        acc.Kernels.Fill(view, 2f);
+        Assert.Equal(2f, big.Span[^1]);
+        big.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => big.Span[0]);
+        small.Dispose();
+    }
+
+    [Fact]
     public void ScratchPoolReusesMemory()
     {
         var pool = acc.Scratch;

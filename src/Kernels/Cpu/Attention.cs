@@ -130,7 +130,7 @@ public sealed partial class CpuKernels
     }
 
     /// <summary>From this many score multiply-adds a decode call is split across the worker pool.</summary>
-    internal const long DecodeParallelWork = 16 * 1024;
+    internal const long DecodeParallelWork = 32 * 1024;
 
     /// <summary>One decode-attention call as worker-pool parts: contiguous runs of (batch, head) items.</summary>
     private sealed class DecodeRegion : UioLlm.Kernels.Cpu.Gemm.IParallelWork

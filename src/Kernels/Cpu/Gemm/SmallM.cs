@@ -14,8 +14,8 @@ internal static unsafe class SmallM
 {
     public const int MaxRows = 8;
 
-    /// <summary>From this many elements of B (128 KiB) the decode product is split across threads.</summary>
-    public const long ParallelWeights = 32 * 1024;
+    /// <summary>From this many elements of B (256 KiB, past what L2 serves in a microsecond or two) the decode product is split across threads.</summary>
+    public const long ParallelWeights = 64 * 1024;
 
     public static bool Applies(in GemmProblem g) => g.M <= MaxRows;
 
