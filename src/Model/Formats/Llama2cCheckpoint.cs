@@ -142,19 +142,25 @@ public static class Llama2cCheckpoint
             (config.TiedEmbeddings ? " (shared classifier)" : " (separate classifier)"));
     }
 
+    /// <summary>The per-layer blocks in file order, each [L, ...]; RopeHeads &gt; 0 marks Q/K, stored interleaved.</summary>
+    private static IEnumerable<(Func<LlamaLayerWeights, Tensor> Pick, int RopeHeads)> LayerBlocks(LlamaConfig c)
+    {
+        yield return (l => l.AttentionNorm, 0);
+        yield return (l => l.Wq, c.Heads);
+        yield return (l => l.Wk, c.KvHeads);
+        yield return (l => l.Wv, 0);
+        yield return (l => l.Wo, 0);
+        yield return (l => l.FfnNorm, 0);
+        yield return (l => l.W1, 0);
+        yield return (l => l.W2, 0);
+        yield return (l => l.W3, 0);
+    }
+
     private static void ReadTensors(Stream stream, LlamaWeights w)
     {
         var c = w.Config;
         ReadInto(stream, w.TokenEmbedding);
-        ReadPerLayer(stream, w, l => l.AttentionNorm);
-        ReadPerLayer(stream, w, l => l.Wq, c.Heads);
-        ReadPerLayer(stream, w, l => l.Wk, c.KvHeads);
-        ReadPerLayer(stream, w, l => l.Wv);
-        ReadPerLayer(stream, w, l => l.Wo);
-        ReadPerLayer(stream, w, l => l.FfnNorm);
-        ReadPerLayer(stream, w, l => l.W1);
-        ReadPerLayer(stream, w, l => l.W2);
-        ReadPerLayer(stream, w, l => l.W3);
+        foreach (var (pick, ropeHeads) in LayerBlocks(c)) ReadPerLayer(stream, w, pick, ropeHeads);
         ReadInto(stream, w.FinalNorm);
         // The precomputed RoPE tables are not weights: skip them.
         stream.Seek(2L * c.MaxSeqLen * (c.HeadDim / 2) * sizeof(float), SeekOrigin.Current);
@@ -179,15 +185,7 @@ public static class Llama2cCheckpoint
     {
         var c = w.Config;
         WriteFrom(stream, w.TokenEmbedding);
-        WritePerLayer(stream, w, l => l.AttentionNorm);
-        WritePerLayer(stream, w, l => l.Wq, c.Heads);
-        WritePerLayer(stream, w, l => l.Wk, c.KvHeads);
-        WritePerLayer(stream, w, l => l.Wv);
-        WritePerLayer(stream, w, l => l.Wo);
-        WritePerLayer(stream, w, l => l.FfnNorm);
-        WritePerLayer(stream, w, l => l.W1);
-        WritePerLayer(stream, w, l => l.W2);
-        WritePerLayer(stream, w, l => l.W3);
+        foreach (var (pick, ropeHeads) in LayerBlocks(c)) WritePerLayer(stream, w, pick, ropeHeads);
         WriteFrom(stream, w.FinalNorm);
         WriteRopeTables(stream, c);
         if (!c.TiedEmbeddings) WriteFrom(stream, w.Output);
