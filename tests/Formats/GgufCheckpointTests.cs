@@ -85,7 +85,7 @@ public class GgufCheckpointTests
     public void Missing_tensor_wrong_shape_and_missing_key_are_named()
     {
         using var dir = new TempDir();
-        string missing = new SyntheticLlamaGguf { Skip = "blk.0.ffn_up.weight" }.Write(dir, "missing.gguf");
+        string missing = new SyntheticLlamaGguf { Omit = "blk.0.ffn_up.weight" }.Write(dir, "missing.gguf");
         AssertFormatError(() => GgufCheckpoint.Load(missing, TestBackend.Shared), missing, "'blk.0.ffn_up.weight' is missing");
 
         string shape = new SyntheticLlamaGguf { Reshape = ("blk.0.attn_k.weight", [8, 8]) }.Write(dir, "shape.gguf");
@@ -115,7 +115,7 @@ public class GgufCheckpointTests
 public sealed class SyntheticLlamaGguf
 {
     public bool IncludeOutput { get; init; } = true;
-    public string? Skip { get; init; }
+    public string? Omit { get; init; }
     public string? SkipKey { get; init; }
     public (string Name, ulong[] Dims)? Reshape { get; init; }
     public string Architecture { get; init; } = "llama";
@@ -140,7 +140,7 @@ public sealed class SyntheticLlamaGguf
             ("output_norm.weight", [8]),
         };
         if (IncludeOutput) tensors.Add(("output.weight", [8, 5]));
-        tensors.RemoveAll(t => t.Name == Skip);
+        tensors.RemoveAll(t => t.Name == Omit);
         if (Reshape is { } r) tensors = tensors.Select(t => t.Name == r.Name ? (t.Name, r.Dims) : t).ToList();
 
         var kvs = new List<(string Key, Action<GgufBuilder, string> Write)>
