@@ -146,6 +146,32 @@ public sealed class LlamaModelTests
     }
 
     [Fact]
+    public void GenerationStopsAtStopTokensLimitsAndTheContextAndStreamsEveryToken()
+    {
+        using var weights = GradCheck.RandomWeights(GradCheck.TinyConfig(), seed: 20);
+        var model = new LlamaModel(weights);
+        var generator = new Generator(model);
+        var streamed = new List<int>();
+        var sampled = new GenerationOptions { MaxNewTokens = 6, Temperature = 1f, TopP = 0.95f, Seed = 4, StopTokens = [] };
+        var limited = generator.Generate([1, 2, 3], sampled, streamed.Add);
+        Assert.Equal(StopReason.TokenLimit, limited.Reason);
+        Assert.Equal(6, limited.Tokens.Length);
+        Assert.Equal(limited.Tokens, streamed);
+        Assert.Equal(limited.Tokens, generator.Generate([1, 2, 3], sampled).Tokens);        // seeded: repeats exactly
+
+        int first = generator.Generate([1, 2, 3], new GenerationOptions { MaxNewTokens = 1, StopTokens = [] }).Tokens[0];
+        var stopped = generator.Generate([1, 2, 3], new GenerationOptions { MaxNewTokens = 5, StopTokens = [first] });
+        Assert.Equal(StopReason.StopToken, stopped.Reason);
+        Assert.Empty(stopped.Tokens);
+
+        var full = generator.Generate(new int[60], new GenerationOptions { MaxNewTokens = 10, StopTokens = [] });
+        Assert.Equal(StopReason.ContextFull, full.Reason);
+        Assert.Equal(64 - 60 + 1, full.Tokens.Length);   // the last token is sampled from the full context
+        Assert.Empty(generator.Generate([1], new GenerationOptions { MaxNewTokens = 0 }).Tokens);
+        Assert.Throws<ArgumentException>(() => generator.Generate(new int[65]));
+    }
+
+    [Fact]
     public void BadInputsGiveClearErrors()
     {
         using var weights = GradCheck.RandomWeights(GradCheck.TinyConfig(), seed: 17);

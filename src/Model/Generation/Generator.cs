@@ -45,6 +45,7 @@ public sealed class Generator(LlamaModel model)
         int capacity = Math.Min(Model.Config.MaxSeqLen, prompt.Length + options.MaxNewTokens);
         if (prompt.Length > Model.Config.MaxSeqLen)
             throw new ArgumentException($"Generate: prompt of {prompt.Length} tokens exceeds the model's context of {Model.Config.MaxSeqLen}", nameof(prompt));
+        if (options.MaxNewTokens == 0) return new GenerationResult([], StopReason.TokenLimit, prompt.Length, TimeSpan.Zero, TimeSpan.Zero);
         using var cache = Model.NewCache(Math.Max(capacity, 1));
         using var buffers = Model.NewInferenceBuffers();
 
