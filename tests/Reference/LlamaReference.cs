@@ -9,24 +9,40 @@ namespace UioLlm.Tests.Reference;
 /// </summary>
 internal static class LlamaReference
 {
-    public static double[,] Logits(LlamaWeights w, int[] ids)
+    public static double[,] Logits(LlamaWeights w, int[] ids) => Logits(w, ids, null, null);
+
+    /// <summary>
+    /// Logits with a key/value prefix per layer (UIO's memory): memoryK[layer][m] and memoryV[layer][m] are
+    /// un-rotated [kv_dim] rows. The sequence is [memory ; tokens] with RoPE from position 0, so memory key m
+    /// is rotated at m and token t sits at M + t; every token sees all memory, causally the tokens.
+    /// </summary>
+    public static double[,] Logits(LlamaWeights w, int[] ids, double[][][]? memoryK, double[][][]? memoryV)
     {
         var c = w.Config;
+        int memory = memoryK?[0].Length ?? 0;
         int T = ids.Length, d = c.Dim, hd = c.HeadDim;
         var emb = w.TokenEmbedding.ToArray();
         var x = new double[T][];
         for (int t = 0; t < T; t++) x[t] = Enumerable.Range(0, d).Select(i => (double)emb[ids[t] * d + i]).ToArray();
 
-        foreach (var layer in w.Layers)
+        for (int li = 0; li < w.Layers.Count; li++)
         {
+            var layer = w.Layers[li];
             var n = x.Select(r => RmsNorm(r, layer.AttentionNorm.ToArray(), c.NormEps)).ToArray();
             var q = n.Select(r => MatVec(layer.Wq.ToArray(), r, c.Heads * hd)).ToArray();
             var k = n.Select(r => MatVec(layer.Wk.ToArray(), r, c.KvDim)).ToArray();
             var v = n.Select(r => MatVec(layer.Wv.ToArray(), r, c.KvDim)).ToArray();
             for (int t = 0; t < T; t++)
             {
-                Rope(q[t], c.Heads, hd, t, c.RopeTheta);
-                Rope(k[t], c.KvHeads, hd, t, c.RopeTheta);
+                Rope(q[t], c.Heads, hd, memory + t, c.RopeTheta);
+                Rope(k[t], c.KvHeads, hd, memory + t, c.RopeTheta);
+            }
+            if (memory > 0)
+            {
+                // Keys and values of [memory ; tokens]; memory keys rotated at their own positions 0..M-1.
+                var mk = memoryK![li].Select((row, m) => { var r = (double[])row.Clone(); Rope(r, c.KvHeads, hd, m, c.RopeTheta); return r; });
+                k = mk.Concat(k).ToArray();
+                v = memoryV![li].Concat(v).ToArray();
             }
             var attn = new double[T][];
             for (int t = 0; t < T; t++)
@@ -35,15 +51,15 @@ internal static class LlamaReference
                 for (int h = 0; h < c.Heads; h++)
                 {
                     int kvh = h / c.GroupSize;
-                    var scores = new double[t + 1];
-                    for (int s = 0; s <= t; s++)
+                    var scores = new double[memory + t + 1];
+                    for (int s = 0; s <= memory + t; s++)
                     {
                         double dot = 0;
                         for (int i = 0; i < hd; i++) dot += q[t][h * hd + i] * k[s][kvh * hd + i];
                         scores[s] = dot / Math.Sqrt(hd);
                     }
                     double max = scores.Max(), sum = scores.Sum(z => Math.Exp(z - max));
-                    for (int s = 0; s <= t; s++)
+                    for (int s = 0; s <= memory + t; s++)
                     {
                         double p = Math.Exp(scores[s] - max) / sum;
                         for (int i = 0; i < hd; i++) attn[t][h * hd + i] += p * v[s][kvh * hd + i];

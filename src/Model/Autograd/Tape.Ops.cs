@@ -196,28 +196,49 @@ public sealed partial class Tape
     }
 
     /// <summary>[a ; b] along the first axis (the other axes must match).</summary>
-    public Var ConcatRows(Var a, Var b)
+    public Var ConcatRows(Var a, Var b) => ConcatRows([a, b]);
+
+    /// <summary>The parts stacked along the first axis (the other axes must match).</summary>
+    public Var ConcatRows(IReadOnlyList<Var> parts)
     {
+        ArgumentNullException.ThrowIfNull(parts);
+        if (parts.Count == 0) throw new ArgumentException("ConcatRows: no parts", nameof(parts));
+        if (parts.Count == 1) return parts[0];
         BeginOp("ConcatRows");
-        var av = a.Value;
-        var bv = b.Value;
-        if (av.Rank != bv.Rank || !av.Shape[1..].SequenceEqual(bv.Shape[1..]))
-            throw new ArgumentException($"ConcatRows: {b} cannot follow {a}: all axes but the first must match");
-        int[] shape = av.Shape.ToArray();
-        shape[0] += bv.Dim(0);
+        var first = parts[0].Value;
+        int[] shape = first.Shape.ToArray();
+        shape[0] = 0;
+        bool grad = false;
+        foreach (var part in parts)
+        {
+            var pv = part.Value;
+            if (pv.Rank != first.Rank || !pv.Shape[1..].SequenceEqual(first.Shape[1..]))
+                throw new ArgumentException($"ConcatRows: {part} does not match {parts[0]}: all axes but the first must match");
+            shape[0] += pv.Dim(0);
+            grad |= NeedsGrad(part);
+        }
         var y = Rent(shape, "concat");
-        K.Copy(av, y.Slice(0, av.Dim(0)));
-        K.Copy(bv, y.Slice(av.Dim(0), bv.Dim(0)));
-        bool grad = NeedsGrad(a, b);
+        int row = 0;
+        foreach (var part in parts)
+        {
+            K.Copy(part.Value, y.Slice(row, part.Value.Dim(0)));
+            row += part.Value.Dim(0);
+        }
         var output = Output(y, grad);
         if (grad)
+        {
+            var saved = parts.ToArray();
             Record("ConcatRows", output, () =>
             {
-                var dy = output.Grad!;
-                int ta = a.Value.Dim(0);
-                if (a.GradForAccumulate() is { } da) K.Axpy(1f, dy.Slice(0, ta), da);
-                if (b.GradForAccumulate() is { } db) K.Axpy(1f, dy.Slice(ta, dy.Dim(0) - ta), db);
+                int at = 0;
+                foreach (var part in saved)
+                {
+                    int rows = part.Value.Dim(0);
+                    if (part.GradForAccumulate() is { } d) K.Axpy(1f, output.Grad!.Slice(at, rows), d);
+                    at += rows;
+                }
             });
+        }
         return output;
     }
 

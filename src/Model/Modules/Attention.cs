@@ -34,14 +34,22 @@ public sealed partial class Attention
     /// other; with one, their keys and values are appended at row cache.Length and the queries attend to
     /// every stored token (the caller advances the cache after the last layer).
     /// </summary>
-    public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null)
+    public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null, KvPrefix? prefix = null)
     {
         int tokens = x.Value.Dim(0);
         var q = tape.Rope(tape.Reshape(Q.Forward(tape, x), tokens, Heads, HeadDim), positions, Rope);
         var k = tape.Rope(tape.Reshape(K.Forward(tape, x), tokens, KvHeads, HeadDim), positions, Rope);
         var v = tape.Reshape(V.Forward(tape, x), tokens, KvHeads, HeadDim);
         if (cache is not null) (k, v) = AppendToCache(tape, k, v, cache);
-        var o = tape.Attention(q, k, v, AttentionMask.CausalMask());
+        var mask = AttentionMask.CausalMask();
+        if (prefix is { } p)
+        {
+            // Keys and values that come before every own token (UIO's memory): always visible, gradients flow.
+            k = tape.ConcatRows(p.K, k);
+            v = tape.ConcatRows(p.V, v);
+            mask = AttentionMask.CausalMask(prefixLength: p.K.Value.Dim(0));
+        }
+        var o = tape.Attention(q, k, v, mask);
         return O.Forward(tape, tape.Reshape(o, tokens, Heads * HeadDim));
     }
 
@@ -58,6 +66,12 @@ public sealed partial class Attention
         return (Var.Constant(cache.Keys(Layer).Slice(0, start + tokens)), Var.Constant(cache.Values(Layer).Slice(0, start + tokens)));
     }
 }
+
+/// <summary>
+/// Keys [P, kv_heads, head_dim] (already rotated) and values placed before a layer's own keys: every query
+/// sees all of them. UIO's decoder reads its memories this way.
+/// </summary>
+public readonly record struct KvPrefix(Var K, Var V);
 
 /// <summary>The SwiGLU feed-forward block: down(silu(gate(x)) * up(x)).</summary>
 public sealed partial class Mlp(LlamaLayerWeights weights)
@@ -85,9 +99,9 @@ public sealed partial class LlamaBlock
     public RmsNorm FfnNorm { get; }
     public Mlp Mlp { get; }
 
-    public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null)
+    public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null, KvPrefix? prefix = null)
     {
-        var h = tape.Add(x, Attention.Forward(tape, AttentionNorm.Forward(tape, x), positions, cache));
+        var h = tape.Add(x, Attention.Forward(tape, AttentionNorm.Forward(tape, x), positions, cache, prefix));
         return tape.Add(h, Mlp.Forward(tape, FfnNorm.Forward(tape, h)));
     }
 

@@ -51,7 +51,8 @@ public sealed class LlamaModel
     /// Runs every block over input states x [T, dim] and the final norm. Positions default to
     /// cache.Length + t (or t without a cache); with a cache the new tokens are appended to it.
     /// </summary>
-    public Var Hidden(Tape tape, Var x, ReadOnlySpan<int> positions = default, KvCache? cache = null)
+    public Var Hidden(Tape tape, Var x, ReadOnlySpan<int> positions = default, KvCache? cache = null,
+        Func<int, KvPrefix?>? prefixes = null)
     {
         int tokens = x.Value.Dim(0);
         int[]? defaultPositions = null;
@@ -65,7 +66,7 @@ public sealed class LlamaModel
         else if (positions.Length != tokens)
             throw new ArgumentException($"LlamaModel: {positions.Length} positions for {tokens} tokens", nameof(positions));
         cache?.EnsureRoom(tokens);
-        foreach (var block in blocks) x = block.Forward(tape, x, positions, cache);
+        for (int l = 0; l < blocks.Length; l++) x = blocks[l].Forward(tape, x, positions, cache, prefixes?.Invoke(l));
         cache?.Advance(tokens);
         return FinalNorm.Forward(tape, x);
     }

@@ -1,0 +1,231 @@
+using UioLlm.Kernels;
+using UioLlm.Model.Autograd;
+using UioLlm.Model.Modules;
+
+namespace UioLlm.Model.Uio;
+
+/// <summary>The four adapters UIO adds to one layer: encoder LoRA on W_Q and W_V, transfer LoRA on W_K and W_V.</summary>
+public sealed class UioLayerAdapters(Lora encoderQ, Lora encoderV, Lora transferK, Lora transferV)
+{
+    public Lora EncoderQ { get; } = encoderQ;
+    public Lora EncoderV { get; } = encoderV;
+    public Lora TransferK { get; } = transferK;
+    public Lora TransferV { get; } = transferV;
+
+    public IEnumerable<(string Name, Lora Lora)> All()
+    {
+        yield return ("encoder.q_proj", EncoderQ);
+        yield return ("encoder.v_proj", EncoderV);
+        yield return ("transfer.k_proj", TransferK);
+        yield return ("transfer.v_proj", TransferV);
+    }
+}
+
+/// <summary>
+/// UIO-LLMs over a frozen Llama-family model (UIO.md section 1). The same frozen weights play three roles:
+/// the encoder (plus LoRA on W_Q, W_V) compresses a segment of l tokens with n appended memory tokens into
+/// per-layer memory states; the transfer head (plus a separate LoRA on W_K, W_V) turns those states into
+/// keys and values; the decoder (the base model unchanged) attends to [all memories ; its own tokens] with
+/// RoPE counted from 0 over that combined sequence.
+/// </summary>
+public sealed class UioModel : IDisposable
+{
+    private readonly UioLayerAdapters[] layers;
+
+    public UioModel(LlamaModel baseModel, UioConfig config, int seed = 0)
+    {
+        ArgumentNullException.ThrowIfNull(baseModel);
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate(baseModel.Config);
+        if (baseModel.TrainableParameters().Any())
+            throw new ArgumentException("UioModel: the base model has LoRA adapters attached; the UIO decoder must be the frozen base model (detach them first)", nameof(baseModel));
+        Base = baseModel;
+        Config = config;
+        var c = baseModel.Config;
+        var acc = baseModel.Accelerator;
+
+        // One shared learned <mem> embedding, initialised from the embedding of </s>.
+        var init = baseModel.Weights.TokenEmbedding.Row(c.EosId).ToArray();
+        MemoryEmbedding = Var.Leaf(acc.FromArray(init, [1, c.Dim], "uio.memory_embedding"), requiresGrad: true);
+
+        var rng = new Random(seed);
+        layers = new UioLayerAdapters[c.Layers];
+        for (int l = 0; l < layers.Length; l++)
+        {
+            string p = $"uio.layers.{l}.";
+            layers[l] = new UioLayerAdapters(
+                new Lora(acc, c.Dim, c.Heads * c.HeadDim, config.EncoderRank, config.EncoderAlpha, rng, p + "encoder.q_proj"),
+                new Lora(acc, c.Dim, c.KvDim, config.EncoderRank, config.EncoderAlpha, rng, p + "encoder.v_proj"),
+                new Lora(acc, c.Dim, c.KvDim, config.TransferRank, config.TransferAlpha, rng, p + "transfer.k_proj"),
+                new Lora(acc, c.Dim, c.KvDim, config.TransferRank, config.TransferAlpha, rng, p + "transfer.v_proj"));
+        }
+    }
+
+    public LlamaModel Base { get; }
+    public UioConfig Config { get; }
+    public Accelerator Accelerator => Base.Accelerator;
+    /// <summary>[1, d]: the one embedding every memory token starts from.</summary>
+    public Var MemoryEmbedding { get; }
+    public IReadOnlyList<UioLayerAdapters> Layers => layers;
+
+    /// <summary>Encoder LoRA, transfer LoRA and the memory embedding: everything UIO trains.</summary>
+    public IEnumerable<Var> TrainableParameters() => EncoderParameters().Concat(TransferParameters());
+
+    /// <summary>The parameters reached only through memories: encoder LoRA and the memory embedding.</summary>
+    public IEnumerable<Var> EncoderParameters()
+    {
+        yield return MemoryEmbedding;
+        foreach (var layer in layers)
+        {
+            foreach (var p in layer.EncoderQ.Parameters()) yield return p;
+            foreach (var p in layer.EncoderV.Parameters()) yield return p;
+        }
+    }
+
+    /// <summary>The transfer-head LoRA (its gradients come straight from each decoder loss).</summary>
+    public IEnumerable<Var> TransferParameters()
+    {
+        foreach (var layer in layers)
+        {
+            foreach (var p in layer.TransferK.Parameters()) yield return p;
+            foreach (var p in layer.TransferV.Parameters()) yield return p;
+        }
+    }
+
+    // ------------------------------------------------------------------ encoder
+
+    /// <summary>RoPE positions of the encoder input: ordinary token j at j, memory token i at (i+1) * l/n.</summary>
+    public int[] EncoderPositions()
+    {
+        int l = Config.SegmentLength, n = Config.MemoryTokens, c = Config.Stride;
+        var positions = new int[l + n];
+        for (int j = 0; j < l; j++) positions[j] = j;
+        for (int i = 0; i < n; i++) positions[l + i] = (i + 1) * c;
+        return positions;
+    }
+
+    /// <summary>
+    /// The encoder's mask over [segment ; memory]: ordinary tokens causal among themselves; memory token i
+    /// sees ordinary tokens 0 .. (i+1) * l/n - 1 and itself.
+    /// </summary>
+    public AttentionMask EncoderMask => AttentionMask.StepExpansion(Config.MemoryTokens, Config.Stride);
+
+    /// <summary>
+    /// Compresses whole segments (tokens.Length a multiple of l) in one batched pass: each segment is
+    /// encoded alone as [segment ; &lt;mem&gt; x n], so segments are independent and the result equals
+    /// compressing them one by one.
+    /// </summary>
+    public Memory Compress(Tape tape, ReadOnlySpan<int> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tape);
+        int l = Config.SegmentLength, n = Config.MemoryTokens, width = l + n;
+        if (tokens.IsEmpty || tokens.Length % l != 0)
+            throw new ArgumentException($"UioModel.Compress: {tokens.Length} tokens is not a whole number of segments of {l}", nameof(tokens));
+        int segments = tokens.Length / l;
+        var c = Base.Config;
+
+        // x = [emb(segment b) ; mem x n] for every segment b, stacked: [segments * (l + n), d].
+        var embedded = Base.Embed(tape, tokens);
+        var memoryRows = tape.Embedding(MemoryEmbedding, new int[n]);
+        var parts = new List<Var>(2 * segments);
+        for (int b = 0; b < segments; b++)
+        {
+            parts.Add(tape.SliceRows(embedded, b * l, l));
+            parts.Add(memoryRows);
+        }
+        var x = tape.ConcatRows(parts);
+
+        int[] positions = EncoderPositions();
+        var memoryIndex = new int[segments * n];
+        for (int b = 0; b < segments; b++)
+            for (int i = 0; i < n; i++) memoryIndex[b * n + i] = b * width + l + i;
+        var mask = EncoderMask;
+
+        var states = new Var[c.Layers];
+        for (int layer = 0; layer < c.Layers; layer++)
+        {
+            var block = Base.Blocks[layer];
+            var adapters = layers[layer];
+            var normed = block.AttentionNorm.Forward(tape, x);
+            // h_mem at this layer: the attention input at the memory positions (a gather).
+            states[layer] = tape.Embedding(normed, memoryIndex);
+            if (layer == c.Layers - 1) break;   // the last layer's attention and MLP feed nothing we keep
+
+            var attention = block.Attention;
+            var q = tape.Lora(normed, attention.Q.Weight, adapters.EncoderQ.A, adapters.EncoderQ.B, adapters.EncoderQ.Scale);
+            var k = tape.Linear(normed, attention.K.Weight);
+            var v = tape.Lora(normed, attention.V.Weight, adapters.EncoderV.A, adapters.EncoderV.B, adapters.EncoderV.Scale);
+            q = tape.Rope(tape.Reshape(q, segments, width, c.Heads, c.HeadDim), positions, Base.Rope);
+            k = tape.Rope(tape.Reshape(k, segments, width, c.KvHeads, c.HeadDim), positions, Base.Rope);
+            v = tape.Reshape(v, segments, width, c.KvHeads, c.HeadDim);
+            var o = tape.Attention(q, k, v, mask);
+            x = tape.Add(x, attention.O.Forward(tape, tape.Reshape(o, segments * width, c.Heads * c.HeadDim)));
+            x = tape.Add(x, block.Mlp.Forward(tape, block.FfnNorm.Forward(tape, x)));
+        }
+        return new Memory(states, segments, n);
+    }
+
+    // ------------------------------------------------------------------ transfer head
+
+    /// <summary>
+    /// Layer <paramref name="layer"/>'s memory keys and values: K = h (W_K + dW_K), V = h (W_V + dW_V) for
+    /// states h [M, d]; K rotated at positions firstPosition .. firstPosition + M - 1.
+    /// </summary>
+    public KvPrefix TransferKv(Tape tape, Var states, int layer, int firstPosition = 0)
+    {
+        ArgumentNullException.ThrowIfNull(tape);
+        ArgumentNullException.ThrowIfNull(states);
+        var c = Base.Config;
+        var attention = Base.Blocks[layer].Attention;
+        var adapters = layers[layer];
+        int m = states.Value.Dim(0);
+        var k = tape.Lora(states, attention.K.Weight, adapters.TransferK.A, adapters.TransferK.B, adapters.TransferK.Scale);
+        var v = tape.Lora(states, attention.V.Weight, adapters.TransferV.A, adapters.TransferV.B, adapters.TransferV.Scale);
+        var positions = new int[m];
+        for (int i = 0; i < m; i++) positions[i] = firstPosition + i;
+        return new KvPrefix(
+            tape.Rope(tape.Reshape(k, m, c.KvHeads, c.HeadDim), positions, Base.Rope),
+            tape.Reshape(v, m, c.KvHeads, c.HeadDim));
+    }
+
+    // ------------------------------------------------------------------ decoder
+
+    /// <summary>
+    /// Decoder logits [T, vocab] for tokens that follow the given memories (oldest first) and whatever the
+    /// local cache holds: per layer keys/values [memory ; local ; new], RoPE over that sequence from 0.
+    /// </summary>
+    public Var Decode(Tape tape, ReadOnlySpan<int> tokens, IReadOnlyList<Memory> memories, KvCache? local = null)
+    {
+        ArgumentNullException.ThrowIfNull(tape);
+        ArgumentNullException.ThrowIfNull(memories);
+        int memoryTokens = memories.Sum(m => m.Tokens);
+        var positions = new int[tokens.Length];
+        int start = memoryTokens + (local?.Length ?? 0);
+        for (int t = 0; t < positions.Length; t++) positions[t] = start + t;
+
+        KvPrefix? Prefix(int layer)
+        {
+            if (memoryTokens == 0) return null;
+            var states = tape.ConcatRows(memories.Select(m => m.States[layer]).ToArray());
+            return TransferKv(tape, states, layer);
+        }
+        var hidden = Base.Hidden(tape, Base.Embed(tape, tokens), positions, local, Prefix);
+        return Base.Head.Forward(tape, hidden);
+    }
+
+    /// <summary>Mean next-token cross-entropy of the decoder on one segment given the memories before it.</summary>
+    public Var DecoderLoss(Tape tape, ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets, IReadOnlyList<Memory> memories)
+    {
+        if (targets.Length != tokens.Length)
+            throw new ArgumentException($"UioModel.DecoderLoss: {targets.Length} targets for {tokens.Length} tokens", nameof(targets));
+        return tape.CrossEntropy(Decode(tape, tokens, memories), targets);
+    }
+
+    public void Dispose()
+    {
+        MemoryEmbedding.DisposeLeaf();
+        MemoryEmbedding.Value.Dispose();
+        foreach (var layer in layers)
+            foreach (var (_, lora) in layer.All()) lora.Dispose();
+    }
+}
