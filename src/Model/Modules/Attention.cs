@@ -41,7 +41,7 @@ public sealed partial class Attention
         var k = tape.Rope(tape.Reshape(K.Forward(tape, x), tokens, KvHeads, HeadDim), positions, Rope);
         var v = tape.Reshape(V.Forward(tape, x), tokens, KvHeads, HeadDim);
         if (cache is not null) (k, v) = AppendToCache(tape, k, v, cache);
-        var mask = AttentionMask.CausalMask();
+        var mask = AttentionMask.CausalMask(prefixLength: cache?.PrefixLength ?? 0);
         if (prefix is { } p)
         {
             // Keys and values that come before every own token (UIO's memory): always visible, gradients flow.

@@ -10,12 +10,14 @@ public sealed class KvCache : IDisposable
 {
     private readonly Tensor[] keys;
     private readonly Tensor[] values;
+    private readonly Accelerator accelerator;
 
     public KvCache(Accelerator accelerator, int layers, int capacity, int kvHeads, int headDim)
     {
         ArgumentNullException.ThrowIfNull(accelerator);
         if (layers <= 0) throw new ArgumentOutOfRangeException(nameof(layers), $"KV cache: layers must be positive, got {layers}");
         if (capacity <= 0) throw new ArgumentOutOfRangeException(nameof(capacity), $"KV cache: capacity must be positive, got {capacity}");
+        this.accelerator = accelerator;
         Capacity = capacity;
         keys = new Tensor[layers];
         values = new Tensor[layers];
@@ -29,7 +31,13 @@ public sealed class KvCache : IDisposable
     /// <summary>Tokens stored (the position of the next token).</summary>
     public int Length { get; private set; }
 
-    public int Capacity { get; }
+    public int Capacity { get; private set; }
+
+    /// <summary>
+    /// Leading rows that are not the model's own tokens (UIO's memory keys and values): every query sees
+    /// them. 0 for a plain cache. Own tokens sit at positions PrefixLength onwards.
+    /// </summary>
+    public int PrefixLength { get; private set; }
 
     public int Layers => keys.Length;
 
@@ -52,8 +60,77 @@ public sealed class KvCache : IDisposable
         Length += tokens;
     }
 
-    /// <summary>Forgets every stored token (buffers are reused).</summary>
-    public void Clear() => Length = 0;
+    /// <summary>Forgets every stored token and the prefix (buffers are reused).</summary>
+    public void Clear() => Length = PrefixLength = 0;
+
+    /// <summary>Drops the own tokens after the prefix (UIO: the local window after a compression).</summary>
+    public void DropLocal() => Length = PrefixLength;
+
+    /// <summary>
+    /// Marks <paramref name="rows"/> rows written after the prefix as prefix too; only when no own token is
+    /// stored (call <see cref="DropLocal"/> first).
+    /// </summary>
+    public void ExtendPrefix(int rows)
+    {
+        if (Length != PrefixLength)
+            throw new InvalidOperationException($"KV cache: cannot extend the prefix while {Length - PrefixLength} own tokens are stored");
+        if (rows < 0 || PrefixLength + rows > Capacity)
+            throw new ArgumentOutOfRangeException(nameof(rows), $"KV cache: prefix of {PrefixLength} + {rows} rows does not fit capacity {Capacity}");
+        PrefixLength += rows;
+        Length = PrefixLength;
+    }
+
+    /// <summary>Removes the first <paramref name="rows"/> prefix rows, moving the rest up (no own tokens may be stored).</summary>
+    public void RemovePrefix(int rows)
+    {
+        if (Length != PrefixLength)
+            throw new InvalidOperationException($"KV cache: cannot remove prefix rows while {Length - PrefixLength} own tokens are stored");
+        if (rows < 0 || rows > PrefixLength)
+            throw new ArgumentOutOfRangeException(nameof(rows), $"KV cache: cannot remove {rows} of {PrefixLength} prefix rows");
+        int keep = PrefixLength - rows;
+        var kernels = accelerator.Kernels;
+        for (int l = 0; l < keys.Length; l++)
+        {
+            foreach (var t in new[] { keys[l], values[l] })
+            {
+                if (keep == 0) continue;
+                using var moved = accelerator.Scratch.Rent(t.Slice(rows, keep).Shape);
+                kernels.Copy(t.Slice(rows, keep), moved);
+                kernels.Copy(moved, t.Slice(0, keep));
+            }
+        }
+        PrefixLength = Length = keep;
+    }
+
+    /// <summary>Grows every buffer to hold at least <paramref name="capacity"/> rows, keeping what is stored.</summary>
+    public void EnsureCapacity(int capacity)
+    {
+        if (capacity <= Capacity) return;
+        int grown = Math.Max(capacity, Capacity * 2);
+        var kernels = accelerator.Kernels;
+        for (int l = 0; l < keys.Length; l++)
+        {
+            keys[l] = Regrow(keys[l], grown, $"cache.{l}.k");
+            values[l] = Regrow(values[l], grown, $"cache.{l}.v");
+        }
+        Capacity = grown;
+
+        Tensor Regrow(Tensor old, int rows, string name)
+        {
+            var shape = old.Shape.ToArray();
+            shape[0] = rows;
+            var fresh = accelerator.Allocate(shape, name);
+            if (Length > 0) kernels.Copy(old.Slice(0, Length), fresh.Slice(0, Length));
+            old.Dispose();
+            return fresh;
+        }
+    }
+
+    /// <summary>Bytes held by the stored rows (keys and values of every layer).</summary>
+    public long StoredBytes => 2L * keys.Length * Length * (keys[0].Length / Capacity) * sizeof(float);
+
+    /// <summary>Bytes allocated (the capacity of every layer's key and value buffers).</summary>
+    public long AllocatedBytes => 2L * keys.Length * keys[0].Length * sizeof(float);
 
     public void Dispose()
     {

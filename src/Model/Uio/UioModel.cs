@@ -173,6 +173,16 @@ public sealed class UioModel : IDisposable
     /// </summary>
     public KvPrefix TransferKv(Tape tape, Var states, int layer, int firstPosition = 0)
     {
+        var (k, v) = TransferKvUnrotated(tape, states, layer);
+        int m = k.Value.Dim(0);
+        var positions = new int[m];
+        for (int i = 0; i < m; i++) positions[i] = firstPosition + i;
+        return new KvPrefix(tape.Rope(k, positions, Base.Rope), v);
+    }
+
+    /// <summary>The transfer head's keys and values [M, kv_heads, head_dim] before any rotation.</summary>
+    public KvPrefix TransferKvUnrotated(Tape tape, Var states, int layer)
+    {
         ArgumentNullException.ThrowIfNull(tape);
         ArgumentNullException.ThrowIfNull(states);
         var c = Base.Config;
@@ -181,11 +191,7 @@ public sealed class UioModel : IDisposable
         int m = states.Value.Dim(0);
         var k = tape.Lora(states, attention.K.Weight, adapters.TransferK.A, adapters.TransferK.B, adapters.TransferK.Scale);
         var v = tape.Lora(states, attention.V.Weight, adapters.TransferV.A, adapters.TransferV.B, adapters.TransferV.Scale);
-        var positions = new int[m];
-        for (int i = 0; i < m; i++) positions[i] = firstPosition + i;
-        return new KvPrefix(
-            tape.Rope(tape.Reshape(k, m, c.KvHeads, c.HeadDim), positions, Base.Rope),
-            tape.Reshape(v, m, c.KvHeads, c.HeadDim));
+        return new KvPrefix(tape.Reshape(k, m, c.KvHeads, c.HeadDim), tape.Reshape(v, m, c.KvHeads, c.HeadDim));
     }
 
     // ------------------------------------------------------------------ decoder
