@@ -6,6 +6,7 @@ using UioLlm.Bench;
 //   attention [--quick] [--threads 1,2]                                   attention forward/backward GFLOP/s vs our MatMul rate
 //   inference [--quick] [--threads 1,2]                                   decode and prefill tokens/s vs llama2.c run.c
 //   tokenizers [--quick]                                                  encode/decode MB/s on Moby Dick, both tokenizers
+//   uio-cost [--contexts 1024,4096,16384,65536] [--full-max 16384] [--threads 2]   UIO vs full attention: time and KV memory
 // Anything else goes to BenchmarkDotNet, e.g. `-- --filter *MatMul*` or `-- --list flat`.
 string? Value(string name)
 {
@@ -48,6 +49,13 @@ if (args.Length > 0 && args[0] == "inference")
 if (args.Length > 0 && args[0] == "tokenizers")
 {
     TokenizerSideBySide.Run(Console.Out, args.Contains("--quick"));
+    return 0;
+}
+if (args.Length > 0 && args[0] == "uio-cost")
+{
+    var contexts = (Value("--contexts") ?? "1024,4096,16384,65536").Split(',').Select(int.Parse).ToList();
+    int fullMax = int.Parse(Value("--full-max") ?? "16384");
+    UioCostSideBySide.Run(Console.Out, contexts, fullMax, Threads()?[0] ?? 2);
     return 0;
 }
 BenchmarkSwitcher.FromAssembly(typeof(BlasSideBySide).Assembly).Run(args);

@@ -270,13 +270,18 @@ public sealed class UioSession : IDisposable
             lastLogits = last.Value.ToArray();
             return;
         }
-        var logits = model.Base.Head.Forward(tape, hidden).Value.ToArray();
-        for (int t = 0; t < chunk.Length; t++)
-        {
-            ReadOnlySpan<float> before = t == 0 ? lastLogits : logits.AsSpan((t - 1) * vocab, vocab);
-            logProbs[t] = before.IsEmpty ? double.NaN : LogSoftmaxAt(before, chunk[t]);
-        }
-        lastLogits = logits.AsSpan((chunk.Length - 1) * vocab, vocab).ToArray();
+        var logits = model.Base.Head.Forward(tape, hidden).Value;
+        // Row t predicts chunk[t + 1]: the fused cross-entropy kernel gives each row's log-sum-exp.
+        var targets = new int[chunk.Length];
+        for (int t = 0; t + 1 < chunk.Length; t++) targets[t] = chunk[t + 1];
+        targets[^1] = -100;
+        using var lse = model.Accelerator.Scratch.Rent([chunk.Length]);
+        model.Accelerator.Kernels.CrossEntropy(logits, targets, lse);
+        var lseHost = lse.ToArray();
+        ReadOnlySpan<float> rows = logits.Accelerator.Kind == AcceleratorKind.Cpu ? logits.Span : logits.ToArray();
+        logProbs[0] = lastLogits is null ? double.NaN : LogSoftmaxAt(lastLogits, chunk[0]);
+        for (int t = 1; t < chunk.Length; t++) logProbs[t] = rows[(t - 1) * vocab + chunk[t]] - (double)lseHost[t - 1];
+        lastLogits = rows.Slice((chunk.Length - 1) * vocab, vocab).ToArray();
     }
 
     /// <summary>log softmax(logits)[index], accumulated in double.</summary>
