@@ -18,6 +18,8 @@ public sealed partial class Tape : IDisposable
 {
     private readonly List<Node> nodes = [];
     private readonly List<Tensor> owned = [];
+    private readonly List<Tensor> grads = [];
+    private long bytesHeld;
     private readonly List<Var> produced = [];
     private int noGradDepth;
     private State state = State.Recording;
@@ -41,7 +43,10 @@ public sealed partial class Tape : IDisposable
     public int RecordedOps => nodes.Count;
 
     /// <summary>Tensors this tape currently holds (returned to the pool by <see cref="Dispose"/>).</summary>
-    public int OwnedTensors => owned.Count;
+    public int OwnedTensors => owned.Count + grads.Count;
+
+    /// <summary>Bytes of the tensors this tape currently holds (values, saved statistics, gradients).</summary>
+    public long BytesHeld => bytesHeld;
 
     public bool IsFreed => state == State.Freed;
 
@@ -79,7 +84,14 @@ public sealed partial class Tape : IDisposable
     /// (adds) the given tensor, then every recorded op runs its backward in reverse order. Leaves
     /// accumulate. A tape runs backward once.
     /// </summary>
-    public void Backward(IReadOnlyList<Var> outputs, IReadOnlyList<Tensor> seeds)
+    public void Backward(IReadOnlyList<Var> outputs, IReadOnlyList<Tensor> seeds) => Backward(outputs, seeds, retainGraph: false);
+
+    /// <summary>
+    /// As <see cref="Backward(IReadOnlyList{Var}, IReadOnlyList{Tensor})"/>; with <paramref name="retainGraph"/>
+    /// the graph stays usable for another backward (the gradients of its inner values are cleared after each
+    /// run, leaves keep accumulating). Naive truncated BPTT backpropagates each encoder graph this way S times.
+    /// </summary>
+    public void Backward(IReadOnlyList<Var> outputs, IReadOnlyList<Tensor> seeds, bool retainGraph)
     {
         ArgumentNullException.ThrowIfNull(outputs);
         ArgumentNullException.ThrowIfNull(seeds);
@@ -95,7 +107,6 @@ public sealed partial class Tape : IDisposable
             var g = output.GradForAccumulate();
             if (g is not null) K.Axpy(1f, seeds[i], g);
         }
-        state = State.Backpropagated;
         for (int n = nodes.Count - 1; n >= 0; n--)
         {
             var node = nodes[n];
@@ -103,6 +114,21 @@ public sealed partial class Tape : IDisposable
             bool reached = false;
             foreach (var o in node.Outputs) reached |= o.Grad is not null;
             if (reached) node.Backward();
+        }
+        if (retainGraph)
+        {
+            // Clear the inner gradients so the next backward starts from zero.
+            foreach (var v in produced) v.DropTapeGrad();
+            foreach (var g in grads)
+            {
+                bytesHeld -= 4L * g.Length;
+                g.Dispose();
+            }
+            grads.Clear();
+        }
+        else
+        {
+            state = State.Backpropagated;
         }
     }
 
@@ -112,6 +138,9 @@ public sealed partial class Tape : IDisposable
         if (state == State.Freed) return;
         foreach (var t in owned) t.Dispose();
         owned.Clear();
+        foreach (var g in grads) g.Dispose();
+        grads.Clear();
+        bytesHeld = 0;
         foreach (var v in produced) v.DropTapeGrad();
         produced.Clear();
         nodes.Clear();
@@ -126,13 +155,18 @@ public sealed partial class Tape : IDisposable
         if (state == State.Freed) throw new TapeException($"{Name} was freed; it cannot allocate");
         var t = Accelerator.Scratch.Rent(shape, clear: false, name);
         owned.Add(t);
+        bytesHeld += 4L * t.Length;
         return t;
     }
 
-    internal Tensor RentZeroed(ReadOnlySpan<int> shape, string? name = null)
+    /// <summary>A zeroed gradient buffer for one of this tape's values (cleared by a retained backward).</summary>
+    internal Tensor RentGradient(ReadOnlySpan<int> shape, string? name = null)
     {
-        var t = Rent(shape, name);
+        if (state == State.Freed) throw new TapeException($"{Name} was freed; it cannot allocate");
+        var t = Accelerator.Scratch.Rent(shape, clear: false, name);
         K.Fill(t, 0f);
+        grads.Add(t);
+        bytesHeld += 4L * t.Length;
         return t;
     }
 

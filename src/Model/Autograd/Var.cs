@@ -79,7 +79,7 @@ public sealed class Var
         if (grad is not null) return grad;
         grad = Producer is null
             ? value.Accelerator.Allocate(value.Shape, GradName)
-            : Producer.RentZeroed(value.Shape, GradName);
+            : Producer.RentGradient(value.Shape, GradName);
         if (Producer is null) value.Accelerator.Kernels.Fill(grad, 0f);
         return grad;
     }
