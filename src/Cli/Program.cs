@@ -22,12 +22,61 @@ public static class Program
         kernels.Options.Add(quick);
         kernels.SetAction(parse => KernelsCommand.Run(parse.GetValue(threads), parse.GetValue(quick), output, error));
 
+        var generate = GenerateCli(output, error);
+        var tokenize = TokenizeCli(output, error);
+        var info = InfoCli(output, error);
+
         var root = new RootCommand("uio: long-context language models with compressed memory (UIO-LLMs). "
             + "With no command, runs a quick kernel check on this machine.");
         root.Subcommands.Add(kernels);
+        root.Subcommands.Add(generate);
+        root.Subcommands.Add(tokenize);
+        root.Subcommands.Add(info);
         root.SetAction(_ => KernelsCommand.Run(threads: 0, quick: true, output, error));
 
         var config = new InvocationConfiguration { Output = output, Error = error };
         return root.Parse(args).Invoke(config);
+    }
+
+    private static Command GenerateCli(TextWriter output, TextWriter error)
+    {
+        var model = new Option<string>("--model") { Description = "Model: a Hugging Face folder, a .gguf or a llama2.c .bin", Required = true };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file (needed for llama2.c checkpoints)" };
+        var adapter = new Option<string?>("--adapter") { Description = "A trained UIO adapter folder: read the prompt through compressed memory" };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt text (empty: start from BOS)" };
+        var promptFile = new Option<string?>("--prompt-file") { Description = "Read the prompt from a file" };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "Most tokens to generate", DefaultValueFactory = _ => 256 };
+        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature (0 = greedy)", DefaultValueFactory = _ => 0.8f };
+        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling mass", DefaultValueFactory = _ => 0.9f };
+        var seed = new Option<int>("--seed") { Description = "Sampling seed", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var command = new Command("generate", "Stream text from a model (optionally through a UIO adapter)");
+        foreach (var o in new Option[] { model, tokenizer, adapter, prompt, promptFile, maxTokens, temperature, topP, seed, threads }) command.Options.Add(o);
+        command.SetAction(p => GenerateCommand.Run(new GenerateCommand.Options(p.GetValue(model)!, p.GetValue(tokenizer), p.GetValue(adapter),
+            p.GetValue(prompt), p.GetValue(promptFile), p.GetValue(maxTokens), p.GetValue(temperature), p.GetValue(topP), p.GetValue(seed),
+            p.GetValue(threads)), output, error));
+        return command;
+    }
+
+    private static Command TokenizeCli(TextWriter output, TextWriter error)
+    {
+        var tokenizer = new Option<string>("--tokenizer") { Description = "tokenizer.model, tokenizer.bin, tokenizer.json, a .gguf or a GPT-2 folder", Required = true };
+        var text = new Option<string?>("--text") { Description = "Text to encode (or ids to decode)" };
+        var file = new Option<string?>("--file") { Description = "Read the input from a file" };
+        var noBos = new Option<bool>("--no-bos") { Description = "Do not add BOS" };
+        var decode = new Option<bool>("--decode") { Description = "The input is token ids: print their text" };
+        var command = new Command("tokenize", "Token ids of a text (space-separated, one line), or --decode ids back to text");
+        foreach (var o in new Option[] { tokenizer, text, file, noBos, decode }) command.Options.Add(o);
+        command.SetAction(p => TokenizeCommand.Run(p.GetValue(tokenizer)!, p.GetValue(text), p.GetValue(file), p.GetValue(noBos), p.GetValue(decode), output, error));
+        return command;
+    }
+
+    private static Command InfoCli(TextWriter output, TextWriter error)
+    {
+        var path = new Argument<string>("PATH") { Description = "A llama2.c .bin, a .gguf, a Hugging Face folder or a UIO adapter folder" };
+        var command = new Command("info", "What a checkpoint, GGUF file, Hugging Face folder or UIO adapter holds");
+        command.Arguments.Add(path);
+        command.SetAction(p => InfoCommand.Run(p.GetValue(path)!, output, error));
+        return command;
     }
 }

@@ -1,4 +1,5 @@
 using UioLlm.Cli;
+using UioLlm.Tests.Support;
 
 namespace UioLlm.Tests.Cli;
 
@@ -45,5 +46,125 @@ public class CliTests
         var (code, _, error) = Run("frobnicate");
         Assert.NotEqual(0, code);
         Assert.False(string.IsNullOrWhiteSpace(error));
+    }
+}
+
+public class CliModelCommandTests
+{
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        int code = UioLlm.Cli.Program.Run(args, o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+
+    private static string Stories(string file) => TestData.File("models", "stories260K", file);
+
+    [DataFact]
+    public void GreedyGenerateFromBosPrintsTheGoldenText()
+    {
+        var (code, output, error) = Run("generate", "--model", Stories("stories260K.bin"), "--tokenizer", Stories("tok512.bin"),
+            "--temperature", "0", "--max-tokens", "200", "--threads", "1");
+        Assert.True(code == 0, error);
+        Assert.Equal(File.ReadAllText(Stories("expected_greedy_200steps.txt")), output.TrimEnd('\n'));
+        Assert.Contains("200 tokens", error);
+    }
+
+    [DataFact]
+    public void GenerateExplainsMissingOrWrongInputs()
+    {
+        var (code, _, error) = Run("generate", "--model", "/no/such/model.bin");
+        Assert.Equal(2, code);
+        Assert.Contains("--model", error);
+        Assert.Contains("does not exist", error);
+
+        (code, _, error) = Run("generate", "--model", Stories("stories260K.bin"));
+        Assert.Equal(2, code);
+        Assert.Contains("--tokenizer", error);
+
+        (code, _, error) = Run("generate", "--model", Stories("stories260K.bin"), "--tokenizer", TestData.File("tokenizers", "gpt2", "ggml-vocab-gpt-2.gguf"));
+        Assert.Equal(2, code);
+        Assert.Contains("vocabulary", error);
+
+        (code, _, error) = Run("generate", "--model", Stories("stories260K.bin"), "--tokenizer", Stories("tok512.bin"), "--max-tokens", "-5");
+        Assert.Equal(2, code);
+        Assert.Contains("--max-tokens", error);
+
+        (code, _, error) = Run("generate", "--model", Stories("stories260K.bin"), "--max-tokens", "many");
+        Assert.NotEqual(0, code);
+        Assert.DoesNotContain("   at ", error);   // never a stack trace
+
+        string truncated = Path.Combine(Path.GetTempPath(), $"uio-cli-{Guid.NewGuid():N}.bin");
+        File.WriteAllBytes(truncated, File.ReadAllBytes(Stories("stories260K.bin"))[..5000]);
+        try
+        {
+            (code, _, error) = Run("generate", "--model", truncated, "--tokenizer", Stories("tok512.bin"));
+            Assert.Equal(2, code);
+            Assert.Contains(truncated, error);
+            Assert.Contains("bytes", error);
+        }
+        finally
+        {
+            File.Delete(truncated);
+        }
+    }
+
+    [DataFact]
+    public void TokenizeEncodesAndDecodes()
+    {
+        string spm = TestData.File("tokenizers", "llama2", "tokenizer.model");
+        var (code, output, error) = Run("tokenize", "--tokenizer", spm, "--text", "Hello world");
+        Assert.True(code == 0, error);
+        Assert.Equal("1 15043 3186", output.Trim());
+        (code, output, _) = Run("tokenize", "--tokenizer", spm, "--text", "Hello world", "--no-bos");
+        Assert.Equal("15043 3186", output.Trim());
+        (code, output, _) = Run("tokenize", "--tokenizer", spm, "--text", "15043 3186", "--decode");
+        Assert.Equal("Hello world", output.Trim());
+        (code, _, error) = Run("tokenize", "--tokenizer", spm, "--text", "15043 99999999", "--decode");
+        Assert.Equal(2, code);
+        Assert.Contains("99999999", error);
+        (code, _, error) = Run("tokenize", "--tokenizer", spm);
+        Assert.Equal(2, code);
+        Assert.Contains("--text or --file", error);
+        (code, _, error) = Run("tokenize", "--tokenizer", Stories("stories260K.bin"), "--text", "x");
+        Assert.Equal(2, code);
+    }
+
+    [DataFact]
+    public void InfoDescribesEveryFormat()
+    {
+        var (code, output, error) = Run("info", TestData.File("models", "llama-2-tiny-random", "llama-2-tiny-random.gguf"));
+        Assert.True(code == 0, error);
+        Assert.Contains("GGUF", output);
+        Assert.Contains("F16", output);
+        (code, output, _) = Run("info", Stories("stories260K.bin"));
+        Assert.Equal(0, code);
+        Assert.Contains("llama2.c", output);
+        Assert.Contains("260,032", output);
+
+        string dir = Path.Combine(Path.GetTempPath(), $"uio-cli-{Guid.NewGuid():N}");
+        try
+        {
+            using var weights = UioLlm.Model.Formats.Llama2cCheckpoint.Load(Stories("stories260K.bin"), TestBackend.Shared);
+            UioLlm.Model.Formats.HfCheckpoint.Save(weights, dir);
+            (code, output, _) = Run("info", dir);
+            Assert.Equal(0, code);
+            Assert.Contains("Hugging Face", output);
+            using var uio = new UioLlm.Model.Uio.UioModel(new UioLlm.Model.Modules.LlamaModel(weights),
+                new UioLlm.Model.Uio.UioConfig { SegmentLength = 16, MemoryTokens = 4, EncoderRank = 2, EncoderAlpha = 4, TransferRank = 2, TransferAlpha = 4 });
+            UioLlm.Model.Uio.UioAdapter.Save(uio, Path.Combine(dir, "adapter"));
+            (code, output, _) = Run("info", Path.Combine(dir, "adapter"));
+            Assert.Equal(0, code);
+            Assert.Contains("UIO adapter", output);
+            Assert.Contains("4x compression", output);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+        (code, _, error) = Run("info", "/no/such/file");
+        Assert.Equal(2, code);
+        Assert.Contains("does not exist", error);
     }
 }

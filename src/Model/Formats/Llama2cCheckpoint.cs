@@ -39,6 +39,17 @@ public static class Llama2cCheckpoint
         }
     }
 
+    /// <summary>The model shape a llama2.c checkpoint declares, checked against the file length, without reading weights.</summary>
+    public static LlamaConfig ReadConfig(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (!File.Exists(path)) throw new FileNotFoundException($"llama2.c checkpoint '{path}' does not exist", path);
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        var config = ReadHeader(stream, path);
+        CheckLength(path, config, stream.Length);
+        return config;
+    }
+
     /// <summary>Writes <paramref name="weights"/> in llama2.c format (atomically: a temporary file renamed over <paramref name="path"/>).</summary>
     public static void Save(LlamaWeights weights, string path)
     {

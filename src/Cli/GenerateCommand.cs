@@ -1,0 +1,55 @@
+using System.Text;
+using UioLlm.Kernels;
+using UioLlm.Model.Formats;
+using UioLlm.Model.Generation;
+using UioLlm.Model.Modules;
+using UioLlm.Model.Uio;
+
+namespace UioLlm.Cli;
+
+/// <summary>`uio generate`: stream text from a model, optionally through a trained UIO adapter.</summary>
+internal static class GenerateCommand
+{
+    public sealed record Options(string Model, string? Tokenizer, string? Adapter, string? Prompt, string? PromptFile,
+        int MaxTokens, float Temperature, float TopP, int Seed, int Threads);
+
+    public static int Run(Options o, TextWriter output, TextWriter error) => CliSupport.Guarded("generate", error, () =>
+    {
+        CliSupport.RequireExists(o.Model, "--model");
+        CliSupport.RequirePositive(o.MaxTokens, "--max-tokens");
+        if (o.Threads < 0) throw new UsageException($"--threads must be 0 (all cores) or a positive number, got {o.Threads}");
+        if (o.Prompt is not null && o.PromptFile is not null) throw new UsageException("give either --prompt or --prompt-file, not both");
+        string prompt = o.PromptFile is not null ? File.ReadAllText(CliSupport.RequireExists(o.PromptFile, "--prompt-file")) : o.Prompt ?? "";
+        var tokenizer = CliSupport.TokenizerFor(o.Model, o.Tokenizer);
+        var options = new GenerationOptions { MaxNewTokens = o.MaxTokens, Temperature = o.Temperature, TopP = o.TopP, Seed = o.Seed };
+
+        using var accelerator = Accelerator.Create(AcceleratorKind.Auto, o.Threads);
+        using var weights = ModelLoader.Load(o.Model, accelerator);
+        var model = new LlamaModel(weights);
+        if (tokenizer.VocabSize != model.Config.VocabSize)
+            throw new UsageException($"the tokenizer has {tokenizer.VocabSize} tokens but the model's vocabulary is {model.Config.VocabSize}: pass the model's own tokenizer");
+        // An empty prompt starts from BOS alone.
+        int[] ids = prompt.Length == 0 ? [model.Config.BosId] : tokenizer.Encode(prompt, addBos: true);
+
+        var stream = tokenizer.NewStream();
+        output.Write(prompt);
+        void Emit(int id) => output.Write(stream.Push(id));
+        GenerationResult result;
+        if (o.Adapter is not null)
+        {
+            using var uio = UioAdapter.Load(model, CliSupport.RequireExists(o.Adapter, "--adapter"));
+            using var session = new UioSession(uio);
+            session.Prefill(ids);
+            result = session.Generate(options, Emit);
+        }
+        else
+        {
+            if (ids.Length > model.Config.MaxSeqLen)
+                throw new UsageException($"the prompt is {ids.Length} tokens but the model's context is {model.Config.MaxSeqLen}; use a UIO adapter (--adapter) for longer inputs");
+            result = new Generator(model).Generate(ids, options with { MaxNewTokens = Math.Min(o.MaxTokens, model.Config.MaxSeqLen - ids.Length) }, Emit);
+        }
+        output.WriteLine(stream.Flush());
+        error.WriteLine($"[{result.Tokens.Length} tokens, {result.Reason}, {result.DecodeTokensPerSecond:F1} tok/s]");
+        return 0;
+    });
+}
