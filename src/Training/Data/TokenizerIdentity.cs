@@ -5,8 +5,9 @@ using UioLlm.Model.Tokenizers;
 namespace UioLlm.Training.Data;
 
 /// <summary>
-/// What makes two tokenizers produce the same ids, for cache keys: the implementation type, vocabulary
-/// size, BOS/EOS ids and a SHA-256 of every vocabulary piece.
+/// What makes two tokenizers produce the same ids, for cache keys: vocabulary size, BOS/EOS ids and a
+/// SHA-256 of every vocabulary piece. The implementation type is left out on purpose, so a wrapper around
+/// a tokenizer (counting, logging) shares its cache.
 /// </summary>
 public static class TokenizerIdentity
 {
@@ -15,7 +16,7 @@ public static class TokenizerIdentity
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        Append(hash, $"{tokenizer.GetType().FullName}|{tokenizer.VocabSize}|{tokenizer.BosId}|{tokenizer.EosId}|");
+        Append(hash, $"{tokenizer.VocabSize}|{tokenizer.BosId}|{tokenizer.EosId}|");
         for (int id = 0; id < tokenizer.VocabSize; id++)
         {
             Append(hash, tokenizer.TokenText(id));
