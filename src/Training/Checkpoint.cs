@@ -67,12 +67,12 @@ public static class Checkpoint
 
     /// <summary>The folder of the checkpoint at <paramref name="step"/> in <paramref name="runFolder"/>.</summary>
     public static string FolderFor(string runFolder, int step) =>
-        System.IO.Path.Combine(runFolder, CheckpointsFolderName, FolderPrefix + step.ToString("D8", CultureInfo.InvariantCulture));
+        Path.Combine(runFolder, CheckpointsFolderName, FolderPrefix + step.ToString("D8", CultureInfo.InvariantCulture));
 
     /// <summary>The run folder a checkpoint folder belongs to ({run}/checkpoints/step-N).</summary>
     public static string RunFolderOf(string checkpointFolder)
     {
-        var full = new DirectoryInfo(System.IO.Path.GetFullPath(checkpointFolder));
+        var full = new DirectoryInfo(Path.GetFullPath(checkpointFolder));
         if (full.Parent is not { Name: CheckpointsFolderName, Parent: { } run })
             throw new CheckpointFormatException(checkpointFolder, $"a checkpoint folder must sit in '<run>/{CheckpointsFolderName}/'");
         return run.FullName;
@@ -87,9 +87,9 @@ public static class Checkpoint
     {
         ArgumentException.ThrowIfNullOrEmpty(runFolder);
         ArgumentNullException.ThrowIfNull(writeFiles);
-        string final = System.IO.Path.GetFullPath(FolderFor(runFolder, step));
-        string parent = System.IO.Path.GetDirectoryName(final)!;
-        string temp = System.IO.Path.Combine(parent, $".{System.IO.Path.GetFileName(final)}.{Guid.NewGuid():N}.tmp");
+        string final = Path.GetFullPath(FolderFor(runFolder, step));
+        string parent = Path.GetDirectoryName(final)!;
+        string temp = Path.Combine(parent, $".{Path.GetFileName(final)}.{Guid.NewGuid():N}.tmp");
         Directory.CreateDirectory(temp);
         try
         {
@@ -114,7 +114,7 @@ public static class Checkpoint
     {
         ArgumentException.ThrowIfNullOrEmpty(folder);
         if (!Directory.Exists(folder)) throw new CheckpointFormatException(folder, "checkpoint folder does not exist");
-        string path = System.IO.Path.Combine(folder, ManifestFileName);
+        string path = Path.Combine(folder, ManifestFileName);
         if (!File.Exists(path))
             throw new CheckpointFormatException(folder,
                 $"not a complete checkpoint: {ManifestFileName} is missing (the checkpoint was interrupted while being written, or this is not a checkpoint folder)");
@@ -160,12 +160,12 @@ public static class Checkpoint
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (!Directory.Exists(path)) throw new CheckpointFormatException(path, "folder does not exist; expected a run folder or a checkpoint folder");
-        bool isCheckpoint = File.Exists(System.IO.Path.Combine(path, ManifestFileName))
-            || System.IO.Path.GetFileName(System.IO.Path.TrimEndingDirectorySeparator(path)).StartsWith(FolderPrefix, StringComparison.Ordinal);
+        bool isCheckpoint = File.Exists(Path.Combine(path, ManifestFileName))
+            || Path.GetFileName(Path.TrimEndingDirectorySeparator(path)).StartsWith(FolderPrefix, StringComparison.Ordinal);
         if (isCheckpoint)
         {
             Verify(path);
-            return System.IO.Path.GetFullPath(path);
+            return Path.GetFullPath(path);
         }
         foreach (var (_, folder) in List(path).Reverse())
         {
@@ -179,21 +179,21 @@ public static class Checkpoint
                 // An interrupted or damaged checkpoint: fall back to the one before it.
             }
         }
-        throw new CheckpointFormatException(path, $"no complete checkpoint in '{System.IO.Path.Combine(path, CheckpointsFolderName)}'");
+        throw new CheckpointFormatException(path, $"no complete checkpoint in '{Path.Combine(path, CheckpointsFolderName)}'");
     }
 
     /// <summary>The checkpoint folders of a run (complete or not), oldest first.</summary>
     public static IReadOnlyList<(int Step, string Folder)> List(string runFolder)
     {
-        string root = System.IO.Path.Combine(runFolder, CheckpointsFolderName);
+        string root = Path.Combine(runFolder, CheckpointsFolderName);
         if (!Directory.Exists(root)) return [];
         var found = new List<(int, string)>();
         foreach (var dir in Directory.GetDirectories(root))
         {
-            string name = System.IO.Path.GetFileName(dir);
+            string name = Path.GetFileName(dir);
             if (name.StartsWith(FolderPrefix, StringComparison.Ordinal)
                 && int.TryParse(name.AsSpan(FolderPrefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out int step))
-                found.Add((step, System.IO.Path.GetFullPath(dir)));
+                found.Add((step, Path.GetFullPath(dir)));
         }
         return found.OrderBy(f => f.Item1).ToList();
     }
@@ -201,7 +201,7 @@ public static class Checkpoint
     /// <summary>Reads and checks trainer_state.json of a verified checkpoint.</summary>
     public static TrainerState ReadState(string folder)
     {
-        string path = System.IO.Path.Combine(folder, StateFileName);
+        string path = Path.Combine(folder, StateFileName);
         TrainerState? state;
         try
         {
@@ -229,7 +229,7 @@ public static class Checkpoint
 
     /// <summary>Writes trainer_state.json into <paramref name="folder"/>, atomically.</summary>
     public static void WriteState(string folder, TrainerState state) =>
-        AtomicFile.WriteText(System.IO.Path.Combine(folder, StateFileName), JsonSerializer.Serialize(state, Json));
+        AtomicFile.WriteText(Path.Combine(folder, StateFileName), JsonSerializer.Serialize(state, Json));
 
     private static readonly string[] RequiredFiles =
     [
@@ -242,7 +242,7 @@ public static class Checkpoint
     private static void WriteManifest(string folder, int step)
     {
         var files = Directory.GetFiles(folder, "*", SearchOption.AllDirectories)
-            .Select(f => System.IO.Path.GetRelativePath(folder, f).Replace('\\', '/'))
+            .Select(f => Path.GetRelativePath(folder, f).Replace('\\', '/'))
             .Where(f => f != ManifestFileName)
             .OrderBy(f => f, StringComparer.Ordinal)
             .ToList();
@@ -256,7 +256,7 @@ public static class Checkpoint
             w.WriteStartArray("files");
             foreach (string relative in files)
             {
-                string full = System.IO.Path.Combine(folder, relative);
+                string full = Path.Combine(folder, relative);
                 w.WriteStartObject();
                 w.WriteString("path", relative);
                 w.WriteNumber("bytes", new FileInfo(full).Length);
@@ -266,14 +266,14 @@ public static class Checkpoint
             w.WriteEndArray();
             w.WriteEndObject();
         }
-        AtomicFile.WriteText(System.IO.Path.Combine(folder, ManifestFileName), Encoding.UTF8.GetString(buffer.ToArray()));
+        AtomicFile.WriteText(Path.Combine(folder, ManifestFileName), Encoding.UTF8.GetString(buffer.ToArray()));
     }
 
     private static void VerifyFile(string folder, string relative, long bytes, string sha256, string manifestPath)
     {
-        if (relative.Contains("..", StringComparison.Ordinal) || System.IO.Path.IsPathRooted(relative))
+        if (relative.Contains("..", StringComparison.Ordinal) || Path.IsPathRooted(relative))
             throw new CheckpointFormatException(manifestPath, $"file path '{relative}' leaves the checkpoint folder");
-        string full = System.IO.Path.Combine(folder, relative);
+        string full = Path.Combine(folder, relative);
         if (!File.Exists(full)) throw new CheckpointFormatException(full, "file listed in the manifest is missing");
         long actual = new FileInfo(full).Length;
         if (actual != bytes) throw new CheckpointFormatException(full, $"file has {actual} bytes, the manifest records {bytes}");

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using UioLlm.Kernels;
 using UioLlm.Model;
 using UioLlm.Model.Autograd;
 using UioLlm.Model.Uio;
@@ -281,6 +280,8 @@ public sealed class Trainer : IDisposable
         TokensSeen = state.TokensSeen;
         elapsedBeforeSession = state.ElapsedSeconds;
         lastCheckpoint = (state.Step, folder);
+        // A completed run had its final evaluation before its final checkpoint: do not repeat it.
+        if (Step == Options.TotalSteps) lastEvaluatedStep = Step;
     }
 
     private TrainingProgress Progress(StepResult r)

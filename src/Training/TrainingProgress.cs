@@ -1,5 +1,3 @@
-using UioLlm.Model.Uio;
-
 namespace UioLlm.Training;
 
 /// <summary>What one optimizer step did.</summary>
@@ -18,25 +16,6 @@ public readonly record struct StepResult(int Step, double Loss, float LearningRa
 /// <param name="Eta">Estimated time to <paramref name="TotalSteps"/>, from this session's mean step time.</param>
 public readonly record struct TrainingProgress(int Step, int TotalSteps, double Loss, float LearningRate, float GradNorm,
     double TokensPerSecond, TimeSpan Elapsed, TimeSpan Eta);
-
-/// <summary>An evaluation: named scalar metrics (e.g. "val_loss", "passkey_accuracy") measured at a step.</summary>
-public delegate IReadOnlyDictionary<string, double> Evaluation(UioModel model, int step);
-
-/// <summary>Makes the gradient estimator for one optimizer step from a seed derived from (run seed, step).</summary>
-public delegate Estimators.IGradientEstimator EstimatorFactory(int seed);
-
-/// <summary>Where a trainer reports: all optional.</summary>
-public sealed class TrainerCallbacks
-{
-    /// <summary>Receives a report after every step.</summary>
-    public IProgress<TrainingProgress>? Progress { get; init; }
-
-    /// <summary>Called every <see cref="TrainingOptions.EvalEvery"/> steps and when the run completes; its metrics go to the log.</summary>
-    public Evaluation? Evaluate { get; init; }
-
-    /// <summary>Called with the folder of each checkpoint once it is complete.</summary>
-    public Action<string>? CheckpointSaved { get; init; }
-}
 
 /// <summary>How a call to <see cref="Trainer.Run"/> ended.</summary>
 /// <param name="Step">Steps completed in the whole run.</param>

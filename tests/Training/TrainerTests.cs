@@ -222,6 +222,17 @@ public sealed class TrainerTests : IDisposable
 
         // The resumed run's log has each step once, with the same losses as the uninterrupted one.
         Assert.Equal(StepLosses(Folder("straight")), StepLosses(Folder("resumed")));
+
+        // Resuming a completed run takes no step and leaves the log as it was.
+        using var third = Uio(baseModel, 12);
+        using (var trainer = Trainer.Resume(Folder("resumed"), third, new InMemoryTrainingData(docs), Unbiased))
+        {
+            var result = trainer.Run();
+            Assert.True(result.Completed);
+            Assert.Equal(12, result.Step);
+        }
+        Assert.Equal(actual, Values(third));
+        Assert.Equal(StepLosses(Folder("straight")), StepLosses(Folder("resumed")));
     }
 
     /// <summary>(step, loss) of every step line in a run's metrics.jsonl.</summary>
