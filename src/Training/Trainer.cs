@@ -1,0 +1,304 @@
+using System.Diagnostics;
+using UioLlm.Model;
+using UioLlm.Model.Autograd;
+using UioLlm.Model.Uio;
+using UioLlm.Training.Optim;
+
+namespace UioLlm.Training;
+
+/// <summary>
+/// Trains a <see cref="UioModel"/>'s adapter (encoder LoRA, transfer LoRA, memory embedding) with AdamW.
+/// One optimizer step (<see cref="TrainStep"/>):
+/// <list type="number">
+/// <item>zero the gradients; make the step's estimator from <see cref="Seeds.Derive"/>(seed, step);</item>
+/// <item>accumulate k = <see cref="TrainingOptions.DocumentsPerStep"/> documents through it: each adds
+/// d(sum_t J_t)/dTheta, where J_t is the mean cross-entropy of segment t's l tokens;</item>
+/// <item>scale the sum by 1 / (total segments of the k documents): since every segment scores l tokens, the
+/// gradient is that of the mean cross-entropy per scored token over the step (the per-token mean, not the
+/// mean per document), and the reported loss is that same mean;</item>
+/// <item>clip the global norm to <see cref="TrainingOptions.MaxGradNorm"/>; take the AdamW step at the
+/// scheduled learning rate; zero the gradients.</item>
+/// </list>
+/// <see cref="Run"/> repeats steps, evaluates and writes checkpoints into the run folder (see
+/// <see cref="Checkpoint"/>) and logs every step (see <see cref="MetricsLog"/>); <see cref="Resume"/> continues
+/// a run from a checkpoint bit for bit as if it had never stopped. The trainer does not own the model.
+/// </summary>
+public sealed class Trainer : IDisposable
+{
+    private readonly UioModel model;
+    private readonly ITrainingData data;
+    private readonly EstimatorFactory estimators;
+    private readonly TrainerCallbacks callbacks;
+    private readonly AdamW optimizer;
+    private readonly WarmupCosineSchedule schedule;
+    private readonly Var[] parameters;
+    private MetricsLog? metrics;
+    private double elapsedBeforeSession;
+    private double sessionSeconds;
+    private int sessionSteps;
+    private int lastEvaluatedStep = -1;
+    private (int Step, string Folder)? lastCheckpoint;
+    private bool disposed;
+
+    /// <summary>Starts a new run in <paramref name="runFolder"/> (which must not hold a run's metrics yet).</summary>
+    /// <param name="model">The model whose adapter is trained (not owned).</param>
+    /// <param name="data">Where the documents come from, from its current position.</param>
+    /// <param name="estimators">Makes each step's gradient estimator from that step's seed.</param>
+    public Trainer(UioModel model, ITrainingData data, EstimatorFactory estimators, TrainingOptions options, string runFolder,
+        TrainerCallbacks? callbacks = null)
+        : this(model, data, estimators, options, runFolder, callbacks, resumeStep: null)
+    {
+    }
+
+    private Trainer(UioModel model, ITrainingData data, EstimatorFactory estimators, TrainingOptions options, string runFolder,
+        TrainerCallbacks? callbacks, int? resumeStep)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(estimators);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentException.ThrowIfNullOrEmpty(runFolder);
+        options.Validate();
+        this.model = model;
+        this.data = data;
+        this.estimators = estimators;
+        this.callbacks = callbacks ?? new TrainerCallbacks();
+        Options = options;
+        RunFolder = Path.GetFullPath(runFolder);
+        schedule = options.Schedule();
+        parameters = model.TrainableParameters().ToArray();
+        optimizer = AdamW.ForUio(model, options.Optimizer());
+        try
+        {
+            metrics = new MetricsLog(RunFolder, resumeStep);
+        }
+        catch
+        {
+            optimizer.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Continues a run: <paramref name="path"/> is a checkpoint folder, or a run folder (its newest complete
+    /// checkpoint is taken). The adapter, optimizer moments and step count, data position and options are
+    /// restored into <paramref name="model"/> and <paramref name="data"/>; the run folder is the checkpoint's.
+    /// </summary>
+    /// <exception cref="CheckpointFormatException">The checkpoint is incomplete or damaged, or was made for a model with other UIO settings.</exception>
+    public static Trainer Resume(string path, UioModel model, ITrainingData data, EstimatorFactory estimators, TrainerCallbacks? callbacks = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(data);
+        string folder = Checkpoint.Locate(path);
+        int step = Checkpoint.Verify(folder);
+        var state = Checkpoint.ReadState(folder);
+        if (state.Step != step)
+            throw new CheckpointFormatException(folder, $"trainer state records step {state.Step} but the manifest step {step}");
+        string adapterFolder = Path.Combine(folder, Checkpoint.AdapterFolderName);
+        var saved = UioAdapter.ReadConfig(adapterFolder);
+        if (saved != model.Config)
+            throw new CheckpointFormatException(adapterFolder, $"the checkpoint was trained with UIO settings {saved}, but the model has {model.Config}");
+
+        var trainer = new Trainer(model, data, estimators, state.Options, Checkpoint.RunFolderOf(folder), callbacks, resumeStep: step);
+        try
+        {
+            trainer.Restore(folder, state);
+            return trainer;
+        }
+        catch
+        {
+            trainer.Dispose();
+            throw;
+        }
+    }
+
+    public TrainingOptions Options { get; }
+
+    public string RunFolder { get; }
+
+    /// <summary>Optimizer steps completed in the whole run.</summary>
+    public int Step { get; private set; }
+
+    /// <summary>Tokens scored in the whole run.</summary>
+    public long TokensSeen { get; private set; }
+
+    public UioModel Model => model;
+
+    public AdamW Optimizer => optimizer;
+
+    public WarmupCosineSchedule Schedule => schedule;
+
+    /// <summary>Training time of the whole run so far (time inside steps, all sessions).</summary>
+    public TimeSpan Elapsed => TimeSpan.FromSeconds(elapsedBeforeSession + sessionSeconds);
+
+    /// <summary>
+    /// Steps until <paramref name="stopAfterStep"/> (default: the total), the run completes, or
+    /// <paramref name="cancellation"/> is signalled (checked between steps). Evaluates every
+    /// <see cref="TrainingOptions.EvalEvery"/> steps and once more when the run completes (when an evaluation is
+    /// given), checkpoints every <see cref="TrainingOptions.CheckpointEvery"/> steps, and always leaves a
+    /// checkpoint of the step it stopped at.
+    /// </summary>
+    public TrainingRunResult Run(int? stopAfterStep = null, CancellationToken cancellation = default)
+    {
+        ThrowIfDisposed();
+        int target = Options.TotalSteps;
+        if (stopAfterStep is int stop)
+        {
+            if (stop < Step) throw new ArgumentOutOfRangeException(nameof(stopAfterStep), stop, $"Run: the run is already at step {Step}");
+            target = Math.Min(stop, target);
+        }
+        while (Step < target && !cancellation.IsCancellationRequested)
+        {
+            TrainStep();
+            if (Options.EvalEvery > 0 && Step % Options.EvalEvery == 0) Evaluate();
+            if (Options.CheckpointEvery > 0 && Step % Options.CheckpointEvery == 0) SaveCheckpoint();
+        }
+        bool completed = Step == Options.TotalSteps;
+        if (completed && lastEvaluatedStep != Step) Evaluate();
+        string folder = lastCheckpoint is { } last && last.Step == Step ? last.Folder : SaveCheckpoint();
+        return new TrainingRunResult(Step, completed, folder);
+    }
+
+    /// <summary>One optimizer step over the next k documents (see the class summary).</summary>
+    /// <exception cref="InvalidOperationException">The run is complete, or the loss or gradient is not finite (the parameters are then left unchanged).</exception>
+    public StepResult TrainStep()
+    {
+        ThrowIfDisposed();
+        if (Step >= Options.TotalSteps) throw new InvalidOperationException($"TrainStep: the run is complete ({Step} of {Options.TotalSteps} steps)");
+        var clock = Stopwatch.StartNew();
+        int step = Step + 1;
+        var kernels = model.Accelerator.Kernels;
+
+        // Gradients are zeroed here too, in case an evaluation between steps left some behind.
+        foreach (var p in parameters) p.ZeroGrad();
+        var estimator = estimators(Seeds.Derive(Options.Seed, step))
+            ?? throw new InvalidOperationException($"step {step}: the estimator factory returned null");
+        double lossSum = 0;
+        int segments = 0, tokens = 0;
+        for (int d = 0; d < Options.DocumentsPerStep; d++)
+        {
+            var result = estimator.Accumulate(model, data.Next());
+            lossSum += result.Loss;
+            segments += result.Segments;
+            tokens += result.Tokens;
+        }
+
+        var grads = parameters.Select(p => p.Grad!).ToArray();
+        float perToken = 1f / segments;
+        foreach (var g in grads) kernels.Scale(g, perToken, g);
+        float norm = GradientClipping.ClipGlobalNorm(kernels, grads, Options.MaxGradNorm);
+        double loss = lossSum / segments;
+        if (!double.IsFinite(loss) || !float.IsFinite(norm))
+            throw new InvalidOperationException($"step {step}: the loss ({loss}) or gradient norm ({norm}) is not finite; the model diverged (try a lower learning rate)");
+
+        float lr = schedule.At(step);
+        optimizer.Step(lr);
+        foreach (var p in parameters) p.ZeroGrad();
+
+        model.Accelerator.Synchronize();
+        double seconds = clock.Elapsed.TotalSeconds;
+        Step = step;
+        TokensSeen += tokens;
+        sessionSeconds += seconds;
+        sessionSteps++;
+        var stepResult = new StepResult(step, loss, lr, norm, norm > Options.MaxGradNorm, Options.DocumentsPerStep, tokens, seconds);
+        Metrics.WriteStep(stepResult, Elapsed);
+        callbacks.Progress?.Report(Progress(stepResult));
+        return stepResult;
+    }
+
+    /// <summary>Runs the evaluation callback (if any) at the current step and logs its metrics.</summary>
+    public void Evaluate()
+    {
+        ThrowIfDisposed();
+        if (callbacks.Evaluate is null) return;
+        var values = callbacks.Evaluate(model, Step) ?? throw new InvalidOperationException($"step {Step}: the evaluation returned null");
+        Metrics.WriteEval(Step, values);
+        lastEvaluatedStep = Step;
+    }
+
+    /// <summary>Writes a checkpoint of the current step (see <see cref="Checkpoint"/>), prunes old ones, and returns its folder.</summary>
+    public string SaveCheckpoint()
+    {
+        ThrowIfDisposed();
+        var state = new TrainerState
+        {
+            FormatVersion = TrainerState.CurrentFormatVersion,
+            Step = Step,
+            Options = Options,
+            DataPosition = data.Position,
+            ElapsedSeconds = Elapsed.TotalSeconds,
+            TokensSeen = TokensSeen,
+        };
+        string folder = Checkpoint.Write(RunFolder, Step, temp =>
+        {
+            UioAdapter.Save(model, Path.Combine(temp, Checkpoint.AdapterFolderName), Options.BaseModelNameOrPath);
+            optimizer.Save(Path.Combine(temp, Checkpoint.OptimizerFileName));
+            Checkpoint.WriteState(temp, state);
+        });
+        lastCheckpoint = (Step, folder);
+        PruneCheckpoints();
+        callbacks.CheckpointSaved?.Invoke(folder);
+        return folder;
+    }
+
+    public void Dispose()
+    {
+        if (disposed) return;
+        disposed = true;
+        optimizer.Dispose();
+        metrics?.Dispose();
+        metrics = null;
+    }
+
+    private MetricsLog Metrics => metrics ?? throw new ObjectDisposedException(nameof(Trainer));
+
+    /// <summary>Loads a verified checkpoint's adapter, optimizer state and positions into this trainer.</summary>
+    private void Restore(string folder, TrainerState state)
+    {
+        string adapterFolder = Path.Combine(folder, Checkpoint.AdapterFolderName);
+        UioModel saved;
+        try
+        {
+            saved = UioAdapter.Load(model.Base, adapterFolder);
+        }
+        catch (ModelFormatException e)
+        {
+            throw new CheckpointFormatException(adapterFolder, $"adapter cannot be loaded: {e.Message}", e);
+        }
+        using (saved)
+        {
+            var kernels = model.Accelerator.Kernels;
+            foreach (var (from, to) in saved.TrainableParameters().Zip(parameters))
+                kernels.Copy(from.Value, to.Value);
+        }
+        optimizer.Load(Path.Combine(folder, Checkpoint.OptimizerFileName));
+        if (optimizer.StepCount != state.Step)
+            throw new CheckpointFormatException(folder, $"optimizer state is at step {optimizer.StepCount}, the trainer state at step {state.Step}");
+        data.Position = state.DataPosition;
+        Step = state.Step;
+        TokensSeen = state.TokensSeen;
+        elapsedBeforeSession = state.ElapsedSeconds;
+        lastCheckpoint = (state.Step, folder);
+        // A completed run had its final evaluation before its final checkpoint: do not repeat it.
+        if (Step == Options.TotalSteps) lastEvaluatedStep = Step;
+    }
+
+    private TrainingProgress Progress(StepResult r)
+    {
+        double meanStep = sessionSeconds / sessionSteps;
+        return new TrainingProgress(r.Step, Options.TotalSteps, r.Loss, r.LearningRate, r.GradNorm,
+            r.Seconds > 0 ? r.Tokens / r.Seconds : 0, Elapsed, TimeSpan.FromSeconds(meanStep * (Options.TotalSteps - r.Step)));
+    }
+
+    /// <summary>Deletes all but the newest <see cref="TrainingOptions.KeepCheckpoints"/> checkpoints (and never the one just written).</summary>
+    private void PruneCheckpoints()
+    {
+        if (Options.KeepCheckpoints == 0) return;
+        var all = Checkpoint.List(RunFolder);
+        foreach (var (step, folder) in all.Take(Math.Max(0, all.Count - Options.KeepCheckpoints)))
+            if (step != Step) Directory.Delete(folder, recursive: true);
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(disposed, this);
+}
