@@ -256,6 +256,20 @@ public sealed class DataTests
         Assert.NotEqual(Enumerable.Range(0, 30), a.Take(30));
     }
 
+    [Fact]
+    public void AShuffledStreamFeedsTheTrainerAndResumesFromItsPosition()
+    {
+        var examples = new TrainingExamples(Corpus(Enumerable.Repeat(41, 30).ToArray()), 4, 10);
+        UioLlm.Training.ITrainingData data = new ShuffledExamples(examples, seed: 5);
+        for (int i = 0; i < 37; i++) Assert.Equal(examples[0].Tokens.Length, data.Next().Length);
+        var saved = data.Position;
+        Assert.Equal(new UioLlm.Training.TrainingDataPosition(1, 7), saved);
+        var expected = Enumerable.Range(0, 10).Select(_ => data.Next()).ToList();
+        UioLlm.Training.ITrainingData resumed = new ShuffledExamples(examples, seed: 5);
+        resumed.Position = saved;
+        Assert.Equal(expected, Enumerable.Range(0, 10).Select(_ => resumed.Next()).ToList());
+    }
+
     [Theory]
     [InlineData(0)]
     [InlineData(11)]

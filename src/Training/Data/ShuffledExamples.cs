@@ -1,3 +1,5 @@
+using UioLlm.Training;
+
 namespace UioLlm.Training.Data;
 
 /// <summary>
@@ -14,7 +16,7 @@ public readonly record struct ExamplePosition(long Seed, int Count, int Epoch, i
 /// (seed, epoch) alone, so a run restored to a saved <see cref="Position"/> continues with exactly the
 /// example the original run would have seen next.
 /// </summary>
-public sealed class ShuffledExamples
+public sealed class ShuffledExamples : ITrainingData
 {
     private readonly TrainingExamples examples;
     private readonly long seed;
@@ -60,6 +62,21 @@ public sealed class ShuffledExamples
         epoch = position.Epoch;
         index = position.Index;
         order = Permutation(epoch);
+    }
+
+    /// <summary>The trainer's view: the next example's tokens (T*l + 1 of them).</summary>
+    int[] ITrainingData.Next() => Next().Tokens.ToArray();
+
+    /// <summary>The trainer's view of <see cref="Position"/> (epoch, index); the seed and count stay this stream's.</summary>
+    TrainingDataPosition ITrainingData.Position
+    {
+        get => new(epoch, index);
+        set
+        {
+            if (value.Epoch > int.MaxValue || value.Index > int.MaxValue)
+                throw new ArgumentException($"data position {value} is out of range for a stream of {examples.Count} examples", nameof(value));
+            Restore(new ExamplePosition(seed, examples.Count, (int)value.Epoch, (int)value.Index));
+        }
     }
 
     private int[] Permutation(int e)
