@@ -20,6 +20,8 @@ namespace UioLlm.Bench;
 /// <item>Encoder, per segment: l + n rows through layers 0..L-2 (the last layer only yields its normed input), no head;
 /// attention pairs under the step-expansion mask. Its backward (once per flushed graph) reaches every row, since the
 /// memory embedding is trainable.</item>
+/// <item>A step of T segments needs T decoder forwards, T-1 decoder backwards, T-1 encoder forwards (the last segment's
+/// memory is read by nothing) and one encoder backward per flushed graph (the estimator's counter).</item>
 /// </list>
 /// </remarks>
 internal sealed class UioStepFlops(LlamaConfig model, UioConfig uio)
