@@ -194,6 +194,10 @@ internal static class TrainSpeedSideBySide
         using var edq = Filled(e, heads, hd);
         using var edk = Filled(e, heads, hd);
         using var edv = Filled(e, heads, hd);
+        using var normWeight = Filled(d);
+        using var rstd = Filled(e);
+        using var dGate = Filled(e, h);
+        using var dUp = Filled(e, h);
         int[] targets = Enumerable.Range(0, q).Select(i => rng.Next(vocab)).ToArray();
         var decoderMask = AttentionMask.CausalMask(prefixLength: prefix);
         var encoderMask = AttentionMask.StepExpansion(Config.MemoryTokens, Config.Stride);
@@ -218,6 +222,13 @@ internal static class TrainSpeedSideBySide
             ($"decoder attention bwd ({prefix} mem + 256)", 8.0 * d * decoderPairs, (Segments - 1) * c.Layers, () => k.AttentionBackward(aq, ak, av, ao, ao, aLse, decoderMask, adq, adk, adv)),
             ("encoder attention fwd (256 + 32 mem)", 4.0 * d * flops.EncoderPairs(), Segments * (c.Layers - 1), () => k.Attention(eq, ek, ev, eo, eLse, encoderMask)),
             ("encoder attention bwd (256 + 32 mem)", 8.0 * d * flops.EncoderPairs(), (Segments - 1) * (c.Layers - 1), () => k.AttentionBackward(eq, ek, ev, eo, eo, eLse, encoderMask, edq, edk, edv)),
+            // Glue: per block two RMSNorms, one SwiGLU, two residual adds (288 rows stand for the decoder's 256 too).
+            ("RMSNorm fwd 288x288", 0, 2 * Segments * (2 * c.Layers - 1), () => k.RmsNorm(x, normWeight, yD, rstd, 1e-5f)),
+            ("RMSNorm bwd 288x288", 0, 2 * (Segments - 1) * (2 * c.Layers - 1), () => k.RmsNormBackward(x, normWeight, rstd, yD, dx, null)),
+            ("SwiGLU fwd 288x768", 0, Segments * (2 * c.Layers - 1), () => k.SwiGlu(xh, yH, dxh)),
+            ("SwiGLU bwd 288x768", 0, (Segments - 1) * (2 * c.Layers - 1), () => k.SwiGluBackward(xh, yH, dxh, dGate, dUp)),
+            ("residual add 288x288", 0, 2 * Segments * (2 * c.Layers - 1), () => k.Add(x, yD, dx)),
+            ("fill 288x768 (a zeroed grad buffer)", 0, 4 * (Segments - 1) * (2 * c.Layers - 1), () => k.Fill(dGate, 0f)),
         };
         output.WriteLine($"kernels alone, {threads} thread(s) (best of {repeats * 4}; calls/step approximate the step: attention cases at the last segment's memory):");
         output.WriteLine($"  {"kernel",-42} {"ms",7} {"GFLOP/s",8} {"calls",6} {"ms/step",8}");
