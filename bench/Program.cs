@@ -7,6 +7,9 @@ using UioLlm.Bench;
 //   inference [--quick] [--threads 1,2]                                   decode and prefill tokens/s vs llama2.c run.c
 //   tokenizers [--quick]                                                  encode/decode MB/s on Moby Dick, both tokenizers
 //   uio-cost [--contexts 1024,4096,16384,65536] [--full-max 16384] [--threads 2]   UIO vs full attention: time and KV memory
+//   estimators [--quick] [--segments 8,16]                                the paper's Table 4: each estimator's gradient vs the exact one
+//   tbptt-cost [--quick] [--threads 2]                                   time and tape memory per step vs S: naive TBPTT vs incremental
+//   train-speed [--quick] [--threads 1,2]                                 UIO training step on the stories15M shape: tokens/s, effective GFLOP/s
 // Anything else goes to BenchmarkDotNet, e.g. `-- --filter *MatMul*` or `-- --list flat`.
 string? Value(string name)
 {
@@ -56,6 +59,22 @@ if (args.Length > 0 && args[0] == "uio-cost")
     var contexts = (Value("--contexts") ?? "1024,4096,16384,65536").Split(',').Select(int.Parse).ToList();
     int fullMax = int.Parse(Value("--full-max") ?? "16384");
     UioCostSideBySide.Run(Console.Out, contexts, fullMax, Threads()?[0] ?? 2);
+    return 0;
+}
+if (args.Length > 0 && args[0] == "estimators")
+{
+    List<int>? segments = Value("--segments") is { } s ? [.. s.Split(',').Select(int.Parse)] : null;
+    EstimatorSideBySide.Run(Console.Out, args.Contains("--quick"), segments);
+    return 0;
+}
+if (args.Length > 0 && args[0] == "tbptt-cost")
+{
+    TbpttCostSideBySide.Run(Console.Out, args.Contains("--quick"), Threads()?[0] ?? 2);
+    return 0;
+}
+if (args.Length > 0 && args[0] == "train-speed")
+{
+    TrainSpeedSideBySide.Run(Console.Out, args.Contains("--quick"), Threads());
     return 0;
 }
 BenchmarkSwitcher.FromAssembly(typeof(BlasSideBySide).Assembly).Run(args);
