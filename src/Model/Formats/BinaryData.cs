@@ -82,7 +82,7 @@ internal static class BinaryData
 }
 
 /// <summary>Writes a file so that readers see either the old or the complete new content, never a partial one.</summary>
-internal static class AtomicFile
+public static class AtomicFile
 {
     /// <summary>Runs <paramref name="write"/> on a temporary file in the destination's folder, then renames it over <paramref name="path"/>.</summary>
     public static void Write(string path, Action<Stream> write)
@@ -104,5 +104,12 @@ internal static class AtomicFile
         {
             if (File.Exists(temp)) File.Delete(temp);
         }
+    }
+
+    /// <summary>Writes <paramref name="text"/> as UTF-8 (no byte-order mark), atomically.</summary>
+    public static void WriteText(string path, string text)
+    {
+        byte[] bytes = new System.Text.UTF8Encoding(false).GetBytes(text);
+        Write(path, stream => stream.Write(bytes));
     }
 }
