@@ -20,7 +20,8 @@ internal static class CliSupport
             return body();
         }
         catch (Exception e) when (e is UsageException or ModelFormatException or FileNotFoundException or DirectoryNotFoundException
-                                      or ArgumentException or InvalidOperationException or IOException or UnauthorizedAccessException)
+                                      or ArgumentException or InvalidOperationException or IOException or UnauthorizedAccessException
+                                      or UioLlm.Training.CheckpointFormatException or UioLlm.Training.Data.DataFormatException)
         {
             error.WriteLine($"uio {command}: {e.Message}");
             return 2;

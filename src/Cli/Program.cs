@@ -25,6 +25,7 @@ public static class Program
         var generate = GenerateCli(output, error);
         var tokenize = TokenizeCli(output, error);
         var info = InfoCli(output, error);
+        var train = TrainCli(output, error);
 
         var root = new RootCommand("uio: long-context language models with compressed memory (UIO-LLMs). "
             + "With no command, runs a quick kernel check on this machine.");
@@ -32,6 +33,7 @@ public static class Program
         root.Subcommands.Add(generate);
         root.Subcommands.Add(tokenize);
         root.Subcommands.Add(info);
+        root.Subcommands.Add(train);
         root.SetAction(_ => KernelsCommand.Run(threads: 0, quick: true, output, error));
 
         var config = new InvocationConfiguration { Output = output, Error = error };
@@ -68,6 +70,35 @@ public static class Program
         var command = new Command("tokenize", "Token ids of a text (space-separated, one line), or --decode ids back to text");
         foreach (var o in new Option[] { tokenizer, text, file, noBos, decode }) command.Options.Add(o);
         command.SetAction(p => TokenizeCommand.Run(p.GetValue(tokenizer)!, p.GetValue(text), p.GetValue(file), p.GetValue(noBos), p.GetValue(decode), output, error));
+        return command;
+    }
+
+    private static Command TrainCli(TextWriter output, TextWriter error)
+    {
+        var model = new Option<string>("--model") { Description = "Base model: a Hugging Face folder, a .gguf or a llama2.c .bin", Required = true };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file (needed for llama2.c checkpoints)" };
+        var data = new Option<string[]>("--data") { Description = "Text files, folders or .jsonl files", Required = true, AllowMultipleArgumentsPerToken = true };
+        var output_ = new Option<string>("--out") { Description = "Run folder (checkpoints, metrics); an existing run is resumed", Required = true };
+        var segment = new Option<int>("--segment") { Description = "Segment length l", DefaultValueFactory = _ => 256 };
+        var memory = new Option<int>("--memory") { Description = "Memory tokens n per segment", DefaultValueFactory = _ => 32 };
+        var rank = new Option<int>("--rank") { Description = "LoRA rank (encoder and transfer head)", DefaultValueFactory = _ => 16 };
+        var alpha = new Option<float>("--alpha") { Description = "LoRA alpha", DefaultValueFactory = _ => 32f };
+        var estimator = new Option<string>("--estimator") { Description = "uio | incremental | truncated | full", DefaultValueFactory = _ => "uio" };
+        var window = new Option<int>("--window") { Description = "Window / reservoir size S", DefaultValueFactory = _ => 2 };
+        var segments = new Option<int>("--segments") { Description = "Most segments per training document", DefaultValueFactory = _ => 8 };
+        var steps = new Option<int>("--steps") { Description = "Optimizer steps", DefaultValueFactory = _ => 100 };
+        var lr = new Option<float>("--lr") { Description = "Peak learning rate", DefaultValueFactory = _ => 1e-4f };
+        var accumulate = new Option<int>("--accumulate") { Description = "Documents per step", DefaultValueFactory = _ => 1 };
+        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Steps between checkpoints (0: only at the end)", DefaultValueFactory = _ => 50 };
+        var seed = new Option<int>("--seed") { Description = "Run seed", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var command = new Command("train", "Train a UIO adapter (encoder LoRA, transfer head, memory embedding) on text");
+        foreach (var o in new Option[] { model, tokenizer, data, output_, segment, memory, rank, alpha, estimator, window, segments, steps, lr, accumulate, checkpointEvery, seed, threads })
+            command.Options.Add(o);
+        command.SetAction(p => TrainCommand.Run(new TrainCommand.Options(p.GetValue(model)!, p.GetValue(tokenizer), p.GetValue(data) ?? [],
+            p.GetValue(output_)!, p.GetValue(segment), p.GetValue(memory), p.GetValue(rank), p.GetValue(alpha), p.GetValue(estimator)!,
+            p.GetValue(window), p.GetValue(segments), p.GetValue(steps), p.GetValue(lr), p.GetValue(accumulate), p.GetValue(checkpointEvery),
+            p.GetValue(seed), p.GetValue(threads)), output, error));
         return command;
     }
 

@@ -167,4 +167,44 @@ public class CliModelCommandTests
         Assert.Equal(2, code);
         Assert.Contains("does not exist", error);
     }
+
+    [DataFact]
+    public void TrainWritesCheckpointsResumesAndItsAdapterGeneratesBeyondTheWindow()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"uio-train-{Guid.NewGuid():N}");
+        string[] Train(string outDir, params string[] extra) => ["train", "--model", Stories("stories260K.bin"), "--tokenizer", Stories("tok512.bin"),
+            "--data", TestData.File("text", "moby_dick_ch1.txt"), "--out", outDir, "--threads", "1", .. extra];
+        try
+        {
+            var (code, output, error) = Run(Train(dir, "--segment", "16", "--memory", "4", "--rank", "2", "--alpha", "4",
+                "--segments", "3", "--steps", "3", "--checkpoint-every", "2"));
+            Assert.True(code == 0, error);
+            Assert.Contains("step 3 (done)", output);
+            Assert.True(Directory.Exists(Path.Combine(dir, "checkpoints", "step-00000002")));
+            Assert.True(File.Exists(Path.Combine(dir, "metrics.jsonl")));
+
+            // Running again on the same folder resumes (and finds the run complete).
+            (code, output, error) = Run(Train(dir));
+            Assert.True(code == 0, error);
+            Assert.Contains("resumed", output);
+
+            string adapter = Path.Combine(dir, "checkpoints", "step-00000003", "adapter");
+            (code, output, error) = Run("generate", "--model", Stories("stories260K.bin"), "--tokenizer", Stories("tok512.bin"),
+                "--adapter", adapter, "--prompt-file", TestData.File("text", "moby_dick_ch1.txt"), "--max-tokens", "5", "--temperature", "0");
+            Assert.True(code == 0, error);   // a 6.9K-token prompt: far beyond the model's 512 positions
+
+            (code, _, error) = Run(Train(dir + "-2", "--estimator", "magic"));
+            Assert.Equal(2, code);
+            Assert.Contains("--estimator", error);
+            (code, _, error) = Run("train", "--model", Stories("stories260K.bin"), "--tokenizer", Stories("tok512.bin"),
+                "--data", "/no/such/folder", "--out", dir + "-3");
+            Assert.Equal(2, code);
+            Assert.Contains("--data", error);
+        }
+        finally
+        {
+            foreach (var d in new[] { dir, dir + "-2", dir + "-3" })
+                if (Directory.Exists(d)) Directory.Delete(d, recursive: true);
+        }
+    }
 }

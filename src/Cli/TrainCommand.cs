@@ -1,0 +1,94 @@
+using Spectre.Console;
+using UioLlm.Kernels;
+using UioLlm.Model.Formats;
+using UioLlm.Model.Modules;
+using UioLlm.Model.Uio;
+using UioLlm.Training;
+using UioLlm.Training.Data;
+using UioLlm.Training.Estimators;
+
+namespace UioLlm.Cli;
+
+/// <summary>`uio train`: train a UIO adapter on text files; resumes when the output folder holds a checkpoint.</summary>
+internal static class TrainCommand
+{
+    public sealed record Options(string Model, string? Tokenizer, string[] Data, string Out, int Segment, int Memory, int Rank, float Alpha,
+        string Estimator, int Window, int Segments, int Steps, float LearningRate, int Accumulate, int CheckpointEvery, int Seed, int Threads);
+
+    public static readonly string[] Estimators = ["uio", "incremental", "truncated", "full"];
+
+    public static int Run(Options o, TextWriter output, TextWriter error) => CliSupport.Guarded("train", error, () =>
+    {
+        CliSupport.RequireExists(o.Model, "--model");
+        if (o.Data.Length == 0) throw new UsageException("--data: give at least one text file, folder or .jsonl file");
+        foreach (var d in o.Data) CliSupport.RequireExists(d, "--data");
+        if (!Estimators.Contains(o.Estimator)) throw new UsageException($"--estimator must be one of {string.Join(", ", Estimators)}, got '{o.Estimator}'");
+        foreach (var (value, name) in new[] { (o.Segment, "--segment"), (o.Memory, "--memory"), (o.Rank, "--rank"), (o.Window, "--window"),
+                     (o.Segments, "--segments"), (o.Steps, "--steps"), (o.Accumulate, "--accumulate") })
+            CliSupport.RequirePositive(value, name);
+        if (o.Segments < 2) throw new UsageException($"--segments must be at least 2 (memory needs an earlier segment), got {o.Segments}");
+        if (o.Threads < 0) throw new UsageException($"--threads must be 0 (all cores) or a positive number, got {o.Threads}");
+
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
+        var tokenizer = CliSupport.TokenizerFor(o.Model, o.Tokenizer);
+        using var accelerator = Accelerator.Create(AcceleratorKind.Auto, o.Threads);
+        using var weights = ModelLoader.Load(o.Model, accelerator);
+        var model = new LlamaModel(weights);
+        if (tokenizer.VocabSize != model.Config.VocabSize)
+            throw new UsageException($"the tokenizer has {tokenizer.VocabSize} tokens but the model's vocabulary is {model.Config.VocabSize}: pass the model's own tokenizer");
+
+        // Resume when the output folder already holds a complete checkpoint: its UIO settings win.
+        bool resume = Directory.Exists(Path.Combine(o.Out, "checkpoints")) && Directory.EnumerateDirectories(Path.Combine(o.Out, "checkpoints")).Any();
+        var config = resume
+            ? UioAdapter.ReadConfig(Path.Combine(Checkpoint.Locate(o.Out), Checkpoint.AdapterFolderName))
+            : new UioConfig { SegmentLength = o.Segment, MemoryTokens = o.Memory, EncoderRank = o.Rank, EncoderAlpha = o.Alpha, TransferRank = o.Rank, TransferAlpha = o.Alpha };
+        using var uio = new UioModel(model, config, o.Seed);
+
+        var corpus = TokenizedCorpus.Build(DocumentSource.FromPaths(o.Data), tokenizer, Path.Combine(o.Out, "token-cache"));
+        var examples = new TrainingExamples(corpus, config.SegmentLength, o.Segments);
+        if (examples.Count == 0)
+            throw new UsageException($"no document is at least two segments long ({2 * config.SegmentLength + 1} tokens); {examples.SkippedShort} were skipped as too short");
+        console.MarkupLineInterpolated($"[bold]uio train[/]: {corpus.Documents.Count} documents, {corpus.TotalTokens:N0} tokens, {examples.Count} examples of up to {o.Segments} segments ({examples.SkippedShort} too short); {accelerator.Description}");
+        var data = new ShuffledExamples(examples, o.Seed);
+        EstimatorFactory factory = o.Estimator switch
+        {
+            "uio" => seed => new UnbiasedIncremental(o.Window, seed),
+            "incremental" => _ => new IncrementalTbptt(o.Window),
+            "truncated" => _ => new TruncatedBptt(o.Window),
+            _ => _ => new FullBptt(),
+        };
+
+        TrainingRunResult result = null!;
+        console.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask("training", maxValue: o.Steps);
+                var callbacks = new TrainerCallbacks
+                {
+                    Progress = new Progress(p =>
+                    {
+                        task.MaxValue = p.TotalSteps;
+                        task.Value = p.Step;
+                        task.Description = $"step {p.Step}/{p.TotalSteps} loss {p.Loss:F3} lr {p.LearningRate:E1} {p.TokensPerSecond:F0} tok/s";
+                    }),
+                };
+                var options = new TrainingOptions
+                {
+                    TotalSteps = o.Steps, PeakLearningRate = o.LearningRate, DocumentsPerStep = o.Accumulate,
+                    CheckpointEvery = o.CheckpointEvery, Seed = o.Seed, BaseModelNameOrPath = o.Model,
+                };
+                using var trainer = resume
+                    ? Trainer.Resume(o.Out, uio, data, factory, callbacks)
+                    : new Trainer(uio, data, factory, options, o.Out, callbacks);
+                result = trainer.Run();
+            });
+        console.MarkupLineInterpolated($"{(resume ? "resumed; " : "")}step {result.Step}{(result.Completed ? " (done)" : "")}; checkpoint: {result.Checkpoint}");
+        return 0;
+    });
+
+    /// <summary>Reports synchronously (System.Progress would post to the thread pool and reorder updates).</summary>
+    private sealed class Progress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
+}
