@@ -26,6 +26,7 @@ public static class Program
         var tokenize = TokenizeCli(output, error);
         var info = InfoCli(output, error);
         var train = TrainCli(output, error);
+        var eval = EvalCli(output, error);
 
         var root = new RootCommand("uio: long-context language models with compressed memory (UIO-LLMs). "
             + "With no command, runs a quick kernel check on this machine.");
@@ -34,6 +35,7 @@ public static class Program
         root.Subcommands.Add(tokenize);
         root.Subcommands.Add(info);
         root.Subcommands.Add(train);
+        root.Subcommands.Add(eval);
         root.SetAction(_ => KernelsCommand.Run(threads: 0, quick: true, output, error));
 
         var config = new InvocationConfiguration { Output = output, Error = error };
@@ -99,6 +101,26 @@ public static class Program
             p.GetValue(output_)!, p.GetValue(segment), p.GetValue(memory), p.GetValue(rank), p.GetValue(alpha), p.GetValue(estimator)!,
             p.GetValue(window), p.GetValue(segments), p.GetValue(steps), p.GetValue(lr), p.GetValue(accumulate), p.GetValue(checkpointEvery),
             p.GetValue(seed), p.GetValue(threads)), output, error));
+        return command;
+    }
+
+    private static Command EvalCli(TextWriter output, TextWriter error)
+    {
+        var model = new Option<string>("--model") { Description = "Base model: a Hugging Face folder, a .gguf or a llama2.c .bin", Required = true };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file (needed for llama2.c checkpoints)" };
+        var adapter = new Option<string?>("--adapter") { Description = "A trained UIO adapter folder, evaluated beside the base model" };
+        var task = new Option<string>("--task") { Description = "perplexity | passkey", Required = true };
+        var data = new Option<string>("--data") { Description = "Text: the document (perplexity) or the haystack (passkey)", Required = true };
+        var lengths = new Option<string>("--lengths") { Description = "Context lengths in tokens, e.g. 1k,4k,16k", DefaultValueFactory = _ => "1k,4k,16k" };
+        var outDir = new Option<string>("--out") { Description = "Folder for the CSV and SVG", DefaultValueFactory = _ => "eval" };
+        var template = new Option<string?>("--template") { Description = "Passkey template JSON (default: the shared data's)" };
+        var trials = new Option<int>("--trials") { Description = "Passkey prompts per length (needle depths spread evenly)", DefaultValueFactory = _ => 5 };
+        var seed = new Option<int>("--seed") { Description = "Seed for passkeys and haystack starts", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var command = new Command("eval", "Perplexity or passkey accuracy versus context length: base model window vs UIO memory (CSV + SVG)");
+        foreach (var o in new Option[] { model, tokenizer, adapter, task, data, lengths, outDir, template, trials, seed, threads }) command.Options.Add(o);
+        command.SetAction(p => EvalCommand.Run(new EvalCommand.Options(p.GetValue(model)!, p.GetValue(tokenizer), p.GetValue(adapter), p.GetValue(task)!,
+            p.GetValue(data)!, p.GetValue(lengths)!, p.GetValue(outDir)!, p.GetValue(template), p.GetValue(trials), p.GetValue(seed), p.GetValue(threads)), output, error));
         return command;
     }
 

@@ -207,4 +207,40 @@ public class CliModelCommandTests
                 if (Directory.Exists(d)) Directory.Delete(d, recursive: true);
         }
     }
+
+    [DataFact]
+    public void EvalWritesATableACsvAndAnSvgChartForBothTasks()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"uio-eval-{Guid.NewGuid():N}");
+        try
+        {
+            string[] Eval(params string[] extra) => ["eval", "--model", Stories("stories260K.bin"), "--tokenizer", Stories("tok512.bin"),
+                "--out", dir, "--threads", "1", .. extra];
+            var (code, output, error) = Run(Eval("--task", "perplexity", "--data", TestData.File("text", "moby_dick_ch1.txt"), "--lengths", "64,1k"));
+            Assert.True(code == 0, error);
+            Assert.Contains("base (window 512)", output);
+            var csv = File.ReadAllLines(Path.Combine(dir, "perplexity.csv"));
+            Assert.Equal("context,method,perplexity", csv[0]);
+            Assert.Equal(3, csv.Length);
+            Assert.All(csv.Skip(1), line => Assert.True(double.Parse(line.Split(',')[2], System.Globalization.CultureInfo.InvariantCulture) > 1));
+            var svg = System.Xml.Linq.XDocument.Load(Path.Combine(dir, "perplexity.svg"));
+            Assert.Single(svg.Descendants(), e => e.Name.LocalName == "polyline");
+
+            (code, output, error) = Run(Eval("--task", "passkey", "--data", TestData.File("text", "moby_dick.txt"), "--lengths", "200",
+                "--trials", "2", "--template", TestData.File("longctx", "passkey_and_niah_templates.json")));
+            Assert.True(code == 0, error);
+            Assert.True(File.Exists(Path.Combine(dir, "passkey.svg")));
+
+            (code, _, error) = Run(Eval("--task", "perplexity", "--data", TestData.File("text", "moby_dick_ch1.txt"), "--lengths", "4q"));
+            Assert.Equal(2, code);
+            Assert.Contains("--lengths", error);
+            (code, _, error) = Run(Eval("--task", "bleu", "--data", TestData.File("text", "moby_dick_ch1.txt")));
+            Assert.Equal(2, code);
+            Assert.Contains("--task", error);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
 }
