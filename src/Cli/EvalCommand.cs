@@ -3,6 +3,7 @@ using System.Text;
 using Spectre.Console;
 using UioLlm.Kernels;
 using UioLlm.Model.Autograd;
+using UioLlm.Model.Baselines;
 using UioLlm.Model.Formats;
 using UioLlm.Model.Generation;
 using UioLlm.Model.Modules;
@@ -38,11 +39,13 @@ internal static class EvalCommand
             throw new UsageException($"the tokenizer has {tokenizer.VocabSize} tokens but the model's vocabulary is {model.Config.VocabSize}: pass the model's own tokenizer");
         using var uio = o.Adapter is null ? null : UioAdapter.Load(model, CliSupport.RequireExists(o.Adapter, "--adapter"));
 
-        var methods = new List<string> { $"base (window {model.Config.MaxSeqLen})" };
+        int streamingWindow = Math.Max(1, model.Config.MaxSeqLen - StreamingSinks);
+        var methods = new List<string> { $"base (window {model.Config.MaxSeqLen})", $"StreamingLLM ({StreamingSinks} sinks + {streamingWindow})" };
         if (uio is not null) methods.Add($"UIO {uio.Config.Compression}x");
         var results = methods.ToDictionary(m => m, _ => new List<(double X, double Y)>());
         string metric = o.Task == "perplexity" ? "perplexity" : "passkey accuracy";
 
+        StreamingLlm NewStreaming() => new(model, streamingWindow, StreamingSinks);
         console.Progress().AutoClear(true).Start(ctx =>
         {
             var task = ctx.AddTask(metric, maxValue: lengths.Count * methods.Count);
@@ -55,10 +58,13 @@ internal static class EvalCommand
                     var text = ids.AsSpan(0, length).ToArray();
                     results[methods[0]].Add((length, Perplexity(BaseLogProbs(model, text))));
                     task.Increment(1);
+                    using (var streaming = NewStreaming())
+                        results[methods[1]].Add((length, Perplexity(streaming.Feed(text))));
+                    task.Increment(1);
                     if (uio is not null)
                     {
                         using var session = new UioSession(uio);
-                        results[methods[1]].Add((length, Perplexity(session.Feed(text))));
+                        results[methods[2]].Add((length, Perplexity(session.Feed(text))));
                         task.Increment(1);
                     }
                 }
@@ -74,9 +80,11 @@ internal static class EvalCommand
                         .Select(i => passkey.Generate(o.Seed * 1000 + i, length, (i + 0.5) / o.Trials)).ToList();
                     results[methods[0]].Add((length, samples.Count(s => BaseAnswers(model, tokenizer, s)) / (double)samples.Count));
                     task.Increment(1);
+                    results[methods[1]].Add((length, samples.Count(s => StreamingAnswers(NewStreaming, tokenizer, s)) / (double)samples.Count));
+                    task.Increment(1);
                     if (uio is not null)
                     {
-                        results[methods[1]].Add((length, samples.Count(s => UioAnswers(uio, tokenizer, s)) / (double)samples.Count));
+                        results[methods[2]].Add((length, samples.Count(s => UioAnswers(uio, tokenizer, s)) / (double)samples.Count));
                         task.Increment(1);
                     }
                 }
@@ -166,6 +174,23 @@ internal static class EvalCommand
         var result = new Generator(model).Generate(ids.AsSpan(ids.Length - keep),
             new GenerationOptions { MaxNewTokens = budget, Temperature = 0, StopTokens = [] });
         return Correct(tokenizer, result.Tokens, sample);
+    }
+
+    private const int StreamingSinks = 4;
+
+    /// <summary>StreamingLLM reads the whole prompt through its sinks + rolling window, then answers greedily.</summary>
+    private static bool StreamingAnswers(Func<StreamingLlm> create, ITokenizer tokenizer, PasskeySample sample)
+    {
+        using var streaming = create();
+        streaming.Feed(Prompt(tokenizer, sample));
+        var generated = new List<int>();
+        for (int i = 0; i < Answer(tokenizer, sample); i++)
+        {
+            int next = Sampler.ArgMax(streaming.LastLogits);
+            generated.Add(next);
+            streaming.Feed([next]);
+        }
+        return Correct(tokenizer, generated.ToArray(), sample);
     }
 
     private static bool UioAnswers(UioModel uio, ITokenizer tokenizer, PasskeySample sample)
