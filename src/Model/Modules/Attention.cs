@@ -6,17 +6,17 @@ namespace UioLlm.Model.Modules;
 /// <summary>Grouped-query self-attention with rotary positions and an optional KV cache.</summary>
 public sealed partial class Attention
 {
-    public Attention(LlamaConfig config, LlamaLayerWeights weights, RopeTable rope, int layer)
+    public Attention(LlamaConfig config, LlamaLayerWeights weights, RopeTable rope, int layer, bool trainable = false)
     {
         Heads = config.Heads;
         KvHeads = config.KvHeads;
         HeadDim = config.HeadDim;
         Rope = rope;
         Layer = layer;
-        Q = new Linear(weights.Wq);
-        K = new Linear(weights.Wk);
-        V = new Linear(weights.Wv);
-        O = new Linear(weights.Wo);
+        Q = new Linear(weights.Wq, trainable);
+        K = new Linear(weights.Wk, trainable);
+        V = new Linear(weights.Wv, trainable);
+        O = new Linear(weights.Wo, trainable);
     }
 
     public int Heads { get; }
@@ -74,11 +74,11 @@ public sealed partial class Attention
 public readonly record struct KvPrefix(Var K, Var V);
 
 /// <summary>The SwiGLU feed-forward block: down(silu(gate(x)) * up(x)).</summary>
-public sealed partial class Mlp(LlamaLayerWeights weights)
+public sealed partial class Mlp(LlamaLayerWeights weights, bool trainable = false)
 {
-    public Linear Gate { get; } = new(weights.W1);
-    public Linear Up { get; } = new(weights.W3);
-    public Linear Down { get; } = new(weights.W2);
+    public Linear Gate { get; } = new(weights.W1, trainable);
+    public Linear Up { get; } = new(weights.W3, trainable);
+    public Linear Down { get; } = new(weights.W2, trainable);
 
     public Var Forward(Tape tape, Var x) => Down.Forward(tape, tape.SwiGlu(Gate.Forward(tape, x), Up.Forward(tape, x)));
 }
@@ -86,12 +86,20 @@ public sealed partial class Mlp(LlamaLayerWeights weights)
 /// <summary>One pre-norm decoder layer: h = x + attn(norm(x)); out = h + mlp(norm(h)).</summary>
 public sealed partial class LlamaBlock
 {
-    public LlamaBlock(LlamaConfig config, LlamaLayerWeights weights, RopeTable rope, int layer)
+    public LlamaBlock(LlamaConfig config, LlamaLayerWeights weights, RopeTable rope, int layer, bool trainable = false)
     {
-        AttentionNorm = new RmsNorm(weights.AttentionNorm, config.NormEps);
-        Attention = new Attention(config, weights, rope, layer);
-        FfnNorm = new RmsNorm(weights.FfnNorm, config.NormEps);
-        Mlp = new Mlp(weights);
+        AttentionNorm = new RmsNorm(weights.AttentionNorm, config.NormEps, trainable);
+        Attention = new Attention(config, weights, rope, layer, trainable);
+        FfnNorm = new RmsNorm(weights.FfnNorm, config.NormEps, trainable);
+        Mlp = new Mlp(weights, trainable);
+    }
+
+    /// <summary>The layer's weights as tape values (frozen constants unless the model was built trainable).</summary>
+    public IEnumerable<Var> Weights()
+    {
+        yield return AttentionNorm.Weight;
+        foreach (var (_, linear) in Projections()) yield return linear.Weight;
+        yield return FfnNorm.Weight;
     }
 
     public RmsNorm AttentionNorm { get; }

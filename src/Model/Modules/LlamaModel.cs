@@ -12,7 +12,11 @@ public sealed class LlamaModel
 {
     private readonly LlamaBlock[] blocks;
 
-    public LlamaModel(LlamaWeights weights, RopeTable? rope = null)
+    /// <param name="trainable">
+    /// Make every weight a trainable leaf (full-weight training, e.g. pre-training a small base): gradients
+    /// then land in the weights themselves; LoRA cannot be attached. Default: frozen weights.
+    /// </param>
+    public LlamaModel(LlamaWeights weights, RopeTable? rope = null, bool trainable = false)
     {
         ArgumentNullException.ThrowIfNull(weights);
         Weights = weights;
@@ -20,14 +24,29 @@ public sealed class LlamaModel
         Rope = rope ?? RopeTable.Create(c.HeadDim, c.RopeTheta, c.RopeScaling, RopeLayout.HalfSplit);
         if (Rope.HeadDim != c.HeadDim)
             throw new ArgumentException($"LlamaModel: RoPE table covers head_dim {Rope.HeadDim}, the model has {c.HeadDim}", nameof(rope));
-        Embedding = Var.Constant(weights.TokenEmbedding);
+        IsTrainable = trainable;
+        Embedding = trainable ? Var.Leaf(weights.TokenEmbedding, requiresGrad: true) : Var.Constant(weights.TokenEmbedding);
         blocks = new LlamaBlock[c.Layers];
-        for (int l = 0; l < blocks.Length; l++) blocks[l] = new LlamaBlock(c, weights.Layers[l], Rope, l);
-        FinalNorm = new RmsNorm(weights.FinalNorm, c.NormEps);
-        Head = new Linear(weights.Output);
+        for (int l = 0; l < blocks.Length; l++) blocks[l] = new LlamaBlock(c, weights.Layers[l], Rope, l, trainable);
+        FinalNorm = new RmsNorm(weights.FinalNorm, c.NormEps, trainable);
+        // A tied head shares the embedding's value AND its gradient.
+        Head = c.TiedEmbeddings ? new Linear(Embedding) : new Linear(weights.Output, trainable);
     }
 
     public LlamaWeights Weights { get; }
+
+    /// <summary>True when the weights themselves are trainable leaves (see the constructor).</summary>
+    public bool IsTrainable { get; }
+
+    /// <summary>Every weight as a tape value, each once (a tied head is the embedding): the parameters of full-weight training.</summary>
+    public IEnumerable<Var> WeightParameters()
+    {
+        yield return Embedding;
+        foreach (var block in blocks)
+            foreach (var w in block.Weights()) yield return w;
+        yield return FinalNorm.Weight;
+        if (!Config.TiedEmbeddings) yield return Head.Weight;
+    }
     public LlamaConfig Config => Weights.Config;
     public Accelerator Accelerator => Weights.Accelerator;
     public RopeTable Rope { get; }

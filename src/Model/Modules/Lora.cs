@@ -49,10 +49,15 @@ public sealed class Lora : IDisposable
     }
 }
 
-/// <summary>A projection y = x W^T with a frozen weight W [out, in] and an optional LoRA adapter.</summary>
-public sealed partial class Linear(Tensor weight)
+/// <summary>
+/// A projection y = x W^T with a weight W [out, in]: frozen (the usual case, optionally with a LoRA
+/// adapter) or trainable (full-weight training, e.g. pre-training a small base; then no adapter).
+/// </summary>
+public sealed partial class Linear(Var weight)
 {
-    public Var Weight { get; } = Var.Constant(weight);
+    public Linear(Tensor weight, bool trainable = false) : this(trainable ? Var.Leaf(weight, requiresGrad: true) : Var.Constant(weight)) { }
+
+    public Var Weight { get; } = weight;
     public int InFeatures => Weight.Value.Dim(1);
     public int OutFeatures => Weight.Value.Dim(0);
     public Lora? Adapter { get; private set; }
@@ -60,6 +65,8 @@ public sealed partial class Linear(Tensor weight)
     /// <summary>Attaches (or replaces) a LoRA adapter; returns it.</summary>
     public Lora AttachLora(int rank, float alpha, Random rng)
     {
+        if (Weight.RequiresGrad)
+            throw new InvalidOperationException($"Linear '{Weight.Name}': the weight itself is trainable; LoRA adapts frozen weights only");
         Adapter?.Dispose();
         Adapter = new Lora(Weight.Accelerator, InFeatures, OutFeatures, rank, alpha, rng, Weight.Name ?? "linear");
         return Adapter;
@@ -76,10 +83,10 @@ public sealed partial class Linear(Tensor weight)
         Adapter is null ? tape.Linear(x, Weight) : tape.Lora(x, Weight, Adapter.A, Adapter.B, Adapter.Scale);
 }
 
-/// <summary>Root-mean-square normalisation with a frozen gain.</summary>
-public sealed class RmsNorm(Tensor weight, float eps)
+/// <summary>Root-mean-square normalisation with a gain (frozen unless <paramref name="trainable"/>).</summary>
+public sealed class RmsNorm(Tensor weight, float eps, bool trainable = false)
 {
-    public Var Weight { get; } = Var.Constant(weight);
+    public Var Weight { get; } = trainable ? Var.Leaf(weight, requiresGrad: true) : Var.Constant(weight);
     public float Eps { get; } = eps;
 
     public Var Forward(Tape tape, Var x) => tape.RmsNorm(x, Weight, Eps);

@@ -37,6 +37,8 @@ public sealed class UioModel : IDisposable
         ArgumentNullException.ThrowIfNull(baseModel);
         ArgumentNullException.ThrowIfNull(config);
         config.Validate(baseModel.Config);
+        if (baseModel.IsTrainable)
+            throw new ArgumentException("UioModel: the base model was built with trainable weights; the UIO decoder must be frozen (build it with trainable: false)", nameof(baseModel));
         if (baseModel.TrainableParameters().Any())
             throw new ArgumentException("UioModel: the base model has LoRA adapters attached; the UIO decoder must be the frozen base model (detach them first)", nameof(baseModel));
         Base = baseModel;
