@@ -1,5 +1,7 @@
+using UioLlm.Kernels;
 using UioLlm.Model;
 using UioLlm.Model.Formats;
+using UioLlm.Model.Modules;
 using UioLlm.Model.Tokenizers;
 
 namespace UioLlm.Cli;
@@ -7,8 +9,50 @@ namespace UioLlm.Cli;
 /// <summary>A mistake in what the user asked for: reported as one line, exit code 2, no stack trace.</summary>
 internal sealed class UsageException(string message) : Exception(message);
 
+/// <summary>A model loaded for a command, with its tokenizer and the accelerator it lives on.</summary>
+internal sealed class LoadedModel(Accelerator accelerator, LlamaWeights weights, ITokenizer tokenizer) : IDisposable
+{
+    public Accelerator Accelerator { get; } = accelerator;
+    public LlamaWeights Weights { get; } = weights;
+    public LlamaModel Model { get; } = new(weights);
+    public ITokenizer Tokenizer { get; } = tokenizer;
+
+    public void Dispose()
+    {
+        Weights.Dispose();
+        Accelerator.Dispose();
+    }
+}
+
 internal static class CliSupport
 {
+    /// <summary>
+    /// Loads --model (any format) with its tokenizer on a new accelerator; refuses a tokenizer whose
+    /// vocabulary does not match the model's.
+    /// </summary>
+    public static LoadedModel Open(string modelPath, string? tokenizerPath, int threads)
+    {
+        RequireExists(modelPath, "--model");
+        if (threads < 0) throw new UsageException($"--threads must be 0 (all cores) or a positive number, got {threads}");
+        var tokenizer = TokenizerFor(modelPath, tokenizerPath);
+        var accelerator = Accelerator.Create(AcceleratorKind.Auto, threads);
+        try
+        {
+            var weights = ModelLoader.Load(modelPath, accelerator);
+            if (tokenizer.VocabSize != weights.Config.VocabSize)
+            {
+                weights.Dispose();
+                throw new UsageException($"the tokenizer has {tokenizer.VocabSize} tokens but the model's vocabulary is {weights.Config.VocabSize}: pass the model's own tokenizer");
+            }
+            return new LoadedModel(accelerator, weights, tokenizer);
+        }
+        catch
+        {
+            accelerator.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>
     /// Runs a command body; user-facing failures (bad paths, unreadable files, nonsense values) become one
     /// line on the error writer naming the command, and exit code 2.

@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text;
 using Spectre.Console;
-using UioLlm.Kernels;
 using UioLlm.Model.Autograd;
 using UioLlm.Model.Baselines;
 using UioLlm.Model.Formats;
@@ -31,12 +30,8 @@ internal static class EvalCommand
         var lengths = ParseLengths(o.Lengths);
         CliSupport.RequirePositive(o.Trials, "--trials");
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
-        var tokenizer = CliSupport.TokenizerFor(o.Model, o.Tokenizer);
-        using var accelerator = Accelerator.Create(AcceleratorKind.Auto, o.Threads);
-        using var weights = ModelLoader.Load(o.Model, accelerator);
-        var model = new LlamaModel(weights);
-        if (tokenizer.VocabSize != model.Config.VocabSize)
-            throw new UsageException($"the tokenizer has {tokenizer.VocabSize} tokens but the model's vocabulary is {model.Config.VocabSize}: pass the model's own tokenizer");
+        using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads);
+        var (model, tokenizer) = (loaded.Model, loaded.Tokenizer);
         using var uio = o.Adapter is null ? null : UioAdapter.Load(model, CliSupport.RequireExists(o.Adapter, "--adapter"));
 
         int streamingWindow = Math.Max(1, model.Config.MaxSeqLen - StreamingSinks);

@@ -1,8 +1,4 @@
-using System.Text;
-using UioLlm.Kernels;
-using UioLlm.Model.Formats;
 using UioLlm.Model.Generation;
-using UioLlm.Model.Modules;
 using UioLlm.Model.Uio;
 
 namespace UioLlm.Cli;
@@ -15,19 +11,12 @@ internal static class GenerateCommand
 
     public static int Run(Options o, TextWriter output, TextWriter error) => CliSupport.Guarded("generate", error, () =>
     {
-        CliSupport.RequireExists(o.Model, "--model");
         CliSupport.RequirePositive(o.MaxTokens, "--max-tokens");
-        if (o.Threads < 0) throw new UsageException($"--threads must be 0 (all cores) or a positive number, got {o.Threads}");
         if (o.Prompt is not null && o.PromptFile is not null) throw new UsageException("give either --prompt or --prompt-file, not both");
         string prompt = o.PromptFile is not null ? File.ReadAllText(CliSupport.RequireExists(o.PromptFile, "--prompt-file")) : o.Prompt ?? "";
-        var tokenizer = CliSupport.TokenizerFor(o.Model, o.Tokenizer);
         var options = new GenerationOptions { MaxNewTokens = o.MaxTokens, Temperature = o.Temperature, TopP = o.TopP, Seed = o.Seed };
-
-        using var accelerator = Accelerator.Create(AcceleratorKind.Auto, o.Threads);
-        using var weights = ModelLoader.Load(o.Model, accelerator);
-        var model = new LlamaModel(weights);
-        if (tokenizer.VocabSize != model.Config.VocabSize)
-            throw new UsageException($"the tokenizer has {tokenizer.VocabSize} tokens but the model's vocabulary is {model.Config.VocabSize}: pass the model's own tokenizer");
+        using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads);
+        var (model, tokenizer) = (loaded.Model, loaded.Tokenizer);
         // An empty prompt starts from BOS alone.
         int[] ids = prompt.Length == 0 ? [model.Config.BosId] : tokenizer.Encode(prompt, addBos: true);
 

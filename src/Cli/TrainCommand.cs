@@ -1,7 +1,4 @@
 using Spectre.Console;
-using UioLlm.Kernels;
-using UioLlm.Model.Formats;
-using UioLlm.Model.Modules;
 using UioLlm.Model.Uio;
 using UioLlm.Training;
 using UioLlm.Training.Data;
@@ -30,12 +27,8 @@ internal static class TrainCommand
         if (o.Threads < 0) throw new UsageException($"--threads must be 0 (all cores) or a positive number, got {o.Threads}");
 
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
-        var tokenizer = CliSupport.TokenizerFor(o.Model, o.Tokenizer);
-        using var accelerator = Accelerator.Create(AcceleratorKind.Auto, o.Threads);
-        using var weights = ModelLoader.Load(o.Model, accelerator);
-        var model = new LlamaModel(weights);
-        if (tokenizer.VocabSize != model.Config.VocabSize)
-            throw new UsageException($"the tokenizer has {tokenizer.VocabSize} tokens but the model's vocabulary is {model.Config.VocabSize}: pass the model's own tokenizer");
+        using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads);
+        var (model, tokenizer, accelerator) = (loaded.Model, loaded.Tokenizer, loaded.Accelerator);
 
         // Resume when the output folder already holds a complete checkpoint: its UIO settings win.
         bool resume = Directory.Exists(Path.Combine(o.Out, "checkpoints")) && Directory.EnumerateDirectories(Path.Combine(o.Out, "checkpoints")).Any();
