@@ -22,11 +22,6 @@ internal static class InferenceSideBySide
         [("stories260K", 1)] = 13000, [("stories260K", 2)] = 13000,
     };
 
-    public static LlamaConfig Stories15MShape => new()
-    {
-        Dim = 288, HiddenDim = 768, Layers = 6, Heads = 6, KvHeads = 6, VocabSize = 32000, MaxSeqLen = 256, TiedEmbeddings = true,
-    };
-
     public static void Run(TextWriter output, bool quick, IReadOnlyList<int>? threadCounts)
     {
         threadCounts ??= [1, 2];
@@ -43,7 +38,7 @@ internal static class InferenceSideBySide
                 using var w = Llama2cCheckpoint.Load(stories, accelerator);
                 Measure(output, "stories260K", w, threads, repeats);
             }
-            using var random = RandomWeights(accelerator, Stories15MShape, seed: 1);
+            using var random = LlamaWeights.Random(accelerator, LlamaConfig.Stories15MShape, seed: 1);
             Measure(output, "stories15M shape", random, threads, repeats);
         }
     }
@@ -80,18 +75,5 @@ internal static class InferenceSideBySide
         }
         double reference = RunC[(name, threads)];
         output.WriteLine($"{name,-18} {threads,3} {decode,13:F0} {reference,7:F0} {decode / reference,6:F2} {prefill,14:F0} {promptLength,7}");
-    }
-
-    public static LlamaWeights RandomWeights(Accelerator accelerator, LlamaConfig config, int seed)
-    {
-        var weights = LlamaWeights.Allocate(accelerator, config);
-        var rng = new Random(seed);
-        foreach (var (name, t) in weights.Named())
-        {
-            var span = t.Span;
-            bool norm = name.EndsWith("norm.weight", StringComparison.Ordinal);
-            for (int i = 0; i < span.Length; i++) span[i] = norm ? 1f : (float)(rng.NextDouble() * 0.04 - 0.02);
-        }
-        return weights;
     }
 }

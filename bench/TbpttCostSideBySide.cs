@@ -18,14 +18,14 @@ namespace UioLlm.Bench;
 internal static class TbpttCostSideBySide
 {
     /// <summary>The stories15M block shape (dim 288, 6 layers, 6 heads) with a 512-token vocabulary, so one step takes about a second.</summary>
-    private static LlamaConfig Shape => InferenceSideBySide.Stories15MShape with { VocabSize = 512, MaxSeqLen = 4096 };
+    private static LlamaConfig Shape => LlamaConfig.Stories15MShape with { VocabSize = 512, MaxSeqLen = 4096 };
 
     public static void Run(TextWriter output, bool quick, int threads)
     {
         int segments = quick ? 8 : 16;
         int repeats = quick ? 1 : 4;
         using var accelerator = Accelerator.Create(AcceleratorKind.Cpu, threads);
-        using var weights = InferenceSideBySide.RandomWeights(accelerator, Shape, seed: 1);
+        using var weights = LlamaWeights.Random(accelerator, Shape, seed: 1);
         var config = new UioConfig { SegmentLength = 64, MemoryTokens = 8, EncoderRank = 16, EncoderAlpha = 32, TransferRank = 16, TransferAlpha = 32 };
         using var uio = new UioModel(new LlamaModel(weights), config, seed: 1);
         RandomiseAdapters(uio, seed: 2, std: 0.02);

@@ -28,7 +28,7 @@ internal static class TrainSpeedSideBySide
     {
         threadCounts ??= [1, 2];
         int repeats = quick ? 2 : 5;
-        var shape = InferenceSideBySide.Stories15MShape with { MaxSeqLen = 1024 };
+        var shape = LlamaConfig.Stories15MShape with { MaxSeqLen = 1024 };
         var flops = new UioStepFlops(shape, Config);
         var document = new int[Segments * Config.SegmentLength + 1];
         var rng = new Random(3);
@@ -42,7 +42,7 @@ internal static class TrainSpeedSideBySide
         foreach (int threads in threadCounts)
         {
             using var accelerator = Accelerator.Create(AcceleratorKind.Cpu, threads);
-            using var weights = InferenceSideBySide.RandomWeights(accelerator, shape, seed: 1);
+            using var weights = LlamaWeights.Random(accelerator, shape, seed: 1);
             using var uio = new UioModel(new LlamaModel(weights), Config, seed: 1);
             RandomiseAdapters(uio, seed: 2, std: 0.02);
             rows.Add(Step(uio, document, flops, threads, repeats));

@@ -23,7 +23,7 @@ internal static class TrainingBenchSupport
     {
         string? path = BenchData.Find("models", "stories260K", "stories260K.bin");
         if (path is not null) return (Llama2cCheckpoint.Load(path, accelerator), "stories260K (real weights)");
-        return (InferenceSideBySide.RandomWeights(accelerator, Stories260KShape, seed: 1),
+        return (LlamaWeights.Random(accelerator, Stories260KShape, seed: 1),
             "stories260K shape, random weights (stories260K.bin not found; set UIOLLM_DATA)");
     }
 

@@ -18,8 +18,8 @@ internal static class UioCostSideBySide
     public static void Run(TextWriter output, IReadOnlyList<int> contexts, int fullMax, int threads)
     {
         using var accelerator = Accelerator.Create(AcceleratorKind.Cpu, threads);
-        var shape = InferenceSideBySide.Stories15MShape with { MaxSeqLen = 1 << 20 };
-        using var weights = InferenceSideBySide.RandomWeights(accelerator, shape, seed: 1);
+        var shape = LlamaConfig.Stories15MShape with { MaxSeqLen = 1 << 20 };
+        using var weights = LlamaWeights.Random(accelerator, shape, seed: 1);
         var model = new LlamaModel(weights);
         var config = new UioConfig { SegmentLength = 256, MemoryTokens = 32, EncoderRank = 16, EncoderAlpha = 32, TransferRank = 16, TransferAlpha = 32 };
         using var uio = new UioModel(model, config, seed: 1);

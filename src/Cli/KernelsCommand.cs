@@ -19,23 +19,36 @@ internal static class KernelsCommand
         console.MarkupLineInterpolated($"[bold]UioLlm[/] kernels on {acc.Description}");
         if (acc.FallbackReason is { } why) console.MarkupLineInterpolated($"[grey]{why}[/]");
 
-        var table = new Table().AddColumns("kernel", "shape", "ms", "GFLOP/s");
-        var cases = Cases(quick);
+        var results = new List<KernelResult>();
         console.Progress().AutoClear(true).Start(ctx =>
         {
+            var cases = Cases(quick);
             var task = ctx.AddTask("measuring", maxValue: cases.Count);
             foreach (var c in cases)
             {
-                double ms = Measure(acc, c, quick ? 5 : 9);
-                table.AddRow(c.Kernel, c.Shape, ms.ToString("F2"), (c.Flops / (ms * 1e6)).ToString("F1"));
+                results.Add(MeasureCase(acc, c, quick));
                 task.Increment(1);
             }
         });
+        var table = new Table().AddColumns("kernel", "shape", "ms", "GFLOP/s");
+        foreach (var r in results) table.AddRow(r.Kernel, r.Shape, r.Milliseconds.ToString("F2"), r.GigaflopsPerSecond.ToString("F1"));
         console.Write(table);
         return 0;
     }
 
     private sealed record Case(string Kernel, string Shape, double Flops, Func<Accelerator, Action> Prepare);
+
+    /// <summary>One kernel's measurement: median milliseconds and the rate.</summary>
+    public sealed record KernelResult(string Kernel, string Shape, double Milliseconds, double GigaflopsPerSecond);
+
+    /// <summary>Measures every kernel case on <paramref name="acc"/> (used by `uio kernels` and `uio bench`).</summary>
+    public static List<KernelResult> MeasureAll(Accelerator acc, bool quick) => Cases(quick).Select(c => MeasureCase(acc, c, quick)).ToList();
+
+    private static KernelResult MeasureCase(Accelerator acc, Case c, bool quick)
+    {
+        double ms = Measure(acc, c, quick ? 5 : 9);
+        return new KernelResult(c.Kernel, c.Shape, ms, c.Flops / (ms * 1e6));
+    }
 
     private static List<Case> Cases(bool quick)
     {

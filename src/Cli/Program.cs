@@ -27,6 +27,7 @@ public static class Program
         var info = InfoCli(output, error);
         var train = TrainCli(output, error);
         var eval = EvalCli(output, error);
+        var bench = BenchCli(output, error);
 
         var root = new RootCommand("uio: long-context language models with compressed memory (UIO-LLMs). "
             + "With no command, runs a quick kernel check on this machine.");
@@ -36,6 +37,7 @@ public static class Program
         root.Subcommands.Add(info);
         root.Subcommands.Add(train);
         root.Subcommands.Add(eval);
+        root.Subcommands.Add(bench);
         root.SetAction(_ => KernelsCommand.Run(threads: 0, quick: true, output, error));
 
         var config = new InvocationConfiguration { Output = output, Error = error };
@@ -121,6 +123,19 @@ public static class Program
         foreach (var o in new Option[] { model, tokenizer, adapter, task, data, lengths, outDir, template, trials, seed, threads }) command.Options.Add(o);
         command.SetAction(p => EvalCommand.Run(new EvalCommand.Options(p.GetValue(model)!, p.GetValue(tokenizer), p.GetValue(adapter), p.GetValue(task)!,
             p.GetValue(data)!, p.GetValue(lengths)!, p.GetValue(outDir)!, p.GetValue(template), p.GetValue(trials), p.GetValue(seed), p.GetValue(threads)), output, error));
+        return command;
+    }
+
+    private static Command BenchCli(TextWriter output, TextWriter error)
+    {
+        var suite = new Argument<string>("SUITE") { Description = "kernels | inference | training | all", DefaultValueFactory = _ => "all" };
+        var json = new Option<string?>("--json") { Description = "Also write the results as JSON to this file" };
+        var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var quick = new Option<bool>("--quick") { Description = "Smaller shapes, fewer repetitions" };
+        var command = new Command("bench", "Kernel, inference and training benchmarks on this machine (tables, optional JSON)");
+        command.Arguments.Add(suite);
+        foreach (var o in new Option[] { json, threads, quick }) command.Options.Add(o);
+        command.SetAction(p => BenchCommand.Run(p.GetValue(suite)!, p.GetValue(json), p.GetValue(threads), p.GetValue(quick), output, error));
         return command;
     }
 

@@ -28,6 +28,12 @@ public sealed record LlamaConfig
     public int BosId { get; init; } = 1;
     public int EosId { get; init; } = 2;
 
+    /// <summary>The shape of llama2.c's stories15M (dim 288, 6 layers, 6 heads, vocabulary 32000, context 256, tied head).</summary>
+    public static LlamaConfig Stories15MShape => new()
+    {
+        Dim = 288, HiddenDim = 768, Layers = 6, Heads = 6, KvHeads = 6, VocabSize = 32000, MaxSeqLen = 256, TiedEmbeddings = true,
+    };
+
     /// <summary>Width of one attention head.</summary>
     public int HeadDim => Dim / Heads;
     /// <summary>Query heads per key/value head.</summary>

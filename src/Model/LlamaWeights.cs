@@ -94,6 +94,24 @@ public sealed class LlamaWeights : IDisposable
     }
 
     /// <summary>
+    /// Weights of the given shape drawn at random (seeded): linear and embedding weights uniform in
+    /// +-<paramref name="scale"/>, norm gains 1. For benchmarks and for pre-training a model from scratch.
+    /// </summary>
+    public static LlamaWeights Random(Accelerator accelerator, LlamaConfig config, int seed, float scale = 0.02f)
+    {
+        var weights = Allocate(accelerator, config);
+        var rng = new System.Random(seed);
+        foreach (var (name, t) in weights.Named())
+        {
+            var values = new float[t.Length];
+            bool norm = name.EndsWith("norm.weight", StringComparison.Ordinal);
+            for (int i = 0; i < values.Length; i++) values[i] = norm ? 1f : (float)(rng.NextDouble() * 2 - 1) * scale;
+            t.CopyFrom(values);
+        }
+        return weights;
+    }
+
+    /// <summary>
     /// Every distinct tensor with its Hugging Face name, in checkpoint order (a tied head is listed once,
     /// as the embedding).
     /// </summary>

@@ -244,4 +244,27 @@ public class CliModelCommandTests
             if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
         }
     }
+
+    [Fact]
+    public void BenchPrintsTablesAndWritesJson()
+    {
+        string json = Path.Combine(Path.GetTempPath(), $"uio-bench-{Guid.NewGuid():N}.json");
+        try
+        {
+            var (code, output, error) = Run("bench", "inference", "--quick", "--threads", "1", "--json", json);
+            Assert.True(code == 0, error);
+            Assert.Contains("decode tok/s", output);
+            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(json));
+            var inference = doc.RootElement.GetProperty("Inference");
+            Assert.True(inference.GetArrayLength() >= 1);
+            Assert.All(inference.EnumerateArray(), r => Assert.True(r.GetProperty("DecodeTokensPerSecond").GetDouble() > 0));
+        }
+        finally
+        {
+            File.Delete(json);
+        }
+        var (bad, _, message) = Run("bench", "everything");
+        Assert.Equal(2, bad);
+        Assert.Contains("kernels, inference, training, all", message);
+    }
 }
