@@ -43,7 +43,7 @@ internal static class BenchCommand
         }
         if (all || suite == "inference")
         {
-            string? stories = FindData("models", "stories260K", "stories260K.bin");
+            string? stories = CliSupport.FindData("models", "stories260K", "stories260K.bin");
             if (stories is not null)
             {
                 using var w = Llama2cCheckpoint.Load(stories, acc);
@@ -116,17 +116,5 @@ internal static class BenchCommand
         }
         return new TrainingResult($"stories15M shape, l={l} n={n}, {segments} segments, unbiased S=2",
             acc is UioLlm.Kernels.Cpu.CpuAccelerator cpu ? cpu.Threads : 0, best, segments * l / best);
-    }
-
-    private static string? FindData(params string[] parts)
-    {
-        string? root = Environment.GetEnvironmentVariable("UIOLLM_DATA");
-        foreach (var candidate in new[] { root, Path.Combine("..", "shared", "data") })
-        {
-            if (candidate is null) continue;
-            string path = Path.Combine([candidate, .. parts]);
-            if (File.Exists(path)) return path;
-        }
-        return null;
     }
 }

@@ -86,6 +86,18 @@ internal static class CliSupport
         return Tokenizer.Load(source);
     }
 
+    /// <summary>A file of the shared test data (UIOLLM_DATA, else ../shared/data), or null when absent.</summary>
+    public static string? FindData(params string[] parts)
+    {
+        foreach (var root in new[] { Environment.GetEnvironmentVariable("UIOLLM_DATA"), Path.Combine("..", "shared", "data") })
+        {
+            if (string.IsNullOrEmpty(root)) continue;
+            string path = Path.Combine([root, .. parts]);
+            if (File.Exists(path)) return path;
+        }
+        return null;
+    }
+
     public static string RequireExists(string path, string option)
     {
         if (!File.Exists(path) && !Directory.Exists(path))

@@ -66,7 +66,7 @@ internal static class EvalCommand
             }
             else
             {
-                string templatePath = o.Template ?? DefaultTemplate()
+                string templatePath = o.Template ?? CliSupport.FindData("longctx", "passkey_and_niah_templates.json")
                     ?? throw new UsageException("--template: give the passkey template file (longctx/passkey_and_niah_templates.json of the shared data)");
                 var passkey = new PasskeyTask(PasskeyTemplate.Load(CliSupport.RequireExists(templatePath, "--template")), Haystack.FromFile(o.Data), tokenizer);
                 foreach (int length in lengths)
@@ -122,13 +122,6 @@ internal static class EvalCommand
         }
         if (lengths.Count == 0) throw new UsageException("--lengths: give at least one length, e.g. 1k,4k,16k");
         return lengths;
-    }
-
-    private static string? DefaultTemplate()
-    {
-        string? root = Environment.GetEnvironmentVariable("UIOLLM_DATA");
-        string candidate = Path.Combine(root ?? Path.Combine("..", "shared", "data"), "longctx", "passkey_and_niah_templates.json");
-        return File.Exists(candidate) ? candidate : null;
     }
 
     private static double Perplexity(double[] logProbs)

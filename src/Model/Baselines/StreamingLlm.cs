@@ -106,15 +106,8 @@ public sealed class StreamingLlm : IDisposable
     {
         if (count <= 0) return;
         int keep = Length - Sinks - count;
-        var kernels = model.Accelerator.Kernels;
         foreach (var buffers in new[] { keys, values })
-            foreach (var t in buffers)
-            {
-                if (keep <= 0) continue;
-                using var moved = model.Accelerator.Scratch.Rent(t.Slice(Sinks + count, keep).Shape);
-                kernels.Copy(t.Slice(Sinks + count, keep), moved);
-                kernels.Copy(moved, t.Slice(Sinks, keep));
-            }
+            foreach (var t in buffers) TensorRows.Move(t, Sinks + count, Sinks, keep);
         Length = Sinks + Math.Max(keep, 0);
     }
 

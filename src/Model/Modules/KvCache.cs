@@ -10,14 +10,12 @@ public sealed class KvCache : IDisposable
 {
     private readonly Tensor[] keys;
     private readonly Tensor[] values;
-    private readonly Accelerator accelerator;
 
     public KvCache(Accelerator accelerator, int layers, int capacity, int kvHeads, int headDim)
     {
         ArgumentNullException.ThrowIfNull(accelerator);
         if (layers <= 0) throw new ArgumentOutOfRangeException(nameof(layers), $"KV cache: layers must be positive, got {layers}");
         if (capacity <= 0) throw new ArgumentOutOfRangeException(nameof(capacity), $"KV cache: capacity must be positive, got {capacity}");
-        this.accelerator = accelerator;
         Capacity = capacity;
         keys = new Tensor[layers];
         values = new Tensor[layers];
@@ -88,16 +86,10 @@ public sealed class KvCache : IDisposable
         if (rows < 0 || rows > PrefixLength)
             throw new ArgumentOutOfRangeException(nameof(rows), $"KV cache: cannot remove {rows} of {PrefixLength} prefix rows");
         int keep = PrefixLength - rows;
-        var kernels = accelerator.Kernels;
         for (int l = 0; l < keys.Length; l++)
         {
-            foreach (var t in new[] { keys[l], values[l] })
-            {
-                if (keep == 0) continue;
-                using var moved = accelerator.Scratch.Rent(t.Slice(rows, keep).Shape);
-                kernels.Copy(t.Slice(rows, keep), moved);
-                kernels.Copy(moved, t.Slice(0, keep));
-            }
+            TensorRows.Move(keys[l], rows, 0, keep);
+            TensorRows.Move(values[l], rows, 0, keep);
         }
         PrefixLength = Length = keep;
     }
@@ -107,23 +99,12 @@ public sealed class KvCache : IDisposable
     {
         if (capacity <= Capacity) return;
         int grown = Math.Max(capacity, Capacity * 2);
-        var kernels = accelerator.Kernels;
         for (int l = 0; l < keys.Length; l++)
         {
-            keys[l] = Regrow(keys[l], grown, $"cache.{l}.k");
-            values[l] = Regrow(values[l], grown, $"cache.{l}.v");
+            keys[l] = TensorRows.Grow(keys[l], grown, Length);
+            values[l] = TensorRows.Grow(values[l], grown, Length);
         }
         Capacity = grown;
-
-        Tensor Regrow(Tensor old, int rows, string name)
-        {
-            var shape = old.Shape.ToArray();
-            shape[0] = rows;
-            var fresh = accelerator.Allocate(shape, name);
-            if (Length > 0) kernels.Copy(old.Slice(0, Length), fresh.Slice(0, Length));
-            old.Dispose();
-            return fresh;
-        }
     }
 
     /// <summary>Bytes held by the stored rows (keys and values of every layer).</summary>

@@ -215,13 +215,7 @@ public sealed class UioSession : IDisposable
         {
             // Our extension: drop the oldest segment's memory; the rest move to the front and are re-rotated.
             int n = model.Config.MemoryTokens, keep = cache.PrefixLength - n;
-            var kernels = model.Accelerator.Kernels;
-            for (int layer = 0; layer < rawKeys.Length; layer++)
-            {
-                using var moved = model.Accelerator.Scratch.Rent(rawKeys[layer].Slice(n, keep).Shape);
-                kernels.Copy(rawKeys[layer].Slice(n, keep), moved);
-                kernels.Copy(moved, rawKeys[layer].Slice(0, keep));
-            }
+            foreach (var raw in rawKeys) TensorRows.Move(raw, n, 0, keep);
             cache.RemovePrefix(n);
             memorySegments--;
             RotateKeys(0, keep);
@@ -242,17 +236,8 @@ public sealed class UioSession : IDisposable
     {
         if (rows <= cache.Capacity) return;
         cache.EnsureCapacity(rows);
-        var kernels = model.Accelerator.Kernels;
         for (int layer = 0; layer < rawKeys.Length; layer++)
-        {
-            var old = rawKeys[layer];
-            var shape = old.Shape.ToArray();
-            shape[0] = cache.Capacity;
-            var grown = model.Accelerator.Allocate(shape, old.Name);
-            if (cache.PrefixLength > 0) kernels.Copy(old.Slice(0, cache.PrefixLength), grown.Slice(0, cache.PrefixLength));
-            old.Dispose();
-            rawKeys[layer] = grown;
-        }
+            rawKeys[layer] = TensorRows.Grow(rawKeys[layer], cache.Capacity, cache.PrefixLength);
     }
 
     /// <summary>One decoder pass over a chunk: appends it to the local window, writes log-probs, keeps the last logits.</summary>
