@@ -9,7 +9,7 @@ using UioLlm.Bench;
 //   uio-cost [--contexts 1024,4096,16384,65536] [--full-max 16384] [--threads 2]   UIO vs full attention: time and KV memory
 //   estimators [--quick] [--segments 8,16]                                the paper's Table 4: each estimator's gradient vs the exact one
 //   tbptt-cost [--quick] [--threads 2]                                   time and tape memory per step vs S: naive TBPTT vs incremental
-//   train-speed [--quick] [--threads 1,2]                                 UIO training step on the stories15M shape: tokens/s, effective GFLOP/s
+//   train-speed [--quick] [--threads 1,2] [--step-only] [--repeats N]                               UIO training step on the stories15M shape: tokens/s, effective GFLOP/s
 // Anything else goes to BenchmarkDotNet, e.g. `-- --filter *MatMul*` or `-- --list flat`.
 string? Value(string name)
 {
@@ -74,7 +74,8 @@ if (args.Length > 0 && args[0] == "tbptt-cost")
 }
 if (args.Length > 0 && args[0] == "train-speed")
 {
-    TrainSpeedSideBySide.Run(Console.Out, args.Contains("--quick"), Threads());
+    TrainSpeedSideBySide.Run(Console.Out, args.Contains("--quick"), Threads(), args.Contains("--step-only"),
+        Value("--repeats") is { } n ? int.Parse(n, System.Globalization.CultureInfo.InvariantCulture) : null);
     return 0;
 }
 BenchmarkSwitcher.FromAssembly(typeof(BlasSideBySide).Assembly).Run(args);

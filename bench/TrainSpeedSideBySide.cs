@@ -24,10 +24,10 @@ internal static class TrainSpeedSideBySide
         SegmentLength = 256, MemoryTokens = 32, EncoderRank = 16, EncoderAlpha = 32, TransferRank = 16, TransferAlpha = 32,
     };
 
-    public static void Run(TextWriter output, bool quick, IReadOnlyList<int>? threadCounts)
+    public static void Run(TextWriter output, bool quick, IReadOnlyList<int>? threadCounts, bool stepOnly = false, int? repeatCount = null)
     {
         threadCounts ??= [1, 2];
-        int repeats = quick ? 2 : 5;
+        int repeats = repeatCount ?? (quick ? 2 : 5);
         var shape = LlamaConfig.Stories15MShape with { MaxSeqLen = 1024 };
         var flops = new UioStepFlops(shape, Config);
         var document = new int[Segments * Config.SegmentLength + 1];
@@ -46,6 +46,7 @@ internal static class TrainSpeedSideBySide
             using var uio = new UioModel(new LlamaModel(weights), Config, seed: 1);
             RandomiseAdapters(uio, seed: 2, std: 0.02);
             rows.Add(Step(uio, document, flops, threads, repeats));
+            if (stepOnly) continue;
             Phases(output, uio, document, flops, threads, repeats);
             Kernels(output, accelerator, shape, threads, repeats);
         }

@@ -55,4 +55,37 @@ public class WorkerPoolTests
     {
         public void Run(int part) => WorkerPool.Run(inner, 3);
     }
+
+    [Theory]
+    [InlineData(100, 2)]
+    [InlineData(7, 3)]
+    [InlineData(3, 1)]
+    public void ForRunsEveryIndexOnceOnAtMostTheThreadsAsked(int count, int threads)
+    {
+        var runs = new int[count];
+        var seen = new System.Collections.Concurrent.ConcurrentDictionary<int, bool>();
+        for (int rep = 0; rep < 20; rep++)
+        {
+            Array.Clear(runs);
+            WorkerPool.For(count, threads, i =>
+            {
+                Interlocked.Increment(ref runs[i]);
+                seen[Environment.CurrentManagedThreadId] = true;
+                Thread.SpinWait(200);
+            });
+            Assert.All(runs, n => Assert.Equal(1, n));
+        }
+        Assert.InRange(seen.Count, 1, threads);
+    }
+
+    [Fact]
+    public void ForRethrowsAFailureOfItsBody()
+    {
+        var e = Assert.Throws<InvalidOperationException>(() =>
+            WorkerPool.For(10, 2, i => { if (i == 7) throw new InvalidOperationException("index 7"); }));
+        Assert.Equal("index 7", e.Message);
+        int total = 0;
+        WorkerPool.For(10, 2, i => Interlocked.Add(ref total, i));
+        Assert.Equal(45, total);
+    }
 }

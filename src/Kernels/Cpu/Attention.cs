@@ -175,7 +175,7 @@ public sealed partial class CpuKernels
 
     private void ForEach(int items, bool parallel, Action<int> body)
     {
-        if (parallel && items > 1) System.Threading.Tasks.Parallel.For(0, items, Parallel, body);
+        if (parallel && items > 1) ParallelFor(items, body);
         else for (int i = 0; i < items; i++) body(i);
     }
 

@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics;
 
 namespace UioLlm.Kernels.Cpu;
 
-/// <summary>The CPU backend: C# SIMD kernels parallelised with Parallel.For.</summary>
+/// <summary>The CPU backend: C# SIMD kernels parallelised on one pool of persistent worker threads (Gemm.WorkerPool).</summary>
 public sealed class CpuAccelerator : Accelerator
 {
     private readonly CpuKernels kernels;

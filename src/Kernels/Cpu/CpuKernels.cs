@@ -10,10 +10,10 @@ public sealed partial class CpuKernels : IKernels
     {
         if (threads <= 0) throw new ArgumentOutOfRangeException(nameof(threads), threads, "expected a positive thread count");
         Threads = threads;
-        Parallel = new ParallelOptions { MaxDegreeOfParallelism = threads };
     }
 
     public int Threads { get; }
 
-    internal ParallelOptions Parallel { get; }
+    /// <summary>body(i) for i in [0, count) on up to <see cref="Threads"/> threads of the shared worker pool.</summary>
+    internal void ParallelFor(int count, Action<int> body) => UioLlm.Kernels.Cpu.Gemm.WorkerPool.For(count, Threads, body);
 }

@@ -76,7 +76,7 @@ public sealed unsafe partial class CpuKernels
         // One partial sum per part, added in part order: the result does not depend on scheduling.
         int parts = Math.Min(Threads, rows);
         var partial = new double[parts];
-        System.Threading.Tasks.Parallel.For(0, parts, Parallel, k =>
+        ParallelFor(parts, k =>
         {
             int r0 = (int)((long)rows * k / parts), r1 = (int)((long)rows * (k + 1) / parts);
             partial[k] = CrossEntropyRows(x, t, l, r0, r1 - r0, vocab, ignoreIndex);
@@ -87,7 +87,7 @@ public sealed unsafe partial class CpuKernels
     }
 
     private void CrossEntropyBackwardParallel(float* x, int* t, float* l, float* dx, int rows, int vocab, int ignoreIndex, float scale) =>
-        OpsParallel.Ranges(Parallel, rows, (r0, n) => CrossEntropyBackwardRows(x, t, l, dx, r0, n, vocab, ignoreIndex, scale));
+        OpsParallel.Ranges(Threads, rows, (r0, n) => CrossEntropyBackwardRows(x, t, l, dx, r0, n, vocab, ignoreIndex, scale));
 
     /// <summary>Writes lse for rows [row0, row0+count) and returns their summed loss lse - x[target] (valid rows only).</summary>
     private static double CrossEntropyRows(float* x, int* targets, float* lse, int row0, int count, int vocab, int ignoreIndex)

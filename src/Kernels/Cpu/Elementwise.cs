@@ -74,7 +74,7 @@ public sealed unsafe partial class CpuKernels
     }
 
     private void BinaryParallel(ElementOp f, float* a, float* b, float* y, int n, float s) =>
-        OpsParallel.Ranges(Parallel, n, (start, count) => BinaryRange(f, a + start, b + start, y + start, count, s));
+        OpsParallel.Ranges(Threads, n, (start, count) => BinaryRange(f, a + start, b + start, y + start, count, s));
 
     private static void BinaryRange(ElementOp f, float* a, float* b, float* y, int n, float s)
     {

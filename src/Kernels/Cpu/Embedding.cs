@@ -54,7 +54,7 @@ public sealed unsafe partial class CpuKernels
     private void ScatterAddParallel(int* ids, int count, float* src, float* dst, int d)
     {
         int bands = Math.Min(Threads, d / 64);
-        System.Threading.Tasks.Parallel.For(0, bands, Parallel, b =>
+        ParallelFor(bands, b =>
         {
             // Band edges on 16-float boundaries keep every band's rows vector-aligned relative to each other.
             int c0 = (int)((long)d * b / bands) & ~15, c1 = b == bands - 1 ? d : (int)((long)d * (b + 1) / bands) & ~15;

@@ -92,8 +92,7 @@ public sealed partial class CpuKernels
         if (Threads > 1 && first.Volume < GemmDriver.ParallelVolume)
         {
             // Many small products (e.g. per-head attention blocks): one product per task.
-            var options = Parallel;
-            System.Threading.Tasks.Parallel.For(0, batch, options, i =>
+            ParallelFor(batch, i =>
                 GemmDriver.Multiply(first.At(first.A + i * strideA, first.B + i * strideB, first.C + i * strideC), kernel, 1));
             return;
         }

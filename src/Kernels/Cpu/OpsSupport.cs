@@ -46,15 +46,15 @@ internal static class OpsParallel
     public const int MinElements = 1 << 17;
 
     /// <summary>Run <paramref name="body"/>(start, count) over about equal contiguous parts of [0, total).</summary>
-    public static void Ranges(ParallelOptions options, int total, Action<int, int> body)
+    public static void Ranges(int threads, int total, Action<int, int> body)
     {
-        int parts = Math.Min(options.MaxDegreeOfParallelism, total);
+        int parts = Math.Min(threads, total);
         if (parts <= 1)
         {
             body(0, total);
             return;
         }
-        System.Threading.Tasks.Parallel.For(0, parts, options, p =>
+        Gemm.WorkerPool.For(parts, parts, p =>
         {
             int start = (int)((long)total * p / parts);
             int end = (int)((long)total * (p + 1) / parts);

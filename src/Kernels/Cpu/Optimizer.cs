@@ -42,7 +42,7 @@ public sealed unsafe partial class CpuKernels
 
     // Separate so the serial path does not allocate the lambda's closure.
     private void AdamWParallel(float* p, float* g, float* m, float* v, int n, AdamWConstants k) =>
-        OpsParallel.Ranges(Parallel, n, (s, c) => AdamWRange(p + s, g + s, m + s, v + s, c, k));
+        OpsParallel.Ranges(Threads, n, (s, c) => AdamWRange(p + s, g + s, m + s, v + s, c, k));
 
     private static void CheckAdamWStep(AdamWStep step)
     {
@@ -130,7 +130,7 @@ public sealed unsafe partial class CpuKernels
         // One partial per part, added in a fixed order so the result does not depend on scheduling.
         int parts = Math.Max(1, Threads);
         var partial = new double[parts];
-        System.Threading.Tasks.Parallel.For(0, parts, Parallel, k =>
+        ParallelFor(parts, k =>
         {
             int start = (int)((long)n * k / parts), end = (int)((long)n * (k + 1) / parts);
             partial[k] = SumSquares(p + start, end - start);

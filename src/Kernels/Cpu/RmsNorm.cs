@@ -26,7 +26,7 @@ public sealed unsafe partial class CpuKernels
 
     // Separate so the serial path does not allocate the lambda's closure.
     private void RmsNormParallel(float* x, float* w, float* y, float* rstd, int rows, int d, float eps) =>
-        OpsParallel.Ranges(Parallel, rows, (r0, n) => RmsNormRows(x, w, y, rstd, r0, n, d, eps));
+        OpsParallel.Ranges(Threads, rows, (r0, n) => RmsNormRows(x, w, y, rstd, r0, n, d, eps));
 
     public void RmsNormBackward(Tensor x, Tensor weight, Tensor rstd, Tensor dy, Tensor? dx, Tensor? dWeight)
     {
@@ -69,7 +69,7 @@ public sealed unsafe partial class CpuKernels
             {
                 float* basePartial = pp;
                 if (basePartial is not null) new Span<float>(basePartial, parts * d).Clear();
-                System.Threading.Tasks.Parallel.For(0, parts, Parallel, k =>
+                ParallelFor(parts, k =>
                 {
                     int r0 = (int)((long)rows * k / parts), r1 = (int)((long)rows * (k + 1) / parts);
                     float* mine = basePartial is null ? null : basePartial + (long)k * d;

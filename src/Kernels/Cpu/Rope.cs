@@ -65,7 +65,7 @@ public sealed unsafe partial class CpuKernels
     }
 
     private void RopeParallel(RopeShape s, float* src, float* dst, int* pos, int count, RopeTable table, bool backward) =>
-        OpsParallel.Ranges(Parallel, count, (p0, n) => RopePositions(s, src, dst, pos, p0, n, table, backward));
+        OpsParallel.Ranges(Threads, count, (p0, n) => RopePositions(s, src, dst, pos, p0, n, table, backward));
 
     /// <summary>Rotate every row that uses positions[p0 .. p0+n): one trig evaluation per position entry.</summary>
     private static void RopePositions(RopeShape s, float* src, float* dst, int* pos, int p0, int n, RopeTable table, bool backward)

@@ -26,10 +26,10 @@ public sealed unsafe partial class CpuKernels
 
     // Separate so the serial path does not allocate the lambda's closure.
     private void SwiGluParallel(float* g, float* u, float* y, int n) =>
-        OpsParallel.Ranges(Parallel, n, (s, c) => SwiGluRange(g + s, u + s, y + s, c));
+        OpsParallel.Ranges(Threads, n, (s, c) => SwiGluRange(g + s, u + s, y + s, c));
 
     private void SwiGluBackwardParallel(float* g, float* u, float* d, float* dg, float* du, int n) =>
-        OpsParallel.Ranges(Parallel, n, (s, c) =>
+        OpsParallel.Ranges(Threads, n, (s, c) =>
             SwiGluBackwardRange(g + s, u + s, d + s, dg is null ? null : dg + s, du is null ? null : du + s, c));
 
     public void SwiGluBackward(Tensor gate, Tensor up, Tensor dh, Tensor? dGate, Tensor? dUp)

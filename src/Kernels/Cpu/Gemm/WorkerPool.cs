@@ -36,10 +36,14 @@ internal static class WorkerPool
 
     [ThreadStatic] private static bool inRegion;
 
-    /// <summary>Runs work.Run(p) for p in [0, partCount) on up to partCount threads, the caller included; rethrows the first failure.</summary>
-    public static void Run(IParallelWork region, int partCount)
+    /// <summary>
+    /// Runs work.Run(p) for p in [0, partCount) on up to <paramref name="maxThreads"/> threads (default: one per
+    /// part), the caller included; rethrows the first failure.
+    /// </summary>
+    public static void Run(IParallelWork region, int partCount, int maxThreads = int.MaxValue)
     {
-        if (partCount <= 1 || inRegion || !Monitor.TryEnter(Gate))
+        int threads = Math.Min(partCount, maxThreads);
+        if (threads <= 1 || inRegion || !Monitor.TryEnter(Gate))
         {
             for (int p = 0; p < partCount; p++) region.Run(p);
             return;
@@ -47,10 +51,10 @@ internal static class WorkerPool
         inRegion = true;
         try
         {
-            while (helpers < partCount - 1) StartHelper(helpers++, generation);
+            while (helpers < threads - 1) StartHelper(helpers++, generation);
             work = region;
             parts = partCount;
-            active = partCount - 1;
+            active = threads - 1;
             next = 0;
             pending = active;
             failure = null;
@@ -71,6 +75,42 @@ internal static class WorkerPool
             inRegion = false;
             Monitor.Exit(Gate);
         }
+    }
+
+    /// <summary>
+    /// body(i) for i in [0, count) on up to <paramref name="maxThreads"/> threads: the same helpers as the GEMM,
+    /// so one op's workers never compete for the cores with another's still-spinning ones (as a second pool would).
+    /// </summary>
+    public static void For(int count, int maxThreads, Action<int> body)
+    {
+        if (count <= 0) return;
+        if (count == 1 || maxThreads <= 1)
+        {
+            for (int i = 0; i < count; i++) body(i);
+            return;
+        }
+        var region = DelegateRegion.Current;
+        region.Body = body;
+        try
+        {
+            Run(region, count, maxThreads);
+        }
+        finally
+        {
+            region.Body = null;
+        }
+    }
+
+    /// <summary>A delegate as a region, reused per calling thread (a nested call runs inline, so reuse is safe).</summary>
+    private sealed class DelegateRegion : IParallelWork
+    {
+        [ThreadStatic] private static DelegateRegion? current;
+
+        public Action<int>? Body;
+
+        public static DelegateRegion Current => current is { Body: null } r ? r : current = new DelegateRegion();
+
+        public void Run(int part) => Body!(part);
     }
 
     /// <summary>Runs parts until none is left; a failure is recorded (the first one wins) and stops nothing else.</summary>
