@@ -45,6 +45,14 @@ public static class Guard
         if (grad is null) return;
         On(op, acc, grad, gradName);
         SameShape(op, of, ofName, grad, gradName);
+        Writable(op, grad, gradName);
+    }
+
+    /// <summary>Throw when an op would write into a frozen tensor (see <see cref="Tensor.IsFrozen"/>).</summary>
+    public static void Writable(string op, Tensor t, string name)
+    {
+        if (t.IsFrozen)
+            throw new ArgumentException($"{op}: {name} {t} is frozen (its contents were promised not to change); call Unfreeze() before writing into it", name);
     }
 
     public static void Positive(string op, int value, string name)

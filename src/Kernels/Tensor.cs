@@ -146,8 +146,29 @@ public sealed class Tensor : IDisposable
         return a;
     }
 
+    /// <summary>
+    /// True after <see cref="Freeze"/>: the caller promises the elements no longer change, so a backend may keep
+    /// derived copies (the CPU GEMM keeps this matrix pre-packed in its micro-panel order). Frozen weights of a
+    /// model are the typical case; writing into a frozen tensor through the kernels is refused.
+    /// </summary>
+    public bool IsFrozen { get; private set; }
+
+    /// <summary>Promise that the elements will not change (see <see cref="IsFrozen"/>).</summary>
+    public void Freeze() => IsFrozen = true;
+
+    /// <summary>Allow changes again; derived copies a backend kept are dropped.</summary>
+    public void Unfreeze()
+    {
+        IsFrozen = false;
+        KernelCache = null;
+    }
+
+    /// <summary>Backend data derived from a frozen tensor's elements (e.g. packed GEMM panels); dropped on unfreeze.</summary>
+    internal object? KernelCache { get; set; }
+
     public void Dispose()
     {
+        KernelCache = null;
         if (pool is not null) pool.Return(Memory);
         else if (ownsMemory) Memory.Dispose();
     }

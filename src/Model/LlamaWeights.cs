@@ -136,6 +136,22 @@ public sealed class LlamaWeights : IDisposable
     }
 
     /// <summary>Frees the one block every weight tensor views.</summary>
+    /// <summary>
+    /// Promise that no weight changes from now on (<see cref="Tensor.Freeze"/>): the CPU kernels then keep the
+    /// matrices pre-packed for the GEMM. A frozen <see cref="Modules.LlamaModel"/> does this; write into the
+    /// weights again only after <see cref="Unfreeze"/>.
+    /// </summary>
+    public void Freeze()
+    {
+        foreach (var (_, t) in Named()) t.Freeze();
+    }
+
+    /// <summary>Allow the weights to change again (full-weight training does this); pre-packed copies are dropped.</summary>
+    public void Unfreeze()
+    {
+        foreach (var (_, t) in Named()) t.Unfreeze();
+    }
+
     public void Dispose() => storage.Dispose();
 }
 

@@ -21,6 +21,7 @@ public sealed unsafe partial class CpuKernels
         const string op = "Scale";
         var acc = OpsCheck.Host(op, x, "x");
         OpsCheck.On(op, acc, y, "y");
+        Guard.Writable(op, y, "y");
         Guard.SameShape(op, x, "x", y, "y");
         OpsCheck.SameOrDisjoint(op, x, "x", y, "y");
         BinaryPass(ElementOp.Scale, x.Pointer, x.Pointer, y.Pointer, y.Length, s);
@@ -31,6 +32,7 @@ public sealed unsafe partial class CpuKernels
         const string op = "Axpy";
         var acc = OpsCheck.Host(op, x, "x");
         OpsCheck.On(op, acc, y, "y");
+        Guard.Writable(op, y, "y");
         Guard.SameShape(op, x, "x", y, "y");
         OpsCheck.SameOrDisjoint(op, x, "x", y, "y");
         BinaryPass(ElementOp.Axpy, x.Pointer, y.Pointer, y.Pointer, y.Length, alpha);
@@ -41,6 +43,7 @@ public sealed unsafe partial class CpuKernels
         const string op = "Copy";
         var acc = OpsCheck.Host(op, src, "src");
         OpsCheck.On(op, acc, dst, "dst");
+        Guard.Writable(op, dst, "dst");
         Guard.Length(op, dst, "dst", src.Length);
         // memmove semantics: overlapping views copy correctly.
         long bytes = 4L * src.Length;
@@ -50,6 +53,7 @@ public sealed unsafe partial class CpuKernels
     public void Fill(Tensor t, float value)
     {
         OpsCheck.Host("Fill", t, "t");
+        Guard.Writable("Fill", t, "t");
         new Span<float>(t.Pointer, t.Length).Fill(value);
     }
 
@@ -58,6 +62,7 @@ public sealed unsafe partial class CpuKernels
         var acc = OpsCheck.Host(op, a, "a");
         OpsCheck.On(op, acc, b, "b");
         OpsCheck.On(op, acc, y, "y");
+        Guard.Writable(op, y, "y");
         Guard.SameShape(op, a, "a", b, "b");
         Guard.SameShape(op, a, "a", y, "y");
         OpsCheck.SameOrDisjoint(op, a, "a", y, "y");

@@ -11,6 +11,7 @@ public sealed partial class CpuKernels
     {
         const string op = "MatMul";
         var s = MatMulShape.Of(op, a, b, c, "c", transA, transB);
+        Guard.Writable(op, c, "c");
         Guard.Finite(op, alpha, nameof(alpha));
         Guard.Finite(op, beta, nameof(beta));
         s.Run(this, a, transA, s.StrideA, b, transB, s.StrideB, c, s.StrideC, s.M, s.N, s.K, alpha, beta);
@@ -26,6 +27,7 @@ public sealed partial class CpuKernels
         OnCpu(op, a, "a");
         Guard.On(op, a.Accelerator, b, "b");
         Guard.On(op, a.Accelerator, c, "c");
+        Guard.Writable(op, c, "c");
         if (m < 0) throw new ArgumentOutOfRangeException(nameof(m), m, $"{op}: m must not be negative");
         if (n < 0) throw new ArgumentOutOfRangeException(nameof(n), n, $"{op}: n must not be negative");
         if (k < 0) throw new ArgumentOutOfRangeException(nameof(k), k, $"{op}: k must not be negative");
@@ -69,7 +71,8 @@ public sealed partial class CpuKernels
     internal unsafe void Gemm(Tensor a, bool transA, Tensor b, bool transB, Tensor c, float alpha, float beta)
     {
         int m = c.Dim(0), n = c.Dim(1), k = transA ? a.Dim(0) : a.Dim(1);
-        var g = new GemmProblem(a.Pointer, a.Dim(1), transA, b.Pointer, b.Dim(1), transB, c.Pointer, c.Dim(1), m, n, k, alpha, beta);
+        var g = new GemmProblem(a.Pointer, a.Dim(1), transA, b.Pointer, b.Dim(1), transB, c.Pointer, c.Dim(1), m, n, k, alpha, beta,
+            b.IsFrozen ? b : null);
         GemmDriver.Multiply(g, GemmKernel.Select(GemmWidth), Threads);
     }
 
@@ -80,7 +83,12 @@ public sealed partial class CpuKernels
     private unsafe void RunBatched(GemmProblem first, nint strideA, nint strideB, nint strideC, int batch)
     {
         var kernel = GemmKernel.Select(GemmWidth);
-        if (batch == 1 || strideC == 0)
+        if (batch == 1)
+        {
+            GemmDriver.Multiply(first, kernel, Threads); // keeps a frozen B's panels
+            return;
+        }
+        if (strideC == 0)
         {
             for (int i = 0; i < batch; i++)
             {
@@ -168,8 +176,10 @@ public sealed partial class CpuKernels
             Tensor output, int strideOut, int m, int n, int k, float alpha, float beta)
         {
             if (Batch == 0) return;
+            // A whole frozen matrix as the shared B operand (a weight) is read from its pre-packed panels.
+            var frozenB = Batch == 1 && y.IsFrozen && y.Rank == 2 ? y : null;
             var g = new GemmProblem(x.Pointer, x.Dim(-1), transX, y.Pointer, y.Dim(-1), transY, output.Pointer, output.Dim(-1),
-                m, n, k, alpha, beta);
+                m, n, k, alpha, beta, frozenB);
             kernels.RunBatched(g, strideX, strideY, strideOut, Batch);
         }
     }

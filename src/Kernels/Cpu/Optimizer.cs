@@ -9,6 +9,7 @@ public sealed unsafe partial class CpuKernels
         const string op = "AdamW";
         var acc = OpsCheck.Host(op, param, "param");
         OpsCheck.On(op, acc, grad, "grad");
+        Guard.Writable(op, param, "param");
         OpsCheck.On(op, acc, m, "m");
         OpsCheck.On(op, acc, v, "v");
         Guard.SameShape(op, param, "param", grad, "grad");

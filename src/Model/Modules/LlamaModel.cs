@@ -14,7 +14,9 @@ public sealed class LlamaModel
 
     /// <param name="trainable">
     /// Make every weight a trainable leaf (full-weight training, e.g. pre-training a small base): gradients
-    /// then land in the weights themselves; LoRA cannot be attached. Default: frozen weights.
+    /// then land in the weights themselves; LoRA cannot be attached. Default: frozen weights, and the weights'
+    /// tensors are frozen with them (<see cref="LlamaWeights.Freeze"/>): change them only after
+    /// <see cref="LlamaWeights.Unfreeze"/>, which a trainable model does itself.
     /// </param>
     public LlamaModel(LlamaWeights weights, RopeTable? rope = null, bool trainable = false)
     {
@@ -25,6 +27,8 @@ public sealed class LlamaModel
         if (Rope.HeadDim != c.HeadDim)
             throw new ArgumentException($"LlamaModel: RoPE table covers head_dim {Rope.HeadDim}, the model has {c.HeadDim}", nameof(rope));
         IsTrainable = trainable;
+        if (trainable) weights.Unfreeze();
+        else weights.Freeze();
         Embedding = trainable ? Var.Leaf(weights.TokenEmbedding, requiresGrad: true) : Var.Constant(weights.TokenEmbedding);
         blocks = new LlamaBlock[c.Layers];
         for (int l = 0; l < blocks.Length; l++) blocks[l] = new LlamaBlock(c, weights.Layers[l], Rope, l, trainable);

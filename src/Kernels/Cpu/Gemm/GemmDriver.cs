@@ -34,14 +34,15 @@ internal static unsafe class GemmDriver
             SmallM.Multiply(g, (long)g.N * g.K >= SmallM.ParallelWeights ? threads : 1);
             return;
         }
+        var problem = g.FrozenB is { } frozen && g.Packed is null ? g.WithPacked(PackedPanels.For(frozen, g, kernel)) : g;
         if (g.Volume < ParallelVolume) threads = 1;
         if (threads == 1)
         {
-            Blocked(g, kernel);
+            Blocked(problem, kernel);
             return;
         }
         var job = Job.Current;
-        int parts = job.Plan(g, kernel, threads);
+        int parts = job.Plan(problem, kernel, threads);
         WorkerPool.Run(job, parts);
     }
 
@@ -101,11 +102,12 @@ internal static unsafe class GemmDriver
     {
         int mr = kernel.MR, nr = kernel.NR;
         // Balance the K slices, the row blocks and the column blocks so that none is a sliver.
-        int kcStep = CeilDiv(g.K, CeilDiv(g.K, kernel.KC));
+        int kcStep = SliceDepth(g.K, kernel);
         int mcStep = RoundUp(CeilDiv(g.M, CeilDiv(g.M, kernel.MC)), mr);
         int ncStep = RoundUp(CeilDiv(g.N, CeilDiv(g.N, kernel.NC)), nr);
         float* packedA = Workspace.PackedA(mcStep * kcStep);
-        float* packedB = Workspace.PackedB(ncStep * kcStep);
+        var prepacked = g.Packed;
+        float* packedB = prepacked is null ? Workspace.PackedB(ncStep * kcStep) : null;
         float* edge = stackalloc float[mr * nr];
         var run = kernel.Run;
         for (int jc = 0; jc < g.N; jc += ncStep)
@@ -115,7 +117,8 @@ internal static unsafe class GemmDriver
             {
                 int kc = Math.Min(kcStep, g.K - pc);
                 float beta = pc == 0 ? g.Beta : 1f; // later K slices add onto the first
-                PackBBlock(g, pc, kc, jc, nc, nr, packedB);
+                if (prepacked is null) PackBBlock(g, pc, kc, jc, nc, nr, packedB);
+                else packedB = prepacked.Block(pc, kc, g.PackedColumn + jc);
                 for (int ic = 0; ic < g.M; ic += mcStep)
                 {
                     int mc = Math.Min(mcStep, g.M - ic);
@@ -146,8 +149,11 @@ internal static unsafe class GemmDriver
         }
     }
 
+    /// <summary>Depth of the K slices of a product with inner dimension <paramref name="k"/>: balanced, none a sliver.</summary>
+    internal static int SliceDepth(int k, GemmKernel kernel) => CeilDiv(k, CeilDiv(k, kernel.KC));
+
     /// <summary>Rows [pc, pc+kc) and columns [jc, jc+nc) of op(B) into consecutive kc x nr panels.</summary>
-    private static void PackBBlock(in GemmProblem g, int pc, int kc, int jc, int nc, int nr, float* packedB)
+    internal static void PackBBlock(in GemmProblem g, int pc, int kc, int jc, int nc, int nr, float* packedB)
     {
         int panelsB = CeilDiv(nc, nr);
         for (int first = 0; first < panelsB; first += PanelsPerPackPass)

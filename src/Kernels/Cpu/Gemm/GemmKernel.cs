@@ -57,11 +57,20 @@ internal sealed unsafe class GemmKernel
     public delegate*<int, float*, float*, float*, nint, float, float, void> Run { get; }
 }
 
-/// <summary>One C = alpha op(A) op(B) + beta C on raw row-major storage with leading dimensions.</summary>
+/// <summary>
+/// One C = alpha op(A) op(B) + beta C on raw row-major storage with leading dimensions. When B is a whole
+/// frozen matrix, <see cref="FrozenB"/> names it so the driver can use (and on first use build) its pre-packed
+/// panels; <see cref="Packed"/> is then set and <see cref="PackedColumn"/> says which column of the packed
+/// matrix is column 0 of this problem.
+/// </summary>
 internal readonly unsafe struct GemmProblem(
     float* a, nint lda, bool transA, float* b, nint ldb, bool transB, float* c, nint ldc,
-    int m, int n, int k, float alpha, float beta)
+    int m, int n, int k, float alpha, float beta, Tensor? frozenB = null, PackedPanels? packed = null, int packedColumn = 0)
 {
+    public readonly Tensor? FrozenB = frozenB;
+    public readonly PackedPanels? Packed = packed;
+    public readonly int PackedColumn = packedColumn;
+
     public readonly float* A = a;
     public readonly nint Lda = lda;
     public readonly bool TransA = transA;
@@ -76,16 +85,20 @@ internal readonly unsafe struct GemmProblem(
     public readonly float Alpha = alpha;
     public readonly float Beta = beta;
 
-    public GemmProblem WithBeta(float beta) => new(A, Lda, TransA, B, Ldb, TransB, C, Ldc, M, N, K, Alpha, beta);
+    public GemmProblem WithBeta(float beta) => new(A, Lda, TransA, B, Ldb, TransB, C, Ldc, M, N, K, Alpha, beta, FrozenB, Packed, PackedColumn);
+
+    /// <summary>The same product reading B from its pre-packed panels.</summary>
+    public GemmProblem WithPacked(PackedPanels panels) => new(A, Lda, TransA, B, Ldb, TransB, C, Ldc, M, N, K, Alpha, Beta, FrozenB, panels, 0);
 
     /// <summary>Rows [i0, i0+m) of op(A) and C.</summary>
     public GemmProblem Rows(int i0, int m) =>
-        new(TransA ? A + i0 : A + i0 * Lda, Lda, TransA, B, Ldb, TransB, C + i0 * Ldc, Ldc, m, N, K, Alpha, Beta);
+        new(TransA ? A + i0 : A + i0 * Lda, Lda, TransA, B, Ldb, TransB, C + i0 * Ldc, Ldc, m, N, K, Alpha, Beta, FrozenB, Packed, PackedColumn);
 
     /// <summary>Columns [j0, j0+n) of op(B) and C.</summary>
     public GemmProblem Columns(int j0, int n) =>
-        new(A, Lda, TransA, TransB ? B + j0 * Ldb : B + j0, Ldb, TransB, C + j0, Ldc, M, n, K, Alpha, Beta);
+        new(A, Lda, TransA, TransB ? B + j0 * Ldb : B + j0, Ldb, TransB, C + j0, Ldc, M, n, K, Alpha, Beta, FrozenB, Packed, PackedColumn + j0);
 
+    /// <summary>Another product of the same shape at other addresses (batched GEMM): no frozen B.</summary>
     public GemmProblem At(float* a, float* b, float* c) => new(a, Lda, TransA, b, Ldb, TransB, c, Ldc, M, N, K, Alpha, Beta);
 
     /// <summary>Multiply-add count, as a long (for the parallel threshold).</summary>
