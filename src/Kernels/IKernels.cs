@@ -100,6 +100,15 @@ public interface IKernels
     /// <summary>dLogits += dLoss * (softmax(logits) - onehot(target)) / validCount on valid rows.</summary>
     void CrossEntropyBackward(Tensor logits, ReadOnlySpan<int> targets, Tensor lse, Tensor dLogits, float dLoss = 1f, int ignoreIndex = -100);
 
+    /// <summary>
+    /// The loss and its gradient in one pass over each row, for a loss that ends the graph: returns what
+    /// <see cref="CrossEntropy"/> returns (and saves lse), and WRITES (does not accumulate)
+    /// dLogits = scale * (softmax(logits) - onehot(target)) / validCount on valid rows and 0 on ignored rows.
+    /// dLogits may be logits itself: the logits are then replaced by their gradient (no second buffer, one
+    /// read and one write of the logits).
+    /// </summary>
+    float CrossEntropyWithGradient(Tensor logits, ReadOnlySpan<int> targets, Tensor lse, Tensor dLogits, float scale = 1f, int ignoreIndex = -100);
+
     // ---------------------------------------------------------------- optimizer and reductions
 
     /// <summary>One in-place AdamW step on param with moments m and v (all the same shape).</summary>

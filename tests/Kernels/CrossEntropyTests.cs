@@ -65,6 +65,60 @@ public class CrossEntropyTests
         Check.RelativeNorm(numeric.Select(v => 2 * v).ToArray(), dl.ToArray(), 1e-5, "dLogits accumulated twice");
     }
 
+    [Theory]
+    [InlineData(1, 7, false)]
+    [InlineData(4, 33, true)]
+    [InlineData(5, 32000, true)]   // parallel rows, real vocabulary size, in place
+    [InlineData(6, 1001, false)]
+    public void FusedLossAndGradientMatchTheSeparateOps(int rows, int vocab, bool inPlace)
+    {
+        var rng = new Rng(rows * 7 + vocab);
+        float[] logits = rng.Uniform(rows * vocab, -6f, 6f);
+        int[] targets = rng.Ints(rows, 0, vocab);
+        if (rows > 2) targets[1] = Ignore;
+        using var tl = Tensor(acc, logits, "logits", rows, vocab);
+        using var lse = acc.Allocate([rows], "lse");
+        using var other = acc.FromArray(rng.Uniform(rows * vocab), [rows, vocab]); // garbage: must be overwritten
+        var dl = inPlace ? tl : other;
+        float loss = K.CrossEntropyWithGradient(tl, targets, lse, dl, 0.7f, Ignore);
+        double expected = CrossEntropyReference.Loss(D(logits), vocab, targets, Ignore, out var expectedLse);
+        Assert.Equal(expected, loss, 1e-5 * Math.Max(1, Math.Abs(expected)));
+        var lseValues = lse.ToArray();
+        for (int r = 0; r < rows; r++)
+            if (targets[r] != Ignore) Assert.Equal(expectedLse[r], lseValues[r], 2e-6 * Math.Max(1, Math.Abs(expectedLse[r])));
+        Check.RelativeNorm(AnalyticGradient(D(logits), vocab, targets, 0.7), dl.ToArray(), 1e-5, "dLogits (written)");
+        if (rows > 2) Assert.All(dl.ToArray().AsSpan(vocab, vocab).ToArray(), v => Assert.Equal(0f, v)); // ignored row zeroed
+    }
+
+    [Fact]
+    public void FusedGradientMatchesFiniteDifferences()
+    {
+        const int rows = 3, vocab = 13;
+        var rng = new Rng(78);
+        float[] logits = rng.Uniform(rows * vocab, -3f, 3f);
+        int[] targets = [5, Ignore, 12];
+        var numeric = FiniteDifference.Gradient(v => 2.5 * CrossEntropyReference.Loss(v, vocab, targets, Ignore, out _), D(logits));
+        using var tl = Tensor(acc, logits, "logits", rows, vocab);
+        using var lse = acc.Allocate([rows], "lse");
+        K.CrossEntropyWithGradient(tl, targets, lse, tl, 2.5f, Ignore);
+        Check.RelativeNorm(numeric, tl.ToArray(), 1e-5, "in-place dLogits vs finite differences");
+    }
+
+    [Fact]
+    public void FusedOpRefusesPartialOverlapAndAllIgnoredGivesZero()
+    {
+        using var logits = acc.Allocate([2, 4], "logits");
+        using var lse = acc.Allocate([2], "lse");
+        using var shifted = acc.Allocate([3, 4], "storage");
+        var overlap = shifted.Slice(1, 2);
+        using var partner = acc.Allocate([2, 4], "partner");
+        var view = partner.Slice(0, 2);
+        Assert.Contains("dLogits", Assert.Throws<ArgumentException>(() => K.CrossEntropyWithGradient(shifted.Slice(0, 2), [0, 1], lse, overlap)).Message);
+        K.Fill(logits, 3f);
+        Assert.Equal(0f, K.CrossEntropyWithGradient(logits, [Ignore, Ignore], lse, view));
+        Assert.All(partner.ToArray(), v => Assert.Equal(0f, v));
+    }
+
     [Fact]
     public void LargeLogitsAreStableAndAllIgnoredGivesZero()
     {

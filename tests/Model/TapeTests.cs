@@ -58,6 +58,41 @@ public sealed class TapeTests
     }
 
     [Fact]
+    public void FusedLinearCrossEntropyEqualsLinearThenCrossEntropy()
+    {
+        var rng = new Rng(12);
+        var x = Param(rng, "x", 7, 10);
+        var w = Param(rng, "w", 23, 10);
+        int[] targets = [3, -100, 22, 0, 5, 5, 17];
+        (float Loss, float[] Dx, float[] Dw) Run(bool fused)
+        {
+            x.ZeroGrad();
+            w.ZeroGrad();
+            using var tape = new Tape(Acc);
+            var loss = fused ? tape.LinearCrossEntropy(x, w, targets) : tape.CrossEntropy(tape.Linear(x, w), targets);
+            var scaled = tape.Scale(loss, 1.7f); // the backward must honour an incoming dLoss other than 1
+            tape.Backward(scaled);
+            return (loss.Value.ToArray()[0], x.Grad!.ToArray(), w.Grad!.ToArray());
+        }
+        var plain = Run(fused: false);
+        var fusedRun = Run(fused: true);
+        Assert.Equal(plain.Loss, fusedRun.Loss, 1e-5f);
+        Check.RelativeNorm(plain.Dx.Select(v => (double)v).ToArray(), fusedRun.Dx, 1e-5, "dx");
+        Check.RelativeNorm(plain.Dw.Select(v => (double)v).ToArray(), fusedRun.Dw, 1e-5, "dW");
+
+        double Eval()
+        {
+            using var t = new Tape(Acc);
+            using var _ = t.NoGrad();
+            return 1.7 * t.LinearCrossEntropy(x, w, targets).Value.ToArray()[0];
+        }
+        x.ZeroGrad();
+        w.ZeroGrad();
+        using (var tape = new Tape(Acc)) tape.Backward(tape.Scale(tape.LinearCrossEntropy(x, w, targets), 1.7f));
+        GradCheck.PerTensor(Eval, [x, w], rng, 1e-2, 2e-2, "fused linear cross-entropy");
+    }
+
+    [Fact]
     public void BackwardAccumulatesIntoLeavesAcrossTapes()
     {
         var rng = new Rng(2);

@@ -47,6 +47,71 @@ public sealed unsafe partial class CpuKernels
         }
     }
 
+    public float CrossEntropyWithGradient(Tensor logits, ReadOnlySpan<int> targets, Tensor lse, Tensor dLogits, float scale = 1f, int ignoreIndex = -100)
+    {
+        const string op = "CrossEntropyWithGradient";
+        int valid = CheckCrossEntropy(op, logits, targets, lse, ignoreIndex);
+        OpsCheck.On(op, logits.Accelerator, dLogits, "dLogits");
+        Guard.SameShape(op, logits, "logits", dLogits, "dLogits");
+        Guard.Writable(op, dLogits, "dLogits");
+        OpsCheck.SameOrDisjoint(op, logits, "logits", dLogits, "dLogits");
+        OpsCheck.Disjoint(op, logits, "logits", lse, "lse");
+        OpsCheck.Disjoint(op, dLogits, "dLogits", lse, "lse");
+        Guard.Finite(op, scale, nameof(scale));
+        int rows = targets.Length, vocab = logits.Dim(-1);
+        float rowScale = valid == 0 ? 0f : scale / valid;
+        float* x = logits.Pointer, l = lse.Pointer, dx = dLogits.Pointer;
+        double total;
+        fixed (int* t = targets)
+        {
+            if ((long)rows * vocab < CrossEntropyParallelElements || rows < 2)
+                total = LossAndGradientRows(x, t, l, dx, 0, rows, vocab, ignoreIndex, rowScale);
+            else
+                total = LossAndGradientParallel(x, t, l, dx, rows, vocab, ignoreIndex, rowScale);
+        }
+        return valid == 0 ? 0f : (float)(total / valid);
+    }
+
+    private double LossAndGradientParallel(float* x, int* t, float* l, float* dx, int rows, int vocab, int ignoreIndex, float scale) =>
+        SumOverRowParts(rows, (r0, n) => LossAndGradientRows(x, t, l, dx, r0, n, vocab, ignoreIndex, scale));
+
+    /// <summary>Per row (still in cache after its lse pass): loss, lse, then the gradient written over dx (which may be x).</summary>
+    private static double LossAndGradientRows(float* x, int* targets, float* lse, float* dx, int row0, int count, int vocab, int ignoreIndex, float scale)
+    {
+        double total = 0;
+        for (int row = row0; row < row0 + count; row++)
+        {
+            int target = targets[row];
+            float* xr = x + (long)row * vocab, dr = dx + (long)row * vocab;
+            if (target == ignoreIndex)
+            {
+                lse[row] = 0f;
+                new Span<float>(dr, vocab).Clear();
+                continue;
+            }
+            total += CrossEntropyRows(x, targets, lse, row, 1, vocab, ignoreIndex); // reads x[target] before dx overwrites it
+            switch (VectorMath.Width)
+            {
+                case 512: SoftmaxGradientRow<Lanes512, Vector512<float>>(xr, dr, vocab, lse[row], target, scale); break;
+                case 256: SoftmaxGradientRow<Lanes256, Vector256<float>>(xr, dr, vocab, lse[row], target, scale); break;
+                default: SoftmaxGradientRow<Lanes128, Vector128<float>>(xr, dr, vocab, lse[row], target, scale); break;
+            }
+        }
+        return total;
+    }
+
+    /// <summary>dr = scale * (exp(xr - lse) - onehot(target)); dr may be xr.</summary>
+    private static void SoftmaxGradientRow<S, TV>(float* xr, float* dr, int vocab, float lse, int target, float scale)
+        where S : ISimdLanes<TV> where TV : struct
+    {
+        int w = S.Count, i = 0;
+        var vs = S.Splat(scale);
+        var vl = S.Splat(lse);
+        for (; i <= vocab - w; i += w) S.Store(S.Mul(vs, VectorMath.Exp<S, TV>(S.Sub(S.Load(xr + i), vl))), dr + i);
+        for (; i < vocab; i++) dr[i] = scale * MathF.Exp(xr[i] - lse);
+        dr[target] -= scale;
+    }
+
     /// <summary>Shared checks; returns the number of rows whose target is not the ignore index.</summary>
     private static int CheckCrossEntropy(string op, Tensor logits, ReadOnlySpan<int> targets, Tensor lse, int ignoreIndex)
     {
@@ -71,15 +136,18 @@ public sealed unsafe partial class CpuKernels
         return valid;
     }
 
-    private double CrossEntropyParallel(float* x, int* t, float* l, int rows, int vocab, int ignoreIndex)
+    private double CrossEntropyParallel(float* x, int* t, float* l, int rows, int vocab, int ignoreIndex) =>
+        SumOverRowParts(rows, (r0, n) => CrossEntropyRows(x, t, l, r0, n, vocab, ignoreIndex));
+
+    /// <summary>sum of part(r0, n) over about equal row ranges, one per thread, added in part order (independent of scheduling).</summary>
+    private double SumOverRowParts(int rows, Func<int, int, double> part)
     {
-        // One partial sum per part, added in part order: the result does not depend on scheduling.
         int parts = Math.Min(Threads, rows);
         var partial = new double[parts];
         ParallelFor(parts, k =>
         {
             int r0 = (int)((long)rows * k / parts), r1 = (int)((long)rows * (k + 1) / parts);
-            partial[k] = CrossEntropyRows(x, t, l, r0, r1 - r0, vocab, ignoreIndex);
+            partial[k] = part(r0, r1 - r0);
         });
         double total = 0;
         foreach (double p in partial) total += p;

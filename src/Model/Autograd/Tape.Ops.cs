@@ -268,5 +268,40 @@ public sealed partial class Tape
         return output;
     }
 
+    /// <summary>
+    /// Mean next-token cross-entropy of the logits x W^T, fused: the logits [T, V] (the largest tensor of a
+    /// language-model step) are computed, turned into their own gradient in one pass while still in cache
+    /// (<see cref="IKernels.CrossEntropyWithGradient"/>), and only that one buffer is kept for the backward, which
+    /// is two GEMMs scaled by the incoming dLoss. Same value and gradients as Linear followed by CrossEntropy.
+    /// </summary>
+    public Var LinearCrossEntropy(Var x, Var weight, ReadOnlySpan<int> targets, int ignoreIndex = -100)
+    {
+        BeginOp("LinearCrossEntropy");
+        if (x.Value.Rank != 2)
+            throw new ArgumentException($"LinearCrossEntropy on {Name}: x has shape {x.Value.ShapeString}, expected [T, in]", nameof(x));
+        int rows = x.Value.Dim(0), vocab = weight.Value.Dim(0);
+        var logits = Rent([rows, vocab], "logits");
+        K.MatMul(x.Value, weight.Value, logits, transB: true);
+        var lse = Rent([rows], "crossentropy.lse");
+        bool grad = NeedsGrad(x, weight);
+        // With a gradient to come, the logits buffer becomes dLoss/dlogits for dLoss = 1.
+        float mean = grad
+            ? K.CrossEntropyWithGradient(logits, targets, lse, logits, 1f, ignoreIndex)
+            : K.CrossEntropy(logits, targets, lse, ignoreIndex);
+        var loss = Rent([1], "loss");
+        K.Fill(loss, mean);
+        var output = Output(loss, grad, "loss");
+        if (grad)
+        {
+            Record("LinearCrossEntropy", output, () =>
+            {
+                float dLoss = output.Grad!.ToArray()[0];
+                if (x.GradForAccumulate() is { } dx) K.MatMul(logits, weight.Value, dx, alpha: dLoss, beta: 1f);
+                if (weight.GradForAccumulate() is { } dw) K.MatMul(logits, x.Value, dw, transA: true, alpha: dLoss, beta: 1f);
+            });
+        }
+        return output;
+    }
+
     private static int[] ShapeOf(Tensor t) => t.Shape.ToArray();
 }

@@ -147,7 +147,7 @@ public sealed class LlamaModel
     {
         if (targets.Length != ids.Length)
             throw new ArgumentException($"LlamaModel.Loss: {targets.Length} targets for {ids.Length} tokens", nameof(targets));
-        return tape.CrossEntropy(Forward(tape, ids), targets);
+        return Head.CrossEntropy(tape, Hidden(tape, Embed(tape, ids), default, null), targets);
     }
 
     /// <summary>

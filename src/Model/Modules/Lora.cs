@@ -81,6 +81,10 @@ public sealed partial class Linear(Var weight)
     /// <summary>x [T, in] -> [T, out].</summary>
     public Var Forward(Tape tape, Var x) =>
         Adapter is null ? tape.Linear(x, Weight) : tape.Lora(x, Weight, Adapter.A, Adapter.B, Adapter.Scale);
+
+    /// <summary>Mean cross-entropy of the projection's output (the LM head's logits) against targets: fused when no adapter is attached.</summary>
+    public Var CrossEntropy(Tape tape, Var x, ReadOnlySpan<int> targets) =>
+        Adapter is null ? tape.LinearCrossEntropy(x, Weight, targets) : tape.CrossEntropy(Forward(tape, x), targets);
 }
 
 /// <summary>Root-mean-square normalisation with a gain (frozen unless <paramref name="trainable"/>).</summary>

@@ -206,6 +206,12 @@ public sealed class UioModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(tape);
         ArgumentNullException.ThrowIfNull(memories);
+        return Base.Head.Forward(tape, DecoderHidden(tape, tokens, memories, local));
+    }
+
+    /// <summary>The decoder's final hidden states [T, dim] (before the head) for one segment given the memories before it.</summary>
+    private Var DecoderHidden(Tape tape, ReadOnlySpan<int> tokens, IReadOnlyList<Memory> memories, KvCache? local)
+    {
         int memoryTokens = memories.Sum(m => m.Tokens);
         var positions = new int[tokens.Length];
         int start = memoryTokens + (local?.Length ?? 0);
@@ -217,8 +223,7 @@ public sealed class UioModel : IDisposable
             var states = tape.ConcatRows(memories.Select(m => m.States[layer]).ToArray());
             return TransferKv(tape, states, layer);
         }
-        var hidden = Base.Hidden(tape, Base.Embed(tape, tokens), positions, local, Prefix);
-        return Base.Head.Forward(tape, hidden);
+        return Base.Hidden(tape, Base.Embed(tape, tokens), positions, local, Prefix);
     }
 
     /// <summary>Mean next-token cross-entropy of the decoder on one segment given the memories before it.</summary>
@@ -226,7 +231,9 @@ public sealed class UioModel : IDisposable
     {
         if (targets.Length != tokens.Length)
             throw new ArgumentException($"UioModel.DecoderLoss: {targets.Length} targets for {tokens.Length} tokens", nameof(targets));
-        return tape.CrossEntropy(Decode(tape, tokens, memories), targets);
+        ArgumentNullException.ThrowIfNull(tape);
+        ArgumentNullException.ThrowIfNull(memories);
+        return Base.Head.CrossEntropy(tape, DecoderHidden(tape, tokens, memories, null), targets);
     }
 
     public void Dispose()
