@@ -7,7 +7,7 @@ public sealed unsafe partial class CudaKernels
     // ------------------------------------------------------------------------------------------ attention
 
     /// <summary>Head dimensions of the attention instantiations; D is served by the smallest that holds it.</summary>
-    public static readonly int[] AttentionHeadDims = [64, 128, 256];
+    public static IReadOnlyList<int> AttentionHeadDims { get; } = [64, 128, 256];
 
     /// <summary>The instantiation (padded head dimension) that serves head dimension <paramref name="d"/>, or 0 when none does.</summary>
     public static int AttentionVariant(int d) => AttentionHeadDims.FirstOrDefault(v => d <= v);

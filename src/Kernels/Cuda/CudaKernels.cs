@@ -27,7 +27,9 @@ public sealed unsafe partial class CudaKernels : IKernels
     internal CudaKernels(CudaAccelerator accelerator) => acc = accelerator;
 
     /// <summary>Every (source, kernel) this backend launches, for compile checks and resource reports.</summary>
-    public static IReadOnlyList<(string Source, string Kernel)> AllKernels { get; } = BuildKernelList();
+    public static IReadOnlyList<(string Source, string Kernel)> AllKernels => allKernels.Value;
+
+    private static readonly Lazy<List<(string, string)>> allKernels = new(BuildKernelList);
 
     private static List<(string, string)> BuildKernelList()
     {
@@ -100,12 +102,12 @@ public sealed unsafe partial class CudaKernels : IKernels
     // ------------------------------------------------------------------------------------------ GEMM
 
     /// <summary>Which tile the GEMM uses for an m x n x batch product on a device with <paramref name="sms"/> SMs:
-    /// the largest whose block count fills the device, else the smallest. 'l' 128x128, 'm' 64x64, 's' 32x32.</summary>
+    /// the largest that M and N both fill and whose block count fills the device, else the smallest. 'l' 128x128, 'm' 64x64, 's' 32x32.</summary>
     public static char GemmTile(int m, int n, int batch, int sms)
     {
-        long Blocks(int t) => LaunchMath.CeilDiv((long)m, t) * LaunchMath.CeilDiv((long)n, t) * batch;
-        if (Blocks(128) >= sms) return 'l';
-        if (Blocks(64) >= sms) return 'm';
+        bool Fits(int t) => Math.Min(m, n) >= t && LaunchMath.CeilDiv((long)m, t) * LaunchMath.CeilDiv((long)n, t) * batch >= sms;
+        if (Fits(128)) return 'l';
+        if (Fits(64)) return 'm';
         return 's';
     }
 

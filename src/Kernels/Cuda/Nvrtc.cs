@@ -139,13 +139,13 @@ public sealed unsafe class Nvrtc
             if (NativeLibrary.TryLoad(f, out _)) return;
     }
 
-    /// <summary>Sort key from the numbers after ".so." (libnvrtc.so.12.4.127 -> 12.4.127), longest first among equals.</summary>
+    /// <summary>Ordinal sort key from the numbers after ".so" (libnvrtc.so.12.4.127 -> 12.4.127); more specific versions sort higher, the bare .so lowest.</summary>
     internal static string VersionKey(string fileName)
     {
         int at = fileName.IndexOf(".so", StringComparison.Ordinal);
         string tail = at < 0 ? "" : fileName[(at + 3)..].TrimStart('.');
         var parts = tail.Split('.', StringSplitOptions.RemoveEmptyEntries);
-        return string.Concat(parts.Select(p => int.TryParse(p, out int v) ? v.ToString("D6") : "000000").Concat(["~"]));
+        return string.Concat(parts.Select(p => int.TryParse(p, out int v) ? v.ToString("D6") : "000000").Concat(["!"]));
     }
 
     private void Check(int result, string what)
