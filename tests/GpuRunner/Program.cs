@@ -27,6 +27,9 @@ public static class Program
     public static int Main(string[] args)
     {
         CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+        if (args.Length == 2 && args[0] == "--compile-only")
+            return CompileOnly(int.Parse(args[1].Replace("sm_", "", StringComparison.Ordinal), CultureInfo.InvariantCulture));
+
         Options o;
         try
         {
@@ -35,7 +38,7 @@ public static class Program
         catch (ArgumentException e)
         {
             Console.Error.WriteLine(e.Message);
-            Console.Error.WriteLine("usage: UioLlm.GpuRunner [--parity-only | --bench-only] [--filter TEXT] [--verbose] [--quick] [--json FILE] [--torch FILE] [--no-e2e]");
+            Console.Error.WriteLine("usage: UioLlm.GpuRunner [--compile-only ARCH] | [--parity-only | --bench-only] [--filter TEXT] [--verbose] [--quick] [--json FILE] [--torch FILE] [--no-e2e]");
             return 2;
         }
 
@@ -70,6 +73,30 @@ public static class Program
             }
         }
         return failed == 0 ? 0 : 1;
+    }
+
+    /// <summary>--compile-only ARCH: NVRTC report for an architecture (e.g. 90), no GPU needed. Exit 1 on an error, warning or spill.</summary>
+    private static int CompileOnly(int arch)
+    {
+        try
+        {
+            var results = CudaSources.CompileAll(arch);
+            int problems = 0;
+            foreach (var r in results)
+                foreach (string d in r.Diagnostics) { Console.WriteLine($"{r.Source}: {d}"); problems++; }
+            foreach (var u in results.SelectMany(r => r.Usage))
+            {
+                Console.WriteLine(u);
+                if (u.SpillStoreBytes + u.SpillLoadBytes > 0) problems++;
+            }
+            Console.WriteLine($"{results.Count} sources, {results.Sum(r => r.Usage.Count)} kernels compiled for sm_{arch}; {problems} problem(s)");
+            return problems == 0 ? 0 : 1;
+        }
+        catch (CudaException e)
+        {
+            Console.WriteLine(e.Message);
+            return 1;
+        }
     }
 
     private static Options Parse(string[] args)
