@@ -29,15 +29,25 @@ public abstract class Accelerator : IDisposable
             case AcceleratorKind.Cpu:
                 return new Cpu.CpuAccelerator(threads);
             case AcceleratorKind.Cuda:
-                throw new AcceleratorUnavailableException(CudaUnavailableReason);
+                return Cuda.CudaAccelerator.Open();
             case AcceleratorKind.Auto:
-                return new Cpu.CpuAccelerator(threads) { FallbackReason = CudaUnavailableReason };
+            {
+                string? reason;
+                try
+                {
+                    if (Cuda.CudaAccelerator.UnavailableReason() is null) return Cuda.CudaAccelerator.Open();
+                    reason = Cuda.CudaAccelerator.UnavailableReason();
+                }
+                catch (Exception e) when (e is AcceleratorUnavailableException or Cuda.CudaException)
+                {
+                    reason = e.Message;
+                }
+                return new Cpu.CpuAccelerator(threads) { FallbackReason = $"CUDA not used: {reason}; using the CPU kernels" };
+            }
             default:
                 throw new ArgumentOutOfRangeException(nameof(kind), kind, "expected Auto, Cpu or Cuda");
         }
     }
-
-    private const string CudaUnavailableReason = "CUDA backend is not available in this build; using the CPU kernels";
 
     public abstract AcceleratorKind Kind { get; }
 

@@ -199,7 +199,7 @@ public sealed partial class CpuKernels
         });
     }
 
-    private static void ThrowIfOverlapping(string op, Tensor grad, string gradName, Tensor other, string otherName)
+    internal static void ThrowIfOverlapping(string op, Tensor grad, string gradName, Tensor other, string otherName)
     {
         if (!ReferenceEquals(grad.Memory, other.Memory)) return;
         if (grad.Offset < other.Offset + other.Length && other.Offset < grad.Offset + grad.Length)
@@ -211,7 +211,7 @@ public sealed partial class CpuKernels
 internal readonly record struct AttentionShape(int Batch, int Tq, int Tk, int Hq, int Hkv, int D, float Scale)
 {
     /// <summary>Check q, k, v, lse, the mask and the scale; every message names the op and the tensor.</summary>
-    public static AttentionShape Check(string op, Tensor q, Tensor k, Tensor v, Tensor lse, AttentionMask mask, float? scale)
+    public static AttentionShape Check(string op, Tensor q, Tensor k, Tensor v, Tensor lse, AttentionMask mask, float? scale, bool host = true)
     {
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
@@ -219,7 +219,7 @@ internal readonly record struct AttentionShape(int Batch, int Tq, int Tk, int Hq
         ArgumentNullException.ThrowIfNull(lse);
         if (q.Rank != 3 && q.Rank != 4)
             throw new ArgumentException($"{op}: q has shape {q.ShapeString}, expected rank 3 [Tq, Hq, D] or rank 4 [B, Tq, Hq, D]", nameof(q));
-        if (!q.Memory.IsHostAccessible)
+        if (host && !q.Memory.IsHostAccessible)
             throw new ArgumentException($"{op}: q {q.ShapeString} is not in host memory ({q.Accelerator.Description}); the CPU kernels need CPU tensors", nameof(q));
         bool batched = q.Rank == 4;
         int batch = batched ? q.Dim(0) : 1;

@@ -113,9 +113,9 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <summary>Shared checks; returns the number of rows whose target is not the ignore index.</summary>
-    private static int CheckCrossEntropy(string op, Tensor logits, ReadOnlySpan<int> targets, Tensor lse, int ignoreIndex)
+    internal static int CheckCrossEntropy(string op, Tensor logits, ReadOnlySpan<int> targets, Tensor lse, int ignoreIndex, bool host = true)
     {
-        var acc = OpsCheck.Host(op, logits, "logits");
+        var acc = OpsCheck.First(op, logits, "logits", host);
         OpsCheck.On(op, acc, lse, "lse");
         if (logits.Rank < 2 || logits.Dim(-1) == 0)
             throw new ArgumentException($"{op}: logits has shape {logits.ShapeString}, expected [T, V] with V > 0", nameof(logits));

@@ -32,9 +32,9 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <summary>Shared checks; returns d. Every id is checked before any memory is touched.</summary>
-    private static int CheckEmbedding(string op, Tensor table, string tableName, ReadOnlySpan<int> ids, Tensor rows, string rowsName)
+    internal static int CheckEmbedding(string op, Tensor table, string tableName, ReadOnlySpan<int> ids, Tensor rows, string rowsName, bool host = true)
     {
-        var acc = OpsCheck.Host(op, table, tableName);
+        var acc = OpsCheck.First(op, table, tableName, host);
         OpsCheck.On(op, acc, rows, rowsName);
         Guard.Rank(op, table, tableName, 2, "[V, d]");
         int vocab = table.Dim(0), d = table.Dim(1);

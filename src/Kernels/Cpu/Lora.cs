@@ -47,15 +47,16 @@ public sealed partial class CpuKernels
     }
 
     /// <summary>Checked LoRA sizes: x [.., In] flattened to Rows, W [Out, In], A [Rank, In], B [Out, Rank].</summary>
-    private readonly record struct LoraShape(int Rows, int In, int Out, int Rank)
+    internal readonly record struct LoraShape(int Rows, int In, int Out, int Rank)
     {
-        public static LoraShape Of(string op, Tensor x, Tensor w, Tensor loraA, Tensor loraB, float scale)
+        public static LoraShape Of(string op, Tensor x, Tensor w, Tensor loraA, Tensor loraB, float scale, bool host = true)
         {
             ArgumentNullException.ThrowIfNull(x);
             ArgumentNullException.ThrowIfNull(w);
             ArgumentNullException.ThrowIfNull(loraA);
             ArgumentNullException.ThrowIfNull(loraB);
-            OnCpu(op, x, "x");
+            if (host) OnCpu(op, x, "x");
+            else x.Memory.ThrowIfDisposed();
             Guard.On(op, x.Accelerator, w, "w");
             Guard.On(op, x.Accelerator, loraA, "loraA");
             Guard.On(op, x.Accelerator, loraB, "loraB");

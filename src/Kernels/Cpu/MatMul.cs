@@ -116,7 +116,7 @@ public sealed partial class CpuKernels
     }
 
     /// <summary>Every element a strided layout addresses (rows x cols per matrix, batch matrices) lies inside the tensor.</summary>
-    private static void CheckLayout(string op, Tensor t, string name, MatrixLayout l, int rows, int cols, int batch)
+    internal static void CheckLayout(string op, Tensor t, string name, MatrixLayout l, int rows, int cols, int batch)
     {
         string where = $"{op}: {name} layout (offset {l.Offset}, leading dim {l.LeadingDim}, batch stride {l.BatchStride})";
         if (l.Offset < 0) throw new ArgumentException($"{where} has a negative offset", name);
@@ -130,7 +130,7 @@ public sealed partial class CpuKernels
     }
 
     /// <summary>Output matrices of different batch entries must not share elements (they would race).</summary>
-    private static void CheckNoOverlap(string op, Tensor t, string name, MatrixLayout l, int rows, int cols, int batch)
+    internal static void CheckNoOverlap(string op, Tensor t, string name, MatrixLayout l, int rows, int cols, int batch)
     {
         if (batch <= 1 || rows == 0 || cols == 0) return;
         long stride = l.BatchStride, span = (long)(rows - 1) * l.LeadingDim + cols;
@@ -141,14 +141,15 @@ public sealed partial class CpuKernels
     }
 
     /// <summary>The GEMM dimensions and batch strides of a checked tensor-level MatMul.</summary>
-    private readonly record struct MatMulShape(int Batch, int M, int N, int K, int StrideA, int StrideB, int StrideC)
+    internal readonly record struct MatMulShape(int Batch, int M, int N, int K, int StrideA, int StrideB, int StrideC)
     {
-        public static MatMulShape Of(string op, Tensor a, Tensor b, Tensor c, string cName, bool transA, bool transB)
+        public static MatMulShape Of(string op, Tensor a, Tensor b, Tensor c, string cName, bool transA, bool transB, bool host = true)
         {
             ArgumentNullException.ThrowIfNull(a);
             ArgumentNullException.ThrowIfNull(b);
             ArgumentNullException.ThrowIfNull(c);
-            OnCpu(op, a, "a");
+            if (host) OnCpu(op, a, "a");
+            else a.Memory.ThrowIfDisposed();
             Guard.On(op, a.Accelerator, b, "b");
             Guard.On(op, a.Accelerator, c, cName);
             if (a.Rank is not (2 or 3)) Guard.Rank(op, a, "a", 2, transA ? "[K, M] or [batch, K, M]" : "[M, K] or [batch, M, K]");

@@ -13,6 +13,18 @@ internal static class OpsCheck
         return t.Accelerator;
     }
 
+    /// <summary>
+    /// The first tensor of an op on any backend (not null, not disposed); with <paramref name="host"/> it must be on the CPU.
+    /// Lets another backend reuse the CPU ops' shape checks.
+    /// </summary>
+    public static Accelerator First(string op, Tensor? t, string name, bool host)
+    {
+        if (host) return Host(op, t, name);
+        if (t is null) throw new ArgumentNullException(name, $"{op}: {name} is null");
+        t.Memory.ThrowIfDisposed();
+        return t.Accelerator;
+    }
+
     /// <summary>Every other tensor of the op: not null and on the same accelerator as the first.</summary>
     public static void On(string op, Accelerator acc, Tensor? t, string name)
     {

@@ -45,7 +45,7 @@ public sealed unsafe partial class CpuKernels
     private void AdamWParallel(float* p, float* g, float* m, float* v, int n, AdamWConstants k) =>
         OpsParallel.Ranges(Threads, n, (s, c) => AdamWRange(p + s, g + s, m + s, v + s, c, k));
 
-    private static void CheckAdamWStep(AdamWStep step)
+    internal static void CheckAdamWStep(AdamWStep step)
     {
         const string op = "AdamW";
         if (step.Step < 1) throw new ArgumentOutOfRangeException(nameof(step), step.Step, $"{op}: step.Step is {step.Step}; steps count from 1");

@@ -86,9 +86,9 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <summary>Shared checks; returns the number of rows (x.Length / d).</summary>
-    private static int CheckRmsNorm(string op, Tensor x, Tensor weight, Tensor rstd, float eps)
+    internal static int CheckRmsNorm(string op, Tensor x, Tensor weight, Tensor rstd, float eps, bool host = true)
     {
-        var acc = OpsCheck.Host(op, x, "x");
+        var acc = OpsCheck.First(op, x, "x", host);
         OpsCheck.On(op, acc, weight, "weight");
         OpsCheck.On(op, acc, rstd, "rstd");
         Guard.Rank(op, weight, "weight", 1, "[d]");

@@ -31,11 +31,11 @@ public sealed unsafe partial class CpuKernels
     }
 
     /// <summary>Batch B, tokens per batch T, heads H, head size D; positions has T or B*T entries.</summary>
-    private readonly record struct RopeShape(int Batch, int Tokens, int Heads, int HeadDim, bool SharedPositions);
+    internal readonly record struct RopeShape(int Batch, int Tokens, int Heads, int HeadDim, bool SharedPositions);
 
-    private static RopeShape CheckRope(string op, Tensor x, string name, ReadOnlySpan<int> positions, RopeTable table)
+    internal static RopeShape CheckRope(string op, Tensor x, string name, ReadOnlySpan<int> positions, RopeTable table, bool host = true)
     {
-        OpsCheck.Host(op, x, name);
+        OpsCheck.First(op, x, name, host);
         if (table is null) throw new ArgumentNullException(nameof(table), $"{op}: table is null");
         if (x.Rank is not (3 or 4))
             throw new ArgumentException($"{op}: {name} has shape {x.ShapeString}, expected [T, H, D] or [B, T, H, D]", name);
