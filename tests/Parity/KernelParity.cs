@@ -417,6 +417,17 @@ public static class KernelParity
                 c.Device.Kernels.CrossEntropyBackward(logits.Dev, targets, lse.Dev, dl.Dev, 0.7f);
                 c.Compare("dLogits", dl, 1e-6, 1e-4);
             });
+            Add("CrossEntropyWithGradient", $"T={t} V={v} (in place)", c =>
+            {
+                var targets = c.Ints(t, 0, v);
+                if (t > 2) targets[1] = -100;
+                var logits = c.Pair(c.Uniform(t * v, -8, 8), t, v); var lse = c.Random(t);
+                float lr = c.Reference.Kernels.CrossEntropyWithGradient(logits.Ref, targets, lse.Ref, logits.Ref, 0.7f);
+                float ld = c.Device.Kernels.CrossEntropyWithGradient(logits.Dev, targets, lse.Dev, logits.Dev, 0.7f);
+                c.CompareScalar("loss", lr, ld, 1e-4, 1e-5);
+                c.Compare("lse", lse, 1e-4, 1e-5);
+                c.Compare("dLogits", logits, 1e-6, 1e-4);
+            });
         }
 
         // ------------------------------------------------------------------ optimizer, reductions, elementwise

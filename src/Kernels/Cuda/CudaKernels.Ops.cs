@@ -269,6 +269,34 @@ public sealed unsafe partial class CudaKernels
         }
     }
 
+    public float CrossEntropyWithGradient(Tensor logits, ReadOnlySpan<int> targets, Tensor lse, Tensor dLogits, float scale = 1f, int ignoreIndex = -100)
+    {
+        const string op = "CrossEntropyWithGradient";
+        if (logits is not null) Device(op, logits, "logits");
+        int valid = CpuKernels.CheckCrossEntropy(op, logits!, targets, lse, ignoreIndex, host: false);
+        OpsCheck.On(op, acc, dLogits, "dLogits");
+        Guard.SameShape(op, logits!, "logits", dLogits, "dLogits");
+        Guard.Writable(op, dLogits, "dLogits");
+        OpsCheck.SameOrDisjoint(op, logits!, "logits", dLogits, "dLogits");
+        OpsCheck.Disjoint(op, logits!, "logits", lse, "lse");
+        OpsCheck.Disjoint(op, dLogits, "dLogits", lse, "lse");
+        Guard.Finite(op, scale, nameof(scale));
+        int rows = targets.Length, vocab = logits!.Dim(-1);
+        if (rows == 0) return 0f;
+        using var loss = acc.Scratch.Rent(rows);
+        lock (stagingLock)
+        {
+            ulong pt = Stage(targets);
+            Launch(LossSource, "cross_entropy_fused", Rows(rows), logits, KernelArg.Pointer(pt), lse, loss, dLogits, rows, vocab, ignoreIndex,
+                valid == 0 ? 0f : scale / valid);
+        }
+        if (valid == 0) return 0f;
+        var perRow = loss.ToArray();
+        double total = 0;
+        for (int t = 0; t < rows; t++) total += perRow[t];
+        return (float)(total / valid);
+    }
+
     // ------------------------------------------------------------------------------------------ optimizer
 
     public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, AdamWStep step)

@@ -40,7 +40,7 @@ public sealed unsafe partial class CudaKernels : IKernels
         list.Add((AttentionSource, "attn_bwd_delta"));
         list.Add((RopeSource, "rope"));
         foreach (string k in new[] { "rmsnorm_fwd", "rmsnorm_bwd_dx", "rmsnorm_bwd_dw", "swiglu_fwd", "swiglu_bwd" }) list.Add((NormSource, k));
-        foreach (string k in new[] { "embedding_fwd", "embedding_bwd", "cross_entropy_fwd", "cross_entropy_bwd" }) list.Add((LossSource, k));
+        foreach (string k in new[] { "embedding_fwd", "embedding_bwd", "cross_entropy_fwd", "cross_entropy_bwd", "cross_entropy_fused" }) list.Add((LossSource, k));
         list.Add((OptimizerSource, "adamw"));
         list.Add((OptimizerSource, "sum_squares"));
         foreach (string k in new[] { "ew_add", "ew_mul", "ew_scale", "ew_axpy" }) list.Add((ElementwiseSource, k));

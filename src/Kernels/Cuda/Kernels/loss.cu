@@ -59,3 +59,36 @@ extern "C" __global__ void cross_entropy_bwd(const float* __restrict__ logits, c
         dlogits[e] += scale * (p - (j == target ? 1.0f : 0.0f));
     }
 }
+
+// The loss and its gradient in one pass per row (one block per row), for a loss that ends the graph:
+// lse and loss[row] as cross_entropy_fwd, then dlogits[row, j] = scale * (exp(x - lse) - [j == target]) WRITTEN
+// (0 on an ignored row). dlogits may be logits itself: every read of the row happens before the first write.
+extern "C" __global__ void cross_entropy_fused(const float* logits, const int* __restrict__ targets, float* __restrict__ lse,
+    float* __restrict__ loss, float* dlogits, int rows, int vocab, int ignore_index, float scale)
+{
+    __shared__ float scratch[32];
+    for (int row = blockIdx.x; row < rows; row += gridDim.x)
+    {
+        const float* x = logits + (i64)row * vocab;
+        float* g = dlogits + (i64)row * vocab;
+        int target = targets[row];
+        float mx = uio_neg_inf();
+        for (int j = threadIdx.x; j < vocab; j += blockDim.x) mx = fmaxf(mx, x[j]);
+        mx = block_max(mx, scratch);
+        float s = 0.0f;
+        for (int j = threadIdx.x; j < vocab; j += blockDim.x) s += expf(x[j] - mx);
+        s = block_sum(s, scratch);
+        float l = mx + logf(s);
+        if (threadIdx.x == 0)
+        {
+            lse[row] = target == ignore_index ? 0.0f : l;
+            loss[row] = target == ignore_index ? 0.0f : l - x[target];
+        }
+        __syncthreads(); // x[target] is read before the row is overwritten
+        if (target == ignore_index)
+            for (int j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = 0.0f;
+        else
+            for (int j = threadIdx.x; j < vocab; j += blockDim.x) g[j] = scale * (expf(x[j] - l) - (j == target ? 1.0f : 0.0f));
+        __syncthreads();
+    }
+}
