@@ -66,6 +66,22 @@ public class RopeTests
         Check.Close(RopeReference.Forward(D(x), 1, t, h, d, pos, table), ty.ToArray(), 3e-6, 1e-5, $"y ({kind})");
     }
 
+    [Fact]
+    public void KeptAnglesGrowWithThePositionsAskedFor()
+    {
+        const int h = 3, d = 16;
+        var table = RopeTable.Create(d, 500, null, RopeLayout.HalfSplit);
+        var rng = new Rng(3);
+        foreach (int[] pos in new[] { new[] { 5 }, new[] { 3000, 2 }, new[] { 1, 65_535, 65_536 }, new[] { 300 } })
+        {
+            float[] x = rng.Uniform(pos.Length * h * d);
+            using var tx = Tensor(acc, x, "x", pos.Length, h, d);
+            using var ty = acc.Allocate([pos.Length, h, d], "y");
+            K.Rope(tx, ty, pos, table);
+            Check.Close(RopeReference.Forward(D(x), 1, pos.Length, h, d, pos, table), ty.ToArray(), 3e-6, 1e-5, $"y at {string.Join(",", pos)}");
+        }
+    }
+
     [Theory, MemberData(nameof(Widths), MemberType = typeof(Ops))]
     public void InPlaceAndBatchAxis(int width)
     {

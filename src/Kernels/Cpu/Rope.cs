@@ -52,23 +52,70 @@ public sealed unsafe partial class CpuKernels
         return new RopeShape(b, t, h, d, shared);
     }
 
+    /// <summary>Positions below which a table's cos / sin rows are kept (computed once per table and direction).</summary>
+    private const int RopeCachedPositions = 1 << 16;
+
+    /// <summary>Per table: the cos / sin rows of positions [0, n) for the forward (index 0) and inverse (1) rotation.</summary>
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<RopeTable, RopeAngles?[]> ropeAngles = new();
+
+    /// <summary>cos and sin rows (<see cref="Width"/> floats per position) of positions [0, <see cref="Positions"/>).</summary>
+    private sealed class RopeAngles(int positions, int width)
+    {
+        public readonly int Positions = positions, Width = width;
+        public readonly float[] Cos = new float[positions * width], Sin = new float[positions * width];
+    }
+
     private void RunRope(RopeShape s, float* src, float* dst, ReadOnlySpan<int> positions, RopeTable table, bool backward)
     {
-        int count = positions.Length;
+        int count = positions.Length, maxPosition = 0;
+        foreach (int p in positions) maxPosition = Math.Max(maxPosition, p);
+        var angles = maxPosition < RopeCachedPositions ? AnglesFor(table, backward, maxPosition + 1) : null;
         fixed (int* pos = positions)
+        fixed (float* cos = angles?.Cos, sin = angles?.Sin)
         {
+            var rows = new RopeRows(cos, sin, angles?.Width ?? 0);
             if ((long)s.Batch * s.Tokens * s.Heads * s.HeadDim < RopeParallelElements || count < 2)
-                RopePositions(s, src, dst, pos, 0, count, table, backward);
+                RopePositions(s, src, dst, pos, 0, count, table, backward, rows);
             else
-                RopeParallel(s, src, dst, pos, count, table, backward);
+                RopeParallel(s, src, dst, pos, count, table, backward, rows);
         }
     }
 
-    private void RopeParallel(RopeShape s, float* src, float* dst, int* pos, int count, RopeTable table, bool backward) =>
-        OpsParallel.Ranges(Threads, count, (p0, n) => RopePositions(s, src, dst, pos, p0, n, table, backward));
+    /// <summary>The kept rows of a table (cos / sin per position), or none (Width 0): then angles are computed per position.</summary>
+    private readonly struct RopeRows(float* cos, float* sin, int width)
+    {
+        public readonly float* Cos = cos, Sin = sin;
+        public readonly int Width = width;
+    }
 
-    /// <summary>Rotate every row that uses positions[p0 .. p0+n): one trig evaluation per position entry.</summary>
-    private static void RopePositions(RopeShape s, float* src, float* dst, int* pos, int p0, int n, RopeTable table, bool backward)
+    /// <summary>The table's rows for at least <paramref name="positions"/> positions, built (grown by doubling) on demand.</summary>
+    private static RopeAngles AnglesFor(RopeTable table, bool backward, int positions)
+    {
+        var slots = ropeAngles.GetValue(table, _ => new RopeAngles?[2]);
+        int which = backward ? 1 : 0;
+        var current = Volatile.Read(ref slots[which]);
+        if (current is not null && current.Positions >= positions) return current;
+        lock (slots)
+        {
+            current = slots[which];
+            if (current is not null && current.Positions >= positions) return current;
+            bool interleaved = table.Layout == RopeLayout.Interleaved;
+            int width = interleaved ? table.HeadDim : table.HeadDim / 2;
+            int n = Math.Min(RopeCachedPositions, Math.Max(positions, Math.Max(256, (current?.Positions ?? 0) * 2)));
+            var built = new RopeAngles(n, width);
+            fixed (float* cos = built.Cos, sin = built.Sin)
+                for (int p = 0; p < n; p++)
+                    FillRopeAngles(p, table, cos + (nint)p * width, sin + (nint)p * width, interleaved, backward ? -1f : 1f);
+            Volatile.Write(ref slots[which], built);
+            return built;
+        }
+    }
+
+    private void RopeParallel(RopeShape s, float* src, float* dst, int* pos, int count, RopeTable table, bool backward, RopeRows rows) =>
+        OpsParallel.Ranges(Threads, count, (p0, n) => RopePositions(s, src, dst, pos, p0, n, table, backward, rows));
+
+    /// <summary>Rotate every row that uses positions[p0 .. p0+n): kept cos / sin rows, or one trig evaluation per position entry.</summary>
+    private static void RopePositions(RopeShape s, float* src, float* dst, int* pos, int p0, int n, RopeTable table, bool backward, RopeRows kept)
     {
         bool interleaved = table.Layout == RopeLayout.Interleaved;
         int half = s.HeadDim / 2, width = interleaved ? s.HeadDim : half;
@@ -77,13 +124,19 @@ public sealed unsafe partial class CpuKernels
             ropeCos = new float[width];
             ropeSin = new float[width];
         }
-        fixed (float* cos = ropeCos, sin = ropeSin)
+        fixed (float* ownCos = ropeCos, ownSin = ropeSin)
         {
             int rowLength = s.Heads * s.HeadDim;
             int rowsPerPosition = s.SharedPositions ? s.Batch : 1;
             for (int p = p0; p < p0 + n; p++)
             {
-                FillRopeAngles(pos[p], table, cos, sin, interleaved, backward ? -1f : 1f);
+                float* cos = ownCos, sin = ownSin;
+                if (kept.Width > 0)
+                {
+                    cos = kept.Cos + (nint)pos[p] * kept.Width;
+                    sin = kept.Sin + (nint)pos[p] * kept.Width;
+                }
+                else FillRopeAngles(pos[p], table, cos, sin, interleaved, backward ? -1f : 1f);
                 for (int b = 0; b < rowsPerPosition; b++)
                 {
                     // Shared positions: entry p serves token p of every batch element.
