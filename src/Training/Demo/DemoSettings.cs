@@ -19,7 +19,8 @@ public sealed record DemoSettings
     public int Layers { get; init; } = 4;
     public int Heads { get; init; } = 4;
     public int HiddenDim { get; init; } = 192;
-    public int KeyDigits { get; init; } = 5;
+    /// <summary>Digits of a passkey; three digits are one token (one of 900 keys).</summary>
+    public int KeyDigits { get; init; } = 3;
     /// <summary>Optimizer steps of pre-training, each over <see cref="PretrainBatch"/> windows.</summary>
     public int PretrainSteps { get; init; } = 600;
     public int PretrainBatch { get; init; } = 8;

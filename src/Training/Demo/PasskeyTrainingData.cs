@@ -21,7 +21,7 @@ public sealed class PasskeyTrainingData : ITrainingData
             throw new ArgumentException($"PasskeyTrainingData: need {gap + 2} <= min segments ({minSegments}) <= max segments ({maxSegments}) for a gap of {gap}");
         if (documents.NeedleLength + 1 > segmentLength)
             throw new ArgumentException($"PasskeyTrainingData: a segment of {segmentLength} tokens cannot hold the needle ({documents.NeedleLength} tokens) after BOS");
-        if (documents.Question.Length + documents.KeyDigits > segmentLength)
+        if (documents.Question.Length + documents.KeyTokens > segmentLength)
             throw new ArgumentException($"PasskeyTrainingData: a segment of {segmentLength} tokens cannot hold the question and answer");
         this.documents = documents;
         this.seed = seed;
