@@ -27,13 +27,15 @@ internal static class DemoCommand
         Directory.CreateDirectory(o.Out);
 
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
+        bool interactive = Interactive(output, console);
+        if (!interactive) console.Profile.Width = 160;   // files and pipes: no wrapping of the tables
         var clock = Stopwatch.StartNew();
         console.MarkupLine($"[bold]uio demo[/]{(o.Quick ? " --quick" : "")}: a tiny Llama with a {settings.Window}-token window learns passkey retrieval; "
             + $"UIO memory ({settings.Window / settings.MemoryTokens}x) is trained with truncated BPTT and with the unbiased estimator; seed {settings.Seed}");
 
         var runner = new DemoRunner(settings, progress: null);   // for the method names
         DemoResult result;
-        if (Interactive(output, console))
+        if (interactive)
         {
             result = null!;
             console.Progress().AutoClear(false).HideCompleted(false)

@@ -17,7 +17,7 @@ public sealed class CharVocabulary
     /// <summary>The characters with an id, in id order (from id 3).</summary>
     public const string Characters = " 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.,?!:;'-#\n";
 
-    private const int FirstNumberId = FirstCharId + 75;   // Characters.Length
+    private static readonly int FirstNumberId = FirstCharId + Characters.Length;
     private readonly int[] idOf = new int[128];
 
     public CharVocabulary()
