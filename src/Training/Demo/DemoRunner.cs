@@ -51,7 +51,7 @@ public sealed class DemoRunner
     public const string PretrainPhase = "pre-training the base";
     public const string EvaluatePhase = "passkey evaluation";
 
-    private const int IgnoreTarget = -100;
+    private const int IgnoreTarget = SegmentLoop.IgnoreTarget;
     private readonly DemoSettings settings;
     private readonly IProgress<DemoProgress>? progress;
     private readonly string? runFolder;
@@ -177,7 +177,8 @@ public sealed class DemoRunner
 
     /// <summary>The UIO training stream: needles more than S segments before the question's segment.</summary>
     public PasskeyTrainingData UioData() =>
-        new(documents, Seeds.Derive(settings.Seed, 2), settings.Window, settings.MinSegments, settings.MaxSegments, settings.EstimatorWindow);
+        new(documents, Seeds.Derive(settings.Seed, 2), settings.Window, settings.MinSegments, settings.MaxSegments, settings.EstimatorWindow,
+            settings.UioAnswerOnly);
 
     private UioModel TrainUio(LlamaModel model, string method, string folder, EstimatorFactory estimators)
     {

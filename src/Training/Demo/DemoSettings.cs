@@ -36,6 +36,8 @@ public sealed record DemoSettings
     public int UioSteps { get; init; } = 150;
     public int UioDocumentsPerStep { get; init; } = 1;
     public float UioLearningRate { get; init; } = 2e-3f;
+    /// <summary>UIO training scores only the answer (true) or every next token (false).</summary>
+    public bool UioAnswerOnly { get; init; } = true;
     /// <summary>Training documents are this many segments long (drawn uniformly per document).</summary>
     public int MinSegments { get; init; } = 4;
     public int MaxSegments { get; init; } = 8;

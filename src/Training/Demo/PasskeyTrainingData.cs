@@ -6,15 +6,17 @@ namespace UioLlm.Training.Demo;
 /// document, so the question and the answer are read by the last segment's decoder, while the needle ends
 /// before segment T - 1 - <c>gap</c>: more than <c>gap</c> segments back, only memory can supply the key.
 /// </summary>
-public sealed class PasskeyTrainingData : ITrainingData
+public sealed class PasskeyTrainingData : ITargetedTrainingData
 {
     private readonly PasskeyDocuments documents;
     private readonly int seed, segmentLength, minSegments, maxSegments, gap;
     private long index;
 
     /// <param name="gap">Segments that must lie between the needle's last segment and the question's segment.</param>
-    public PasskeyTrainingData(PasskeyDocuments documents, int seed, int segmentLength, int minSegments, int maxSegments, int gap)
+    /// <param name="answerOnly">Score only the answer (<see cref="NextWithTargets"/>); otherwise every next token.</param>
+    public PasskeyTrainingData(PasskeyDocuments documents, int seed, int segmentLength, int minSegments, int maxSegments, int gap, bool answerOnly = false)
     {
+        AnswerOnly = answerOnly;
         ArgumentNullException.ThrowIfNull(documents);
         ArgumentOutOfRangeException.ThrowIfNegative(gap);
         if (minSegments < gap + 2 || maxSegments < minSegments)
@@ -42,7 +44,18 @@ public sealed class PasskeyTrainingData : ITrainingData
         }
     }
 
+    /// <summary>Whether only the answer is scored.</summary>
+    public bool AnswerOnly { get; }
+
     public int[] Next() => Document(index++).Tokens;
+
+    public (int[] Tokens, int[] Targets) NextWithTargets()
+    {
+        var document = Document(index++);
+        var targets = document.Tokens[1..];
+        if (AnswerOnly) Array.Fill(targets, Estimators.SegmentLoop.IgnoreTarget, 0, targets.Length - document.AnswerTokens);
+        return (document.Tokens, targets);
+    }
 
     /// <summary>Document <paramref name="i"/> of the stream.</summary>
     public PasskeyDocument Document(long i)
