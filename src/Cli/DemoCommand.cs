@@ -26,9 +26,16 @@ internal static class DemoCommand
         var settings = (o.Quick ? DemoSettings.Quick : DemoSettings.Default) with { Seed = o.Seed, Threads = o.Threads };
         Directory.CreateDirectory(o.Out);
 
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
-        bool interactive = Interactive(output, console);
-        if (!interactive) console.Profile.Width = 160;   // files and pipes: no wrapping of the tables
+        // A live progress bar only on a real terminal; tests, files and pipes get plain lines without escapes.
+        bool terminal = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected;
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(output),
+            Ansi = terminal ? AnsiSupport.Detect : AnsiSupport.No,
+            ColorSystem = terminal ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
+        });
+        bool interactive = terminal && console.Profile.Capabilities.Interactive;
+        if (!interactive) console.Profile.Width = 160;   // no wrapping of the tables
         var clock = Stopwatch.StartNew();
         console.MarkupLine($"[bold]uio demo[/]{(o.Quick ? " --quick" : "")}: a tiny Llama with a {settings.Window}-token window learns passkey retrieval; "
             + $"UIO memory ({settings.Window / settings.MemoryTokens}x) is trained with truncated BPTT and with the unbiased estimator; seed {settings.Seed}");
@@ -80,10 +87,6 @@ internal static class DemoCommand
         console.MarkupLineInterpolated($"total {Minutes(clock.Elapsed)} on {result.Device}");
         return 0;
     });
-
-    /// <summary>A live progress bar only on a real terminal; tests and redirected output get plain lines.</summary>
-    private static bool Interactive(TextWriter output, IAnsiConsole console) =>
-        ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected && console.Profile.Capabilities.Interactive;
 
     private static string Percent(double accuracy) => accuracy.ToString("P0", CultureInfo.InvariantCulture);
 

@@ -265,9 +265,7 @@ public sealed class DemoRunner
     {
         var prompt = document.Prompt;
         int keep = Math.Min(prompt.Length, settings.Window - documents.KeyTokens);
-        var ans = vocabulary.Decode(new Generator(model).Generate(prompt[^keep..], Greedy).Tokens);
-        if (Environment.GetEnvironmentVariable("UIO_DEMO_DEBUG") is not null) Console.Error.WriteLine($"[{vocabulary.Decode(prompt[^keep..])}] -> {ans} (key {document.Key})");
-        return ans;
+        return vocabulary.Decode(new Generator(model).Generate(prompt[^keep..], Greedy).Tokens);
     }
 
     private string StreamingAnswer(LlamaModel model, PasskeyDocument document)

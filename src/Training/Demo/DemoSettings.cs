@@ -16,13 +16,13 @@ public sealed record DemoSettings
     /// <summary>The base model's context (its window); also the UIO segment length l.</summary>
     public int Window { get; init; } = 64;
     public int Dim { get; init; } = 64;
-    public int Layers { get; init; } = 4;
+    public int Layers { get; init; } = 2;
     public int Heads { get; init; } = 4;
     public int HiddenDim { get; init; } = 192;
     /// <summary>Digits of a passkey; three digits are one token (one of 900 keys).</summary>
     public int KeyDigits { get; init; } = 3;
     /// <summary>Optimizer steps of pre-training, each over <see cref="PretrainBatch"/> windows.</summary>
-    public int PretrainSteps { get; init; } = 600;
+    public int PretrainSteps { get; init; } = 3000;
     public int PretrainBatch { get; init; } = 8;
     public float PretrainLearningRate { get; init; } = 3e-3f;
 
@@ -33,9 +33,9 @@ public sealed record DemoSettings
     public float Alpha { get; init; } = 32;
     /// <summary>Truncation window and reservoir size S.</summary>
     public int EstimatorWindow { get; init; } = 2;
-    public int UioSteps { get; init; } = 150;
+    public int UioSteps { get; init; } = 2000;
     public int UioDocumentsPerStep { get; init; } = 1;
-    public float UioLearningRate { get; init; } = 2e-3f;
+    public float UioLearningRate { get; init; } = 5e-3f;
     /// <summary>UIO training scores only the answer (true) or every next token (false).</summary>
     public bool UioAnswerOnly { get; init; } = true;
     /// <summary>Training documents are this many segments long (drawn uniformly per document).</summary>
