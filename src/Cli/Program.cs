@@ -28,9 +28,11 @@ public static class Program
         var train = TrainCli(output, error);
         var eval = EvalCli(output, error);
         var bench = BenchCli(output, error);
+        var demo = DemoCli(output, error);
 
         var root = new RootCommand("uio: long-context language models with compressed memory (UIO-LLMs). "
-            + "With no command, runs a quick kernel check on this machine.");
+            + "With no command, runs the built-in demo (`uio demo`: passkey retrieval beyond the window, a few minutes, no download).");
+        root.Subcommands.Add(demo);
         root.Subcommands.Add(kernels);
         root.Subcommands.Add(generate);
         root.Subcommands.Add(tokenize);
@@ -38,10 +40,25 @@ public static class Program
         root.Subcommands.Add(train);
         root.Subcommands.Add(eval);
         root.Subcommands.Add(bench);
-        root.SetAction(_ => KernelsCommand.Run(threads: 0, quick: true, output, error));
+        root.SetAction(_ => DemoCommand.Run(new DemoCommand.Options(DefaultDemoFolder, Seed: 0, Threads: 0, Quick: false), output, error));
 
         var config = new InvocationConfiguration { Output = output, Error = error };
         return root.Parse(args).Invoke(config);
+    }
+
+    private const string DefaultDemoFolder = "uio-demo";
+
+    private static Command DemoCli(TextWriter output, TextWriter error)
+    {
+        var outDir = new Option<string>("--out") { Description = "Folder for the table (CSV), the chart (SVG) and the training runs", DefaultValueFactory = _ => DefaultDemoFolder };
+        var seed = new Option<int>("--seed") { Description = "Seed of everything (weights, data, estimators): one seed, one result", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var quick = new Option<bool>("--quick") { Description = "Tiny everything (seconds; for tests, the numbers mean nothing)" };
+        var command = new Command("demo", "The built-in demo: pre-train a tiny Llama, train UIO memory (TBPTT vs unbiased), "
+            + "passkey accuracy vs context length for base / StreamingLLM / UIO (table, CSV, SVG)");
+        foreach (var o in new Option[] { outDir, seed, threads, quick }) command.Options.Add(o);
+        command.SetAction(p => DemoCommand.Run(new DemoCommand.Options(p.GetValue(outDir)!, p.GetValue(seed), p.GetValue(threads), p.GetValue(quick)), output, error));
+        return command;
     }
 
     private static Command GenerateCli(TextWriter output, TextWriter error)

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using UioLlm.Model;
 using UioLlm.Model.Autograd;
 using UioLlm.Model.Uio;
+using UioLlm.Training.Estimators;
 using UioLlm.Training.Optim;
 
 namespace UioLlm.Training;
@@ -15,7 +16,8 @@ namespace UioLlm.Training;
 /// d(sum_t J_t)/dTheta, where J_t is the mean cross-entropy of segment t's l tokens;</item>
 /// <item>scale the sum by 1 / (total segments of the k documents): since every segment scores l tokens, the
 /// gradient is that of the mean cross-entropy per scored token over the step (the per-token mean, not the
-/// mean per document), and the reported loss is that same mean;</item>
+/// mean per document), and the reported loss is that same mean; with targeted data
+/// (<see cref="ITargetedTrainingData"/>) only segments that score something are counted;</item>
 /// <item>clip the global norm to <see cref="TrainingOptions.MaxGradNorm"/>; take the AdamW step at the
 /// scheduled learning rate; zero the gradients.</item>
 /// </list>
@@ -177,13 +179,23 @@ public sealed class Trainer : IDisposable
         int segments = 0, tokens = 0;
         for (int d = 0; d < Options.DocumentsPerStep; d++)
         {
-            var result = estimator.Accumulate(model, data.Next());
+            EstimateResult result;
+            if (data is ITargetedTrainingData targeted)
+            {
+                var (document, targets) = targeted.NextWithTargets();
+                result = estimator.Accumulate(model, document, targets);
+            }
+            else
+            {
+                result = estimator.Accumulate(model, data.Next());
+            }
             lossSum += result.Loss;
-            segments += result.Segments;
+            segments += data is ITargetedTrainingData ? result.ScoredSegments : result.Segments;
             tokens += result.Tokens;
         }
 
         var grads = parameters.Select(p => p.Grad!).ToArray();
+        if (segments == 0) throw new InvalidOperationException($"step {step}: no target was scored in the step's documents");
         float perToken = 1f / segments;
         foreach (var g in grads) kernels.Scale(g, perToken, g);
         float norm = GradientClipping.ClipGlobalNorm(kernels, grads, Options.MaxGradNorm);

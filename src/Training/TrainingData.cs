@@ -27,6 +27,17 @@ public interface ITrainingData
 }
 
 /// <summary>
+/// Training data whose documents come with their own targets (e.g. only an answer scored): targets[i] is what
+/// tokens[i] must predict, -100 where nothing is scored. The <see cref="Trainer"/> uses
+/// <see cref="NextWithTargets"/> instead of <see cref="ITrainingData.Next"/> when the data offers it.
+/// </summary>
+public interface ITargetedTrainingData : ITrainingData
+{
+    /// <summary>The next example (advancing <see cref="ITrainingData.Position"/> as Next does) with tokens.Length - 1 targets.</summary>
+    (int[] Tokens, int[] Targets) NextWithTargets();
+}
+
+/// <summary>
 /// A fixed list of examples held in memory, cycled epoch after epoch, optionally in a seeded order that is
 /// reshuffled every epoch (the order of an epoch depends only on the seed and the epoch number).
 /// </summary>

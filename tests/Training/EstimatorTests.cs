@@ -36,6 +36,45 @@ public sealed class EstimatorTests
     private static double RelativeError(double[] expected, double[] actual) =>
         Norm(expected.Zip(actual, (e, a) => e - a).ToArray()) / Norm(expected);
 
+    [Fact]
+    public void ExplicitTargetsScoreOnlyTheUnmaskedPositions()
+    {
+        var (uio, document) = Setup(57, segments: 3);
+        var parameters = uio.TrainableParameters().ToList();
+        double[] Run(int[]? targets, out EstimateResult result)
+        {
+            foreach (var p in parameters) p.ZeroGrad();
+            result = targets is null ? new FullBptt().Accumulate(uio, document) : new FullBptt().Accumulate(uio, document, targets);
+            return parameters.SelectMany(p => p.Grad!.ToArray().Select(v => (double)v)).ToArray();
+        }
+        // targets = document[1..] is the plain call.
+        var plain = Run(null, out var all);
+        Assert.Equal(new EstimateResult(all.Loss, 3, 3 * L, 3), all);
+        Assert.True(RelativeError(plain, Run(document[1..], out _)) < 1e-6);
+
+        // Only the last segment's last two targets scored: the loss is their mean cross-entropy alone.
+        var masked = document[1..];
+        Array.Fill(masked, SegmentLoop.IgnoreTarget, 0, masked.Length - 2);
+        var gradient = Run(masked, out var result);
+        Assert.Equal(3, result.Segments);
+        Assert.Equal(2, result.Tokens);
+        Assert.Equal(1, result.ScoredSegments);
+        Assert.True(Norm(gradient) > 0);
+        Assert.True(RelativeError(plain, gradient) > 0.1, "masking changes the gradient");
+        double expected;
+        using (var tape = new Tape(uio.Accelerator))
+        {
+            using var _ = tape.NoGrad();
+            var memories = new List<Memory> { uio.Compress(tape, document.AsSpan(0, 2 * L)) };
+            var logits = uio.Decode(tape, document.AsSpan(2 * L, L), memories).Value.ToArray();
+            int vocab = logits.Length / L;
+            expected = -(UioSession.LogSoftmaxAt(logits.AsSpan(2 * vocab, vocab), document[3 * L - 1])
+                         + UioSession.LogSoftmaxAt(logits.AsSpan(3 * vocab, vocab), document[3 * L])) / 2;
+        }
+        Assert.Equal(expected, result.Loss, 1e-4);
+        Assert.Throws<ArgumentException>(() => new FullBptt().Accumulate(uio, document, document));
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(2)]

@@ -27,8 +27,9 @@ public sealed class EstimatorCounters
 /// <summary>The result of one document's segment loop.</summary>
 /// <param name="Loss">sum over segments of the decoder loss J_t.</param>
 /// <param name="Segments">T, the segments the document was cut into.</param>
-/// <param name="Tokens">Tokens whose prediction was scored.</param>
-public readonly record struct EstimateResult(double Loss, int Segments, int Tokens);
+/// <param name="Tokens">Tokens whose prediction was scored (positions with target -100 are not).</param>
+/// <param name="ScoredSegments">Segments with at least one scored target (all T unless targets were masked).</param>
+public readonly record struct EstimateResult(double Loss, int Segments, int Tokens, int ScoredSegments);
 
 /// <summary>
 /// A gradient estimator for UIO training (UIO.md section 2): runs the segment loop over one document and
@@ -46,4 +47,11 @@ public interface IGradientEstimator
     /// the decoder reads segment t after the memories of segments 0..t-1.
     /// </summary>
     EstimateResult Accumulate(UioModel model, ReadOnlySpan<int> document);
+
+    /// <summary>
+    /// As <see cref="Accumulate(UioModel, ReadOnlySpan{int})"/>, with explicit targets: targets[i] is what
+    /// document[i] must predict (document.Length - 1 of them; -100 leaves a position unscored, e.g. to score
+    /// only an answer). J_t is the mean over segment t's scored positions (0 when it has none).
+    /// </summary>
+    EstimateResult Accumulate(UioModel model, ReadOnlySpan<int> document, ReadOnlySpan<int> targets);
 }

@@ -22,6 +22,9 @@ public abstract class SegmentLoop : IGradientEstimator
         public bool Alive => !Tape.IsFreed;
     }
 
+    /// <summary>A target that is not scored.</summary>
+    public const int IgnoreTarget = -100;
+
     private readonly List<EncoderGraph> graphs = [];
     private UioModel? model;
 
@@ -34,23 +37,33 @@ public abstract class SegmentLoop : IGradientEstimator
 
     protected UioModel Model => model ?? throw new InvalidOperationException("no document is being processed");
 
-    public EstimateResult Accumulate(UioModel uio, ReadOnlySpan<int> document)
+    public EstimateResult Accumulate(UioModel uio, ReadOnlySpan<int> document) =>
+        Accumulate(uio, document, document.IsEmpty ? document : document[1..]);
+
+    public EstimateResult Accumulate(UioModel uio, ReadOnlySpan<int> document, ReadOnlySpan<int> targets)
     {
         ArgumentNullException.ThrowIfNull(uio);
+        if (!document.IsEmpty && targets.Length != document.Length - 1)
+            throw new ArgumentException($"{Name}: {targets.Length} targets for a document of {document.Length} tokens; expected {document.Length - 1}", nameof(targets));
         int l = uio.Config.SegmentLength;
         int segments = (document.Length - 1) / l;
         if (segments < 1)
             throw new ArgumentException($"{Name}: a document of {document.Length} tokens has no whole segment of {l} tokens plus a target", nameof(document));
         model = uio;
         double total = 0;
+        int scored = 0, scoredSegments = 0;
         try
         {
             BeginDocument(segments);
             for (int t = 0; t < segments; t++)
             {
                 var tokens = document.Slice(t * l, l);
-                var targets = document.Slice(t * l + 1, l);
-                total += DecoderStep(t, tokens, targets);
+                var segmentTargets = targets.Slice(t * l, l);
+                int before = scored;
+                foreach (int target in segmentTargets)
+                    if (target != IgnoreTarget) scored++;
+                if (scored > before) scoredSegments++;
+                total += DecoderStep(t, tokens, segmentTargets);
                 AfterDecoder(t);
                 Encode(t, tokens);
                 AfterEncoder(t);
@@ -67,7 +80,7 @@ public abstract class SegmentLoop : IGradientEstimator
             graphs.Clear();
             model = null;
         }
-        return new EstimateResult(total, segments, segments * l);
+        return new EstimateResult(total, segments, scored, scoredSegments);
     }
 
     /// <summary>J_t on its own tape: forward, backward, free. Returns the loss.</summary>

@@ -1,0 +1,130 @@
+using UioLlm.Training;
+using UioLlm.Training.Data;
+using UioLlm.Training.Demo;
+
+namespace UioLlm.Tests.Training;
+
+/// <summary>The demo's vocabulary and seeded passkey documents.</summary>
+public sealed class DemoDataTests
+{
+    private static readonly CharVocabulary Vocabulary = new();
+
+    [Fact]
+    public void VocabularyTokenizesDigitsInChunksOfThreeAndRoundTrips()
+    {
+        Assert.Equal(3 + CharVocabulary.Characters.Length + 1000, Vocabulary.VocabSize);
+        var ids = Vocabulary.Encode("ab 73914.", addBos: true);
+        // BOS, a, b, space, "739", 1, 4, "."
+        Assert.Equal(8, ids.Length);
+        Assert.Equal(CharVocabulary.BosId, ids[0]);
+        Assert.Equal(Vocabulary.IdOf('1'), ids[5]);
+        Assert.Equal(Vocabulary.IdOf('4'), ids[6]);
+        Assert.True(ids[4] >= 3 + CharVocabulary.Characters.Length, "a three-digit chunk is one number token");
+        Assert.Equal("739", Vocabulary.Decode(ids.AsSpan(4, 1)));
+        Assert.Equal("ab 73914.", Vocabulary.Decode(ids));
+        Assert.Equal(1, CharVocabulary.DigitTokens(3));
+        Assert.Equal(3, CharVocabulary.DigitTokens(5));
+        Assert.Equal(2, CharVocabulary.DigitTokens(6));
+    }
+
+    [Fact]
+    public void VocabularyGivesEveryCharacterItsOwnIdAndMarksTheRest()
+    {
+        var ids = CharVocabulary.Characters.Select(Vocabulary.IdOf).ToList();
+        Assert.Equal(ids.Count, ids.Distinct().Count());
+        Assert.DoesNotContain(CharVocabulary.UnkId, ids);
+        Assert.Equal([CharVocabulary.UnkId], Vocabulary.Encode("é"));
+        Assert.Equal("\uFFFD", Vocabulary.Decode([CharVocabulary.UnkId]));
+        Assert.Equal("", Vocabulary.Decode([CharVocabulary.BosId, CharVocabulary.EosId]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Vocabulary.Decode([Vocabulary.VocabSize]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Vocabulary.Decode([-1]));
+    }
+
+    [Fact]
+    public void FillerHasTheExactLengthNoDigitsAndDependsOnTheSeed()
+    {
+        string a = PasskeyDocuments.Filler(new SeededRandom(1), 300);
+        Assert.Equal(300, a.Length);
+        Assert.DoesNotContain(a, char.IsAsciiDigit);
+        Assert.Equal(a, PasskeyDocuments.Filler(new SeededRandom(1), 300));
+        Assert.NotEqual(a, PasskeyDocuments.Filler(new SeededRandom(2), 300));
+        Assert.Equal("", PasskeyDocuments.Filler(new SeededRandom(1), 0));
+    }
+
+    [Theory]
+    [InlineData(3, 64, 1, true)]
+    [InlineData(3, 64, 0, false)]
+    [InlineData(5, 200, 90, true)]
+    public void ComposedDocumentsHoldTheNeedleWhereAskedAndEndWithTheAnswer(int digits, int total, int offset, bool bos)
+    {
+        var documents = new PasskeyDocuments(Vocabulary, digits);
+        var d = documents.Compose(new SeededRandom(7), total, offset, bos);
+        Assert.Equal(total, d.Tokens.Length);
+        Assert.Equal(digits, d.Key.Length);
+        Assert.Equal(bos, d.Tokens[0] == CharVocabulary.BosId);
+        string text = Vocabulary.Decode(d.Tokens);
+        Assert.Equal(Vocabulary.Decode(d.Tokens.AsSpan(offset)), text[(offset - (bos ? 1 : 0))..]);
+        Assert.StartsWith(PasskeyDocuments.NeedlePrefix + d.Key + ". ", Vocabulary.Decode(d.Tokens.AsSpan(offset)));
+        Assert.EndsWith(documents.Question, Vocabulary.Decode(d.Prompt));
+        Assert.Equal(d.Key, Vocabulary.Decode(d.Tokens.AsSpan(d.Prompt.Length)));
+        Assert.Equal(CharVocabulary.DigitTokens(digits), d.AnswerTokens);
+    }
+
+    [Fact]
+    public void DepthPlacesTheNeedleFromTheStartToJustBeforeTheQuestion()
+    {
+        var documents = new PasskeyDocuments(Vocabulary, 3);
+        int total = 256;
+        var first = documents.AtDepth(5, total, 0);
+        var last = documents.AtDepth(5, total, 1);
+        Assert.Equal(1, first.NeedleOffset);
+        Assert.Equal(documents.MaxNeedleOffset(total, bos: true), last.NeedleOffset);
+        Assert.EndsWith(PasskeyDocuments.NeedlePrefix + last.Key + ". " + documents.Question, Vocabulary.Decode(last.Prompt));
+        Assert.InRange(documents.AtDepth(5, total, 0.5).NeedleOffset, total / 2 - 40, total / 2 + 10);
+        Assert.Equal(first.Tokens, documents.AtDepth(5, total, 0).Tokens);
+        Assert.NotEqual(first.Tokens, documents.AtDepth(6, total, 0).Tokens);
+        Assert.Throws<ArgumentOutOfRangeException>(() => documents.AtDepth(5, total, 1.5));
+        Assert.Throws<ArgumentOutOfRangeException>(() => documents.AtDepth(5, documents.FixedLength(bos: true) - 1, 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => documents.Compose(new SeededRandom(1), total, documents.MaxNeedleOffset(total, true) + 1, bos: true));
+    }
+
+    [Fact]
+    public void TrainingStreamKeepsTheNeedleMoreThanTheGapBeforeTheQuestion()
+    {
+        const int l = 64, gap = 2;
+        var documents = new PasskeyDocuments(Vocabulary, 3);
+        var data = new PasskeyTrainingData(documents, seed: 3, l, minSegments: 4, maxSegments: 7, gap);
+        var seen = new HashSet<int>();
+        for (int i = 0; i < 40; i++)
+        {
+            var d = data.Document(i);
+            Assert.Equal(0, (d.Tokens.Length - 1) % l);
+            int segments = (d.Tokens.Length - 1) / l;
+            seen.Add(segments);
+            Assert.InRange(segments, 4, 7);
+            int needleEnd = d.NeedleOffset + documents.NeedleLength - 1;
+            Assert.True(needleEnd / l <= segments - 2 - gap, $"document {i}: needle ends in segment {needleEnd / l} of {segments}");
+            Assert.Equal(d.Key, Vocabulary.Decode(d.Tokens.AsSpan(d.Prompt.Length)));
+        }
+        Assert.True(seen.Count > 1, "segment counts vary");
+
+        var first = Enumerable.Range(0, 3).Select(_ => data.Next()).ToList();
+        data.Position = new TrainingDataPosition(0, 0);
+        Assert.Equal(first, Enumerable.Range(0, 3).Select(_ => data.Next()).ToList());
+        Assert.Equal(new TrainingDataPosition(0, 3), data.Position);
+        Assert.Throws<ArgumentOutOfRangeException>(() => data.Position = new TrainingDataPosition(1, 0));
+        Assert.Throws<ArgumentException>(() => new PasskeyTrainingData(documents, 0, l, minSegments: 3, maxSegments: 5, gap));
+    }
+
+    [Fact]
+    public void SettingsRefuseShapesThatCannotWork()
+    {
+        DemoSettings.Default.Validate();
+        DemoSettings.Quick.Validate();
+        Assert.Throws<ArgumentOutOfRangeException>(() => (DemoSettings.Quick with { Threads = -1 }).Validate());
+        Assert.Throws<ArgumentException>(() => (DemoSettings.Quick with { MemoryTokens = 5 }).Validate());
+        Assert.Throws<ArgumentException>(() => (DemoSettings.Quick with { Window = 16, MemoryTokens = 4 }).Validate());
+        Assert.Throws<ArgumentException>(() => (DemoSettings.Quick with { EvalWindows = [] }).Validate());
+        Assert.Throws<ArgumentException>(() => (DemoSettings.Quick with { Depths = [1.5] }).Validate());
+    }
+}
