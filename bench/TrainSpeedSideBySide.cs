@@ -73,7 +73,7 @@ internal static class TrainSpeedSideBySide
             if (r > 0) best = Math.Min(best, seconds);
             counters = estimator.Counters;
         }
-        // The estimator also encodes the last segment, whose memory nothing reads: that forward is not needed work.
+        // The estimator does not encode the last segment (nothing reads its memory); count at most T-1 forwards anyway.
         double work = flops.Step(Segments, Math.Min(counters!.EncoderForwards, Segments - 1), counters.EncoderBackwards);
         int decoderTokens = Segments * uio.Config.SegmentLength;
         return $"{threads,3} {best,8:F3} {decoderTokens / best,10:F0} {work / 1e9,11:F2} {work / best / 1e9,8:F1} {counters.EncoderForwards,9}/{counters.EncoderBackwards}";

@@ -65,6 +65,7 @@ public abstract class SegmentLoop : IGradientEstimator
                 if (scored > before) scoredSegments++;
                 total += DecoderStep(t, tokens, segmentTargets);
                 AfterDecoder(t);
+                if (t + 1 == segments) break; // nothing reads the last segment's memory: it is not encoded
                 Encode(t, tokens);
                 AfterEncoder(t);
             }
@@ -157,10 +158,10 @@ public abstract class SegmentLoop : IGradientEstimator
     /// <summary>Called after J_t's backward (the leaves of earlier segments hold what J_t added).</summary>
     protected virtual void AfterDecoder(int t) { }
 
-    /// <summary>Called after segment t's graph was added (Graphs[t]).</summary>
+    /// <summary>Called after segment t's graph was added (Graphs[t]); never for the document's last segment, which is not encoded.</summary>
     protected virtual void AfterEncoder(int t) { }
 
-    /// <summary>Called after the last segment: flush what is left.</summary>
+    /// <summary>Called after the last segment's decoder step: flush what is left (every graph present is read by a later J_t).</summary>
     protected virtual void EndDocument() { }
 
     /// <summary>Peak-tracking hook for estimators that change the live set.</summary>
@@ -222,9 +223,7 @@ public sealed class IncrementalTbptt(int window) : SegmentLoop
 
     protected override void EndDocument()
     {
-        int last = Graphs.Count - 1;
-        foreach (var g in Graphs)
-            if (g.Segment != last) Flush(g);   // nothing reads the last segment's memory
+        foreach (var g in Graphs) Flush(g);   // (graphs already flushed are skipped)
     }
 }
 
@@ -326,10 +325,7 @@ public sealed class UnbiasedIncremental : SegmentLoop
 
     protected override void EndDocument()
     {
-        int last = Graphs.Count - 1;
-        foreach (var g in reservoir)
-            if (g.Segment != last) Flush(g);
-            else Drop(g);
+        foreach (var g in reservoir) Flush(g);
         reservoir.Clear();
     }
 }
