@@ -75,7 +75,10 @@ public sealed unsafe partial class CpuKernels
     private double LossAndGradientParallel(float* x, int* t, float* l, float* dx, int rows, int vocab, int ignoreIndex, float scale) =>
         SumOverRowParts(rows, (r0, n) => LossAndGradientRows(x, t, l, dx, r0, n, vocab, ignoreIndex, scale));
 
-    /// <summary>Per row (still in cache after its lse pass): loss, lse, then the gradient written over dx (which may be x).</summary>
+    /// <summary>
+    /// Per row (it stays in cache across the passes): max; exp(x - max) written to dx (which may be x) and summed;
+    /// then dx scaled to scale * softmax, minus scale at the target. One exp per element; x[target] is read first.
+    /// </summary>
     private static double LossAndGradientRows(float* x, int* targets, float* lse, float* dx, int row0, int count, int vocab, int ignoreIndex, float scale)
     {
         double total = 0;
@@ -89,27 +92,64 @@ public sealed unsafe partial class CpuKernels
                 new Span<float>(dr, vocab).Clear();
                 continue;
             }
-            total += CrossEntropyRows(x, targets, lse, row, 1, vocab, ignoreIndex); // reads x[target] before dx overwrites it
-            switch (VectorMath.Width)
+            float atTarget = xr[target];
+            double rowLse = VectorMath.Width switch
             {
-                case 512: SoftmaxGradientRow<Lanes512, Vector512<float>>(xr, dr, vocab, lse[row], target, scale); break;
-                case 256: SoftmaxGradientRow<Lanes256, Vector256<float>>(xr, dr, vocab, lse[row], target, scale); break;
-                default: SoftmaxGradientRow<Lanes128, Vector128<float>>(xr, dr, vocab, lse[row], target, scale); break;
-            }
+                512 => SoftmaxGradientRow<Lanes512, Vector512<float>>(xr, dr, vocab, target, scale),
+                256 => SoftmaxGradientRow<Lanes256, Vector256<float>>(xr, dr, vocab, target, scale),
+                _ => SoftmaxGradientRow<Lanes128, Vector128<float>>(xr, dr, vocab, target, scale),
+            };
+            lse[row] = (float)rowLse;
+            total += rowLse - atTarget;
         }
         return total;
     }
 
-    /// <summary>dr = scale * (exp(xr - lse) - onehot(target)); dr may be xr.</summary>
-    private static void SoftmaxGradientRow<S, TV>(float* xr, float* dr, int vocab, float lse, int target, float scale)
+    /// <summary>dr = scale * (softmax(xr) - onehot(target)) with one exp per element; dr may be xr. Returns log(sum(exp(xr))).</summary>
+    private static double SoftmaxGradientRow<S, TV>(float* xr, float* dr, int vocab, int target, float scale)
         where S : ISimdLanes<TV> where TV : struct
     {
         int w = S.Count, i = 0;
-        var vs = S.Splat(scale);
-        var vl = S.Splat(lse);
-        for (; i <= vocab - w; i += w) S.Store(S.Mul(vs, VectorMath.Exp<S, TV>(S.Sub(S.Load(xr + i), vl))), dr + i);
-        for (; i < vocab; i++) dr[i] = scale * MathF.Exp(xr[i] - lse);
+        float max = float.NegativeInfinity;
+        if (vocab >= w)
+        {
+            var vmax = S.Load(xr);
+            for (i = w; i <= vocab - w; i += w) vmax = S.Max(vmax, S.Load(xr + i));
+            max = S.MaxAcross(vmax);
+        }
+        for (; i < vocab; i++) max = MathF.Max(max, xr[i]);
+
+        var vm = S.Splat(max);
+        TV sum0 = S.Splat(0f), sum1 = S.Splat(0f);
+        for (i = 0; i <= vocab - 2 * w; i += 2 * w)
+        {
+            var e0 = VectorMath.Exp<S, TV>(S.Sub(S.Load(xr + i), vm));
+            var e1 = VectorMath.Exp<S, TV>(S.Sub(S.Load(xr + i + w), vm));
+            S.Store(e0, dr + i);
+            S.Store(e1, dr + i + w);
+            sum0 = S.Add(sum0, e0);
+            sum1 = S.Add(sum1, e1);
+        }
+        for (; i <= vocab - w; i += w)
+        {
+            var e = VectorMath.Exp<S, TV>(S.Sub(S.Load(xr + i), vm));
+            S.Store(e, dr + i);
+            sum0 = S.Add(sum0, e);
+        }
+        double sum = S.SumAcross(S.Add(sum0, sum1));
+        for (; i < vocab; i++)
+        {
+            float e = MathF.Exp(xr[i] - max);
+            dr[i] = e;
+            sum += e;
+        }
+
+        float k = (float)(scale / sum);
+        var vk = S.Splat(k);
+        for (i = 0; i <= vocab - w; i += w) S.Store(S.Mul(vk, S.Load(dr + i)), dr + i);
+        for (; i < vocab; i++) dr[i] *= k;
         dr[target] -= scale;
+        return max + Math.Log(sum);
     }
 
     /// <summary>Shared checks; returns the number of rows whose target is not the ignore index.</summary>
