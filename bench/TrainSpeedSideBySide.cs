@@ -51,8 +51,9 @@ internal static class TrainSpeedSideBySide
             Kernels(output, accelerator, shape, threads, repeats);
         }
         output.WriteLine();
-        output.WriteLine($"{"thr",3} {"s/step",8} {"dec tok/s",10} {"GFLOP/step",11} {"GFLOP/s",8} {"enc fwd/bwd run",15}");
+        output.WriteLine($"{"thr",3} {"s/step",8} {"dec tok/s",10} {"GFLOP/step",11} {"GFLOP/s",8} {"median",8} {"steal",6} {"enc fwd/bwd run",15}");
         foreach (var row in rows) output.WriteLine(row);
+        output.WriteLine("s/step, tok/s and GFLOP/s: best step; median: GFLOP/s of the median step; steal: CPU time the hypervisor took during the steps");
         output.WriteLine("target (issue): >= 100 effective GFLOP/s on 2 threads (llm.c's plain-C trainer: ~30 on a same-size GPT-2)");
     }
 
@@ -61,8 +62,9 @@ internal static class TrainSpeedSideBySide
     /// <summary>Whole steps through the estimator (gradients zeroed before each); the first one warms up.</summary>
     private static string Step(UioModel uio, int[] document, UioStepFlops flops, int threads, int repeats)
     {
-        double best = double.MaxValue;
+        var times = new List<double>();
         EstimatorCounters? counters = null;
+        var stealBefore = CpuSteal.Read();
         for (int r = 0; r <= repeats; r++)
         {
             foreach (var p in uio.TrainableParameters()) p.ZeroGrad();
@@ -70,13 +72,38 @@ internal static class TrainSpeedSideBySide
             var clock = Stopwatch.StartNew();
             estimator.Accumulate(uio, document);
             double seconds = clock.Elapsed.TotalSeconds;
-            if (r > 0) best = Math.Min(best, seconds);
+            if (r > 0 || repeats == 0) times.Add(seconds);
             counters = estimator.Counters;
         }
+        string steal = CpuSteal.Share(stealBefore, CpuSteal.Read());
+        times.Sort();
+        double best = times[0], median = times[times.Count / 2];
         // The estimator does not encode the last segment (nothing reads its memory); count at most T-1 forwards anyway.
         double work = flops.Step(Segments, Math.Min(counters!.EncoderForwards, Segments - 1), counters.EncoderBackwards);
         int decoderTokens = Segments * uio.Config.SegmentLength;
-        return $"{threads,3} {best,8:F3} {decoderTokens / best,10:F0} {work / 1e9,11:F2} {work / best / 1e9,8:F1} {counters.EncoderForwards,9}/{counters.EncoderBackwards}";
+        return $"{threads,3} {best,8:F3} {decoderTokens / best,10:F0} {work / 1e9,11:F2} {work / best / 1e9,8:F1} {work / median / 1e9,8:F1} {steal,6} {counters.EncoderForwards,9}/{counters.EncoderBackwards}";
+    }
+
+    /// <summary>CPU time the hypervisor gave to other guests (Linux /proc/stat "steal"): on a VM it explains slow runs.</summary>
+    private static class CpuSteal
+    {
+        public static (long Steal, long Total)? Read()
+        {
+            try
+            {
+                if (!OperatingSystem.IsLinux()) return null;
+                var line = File.ReadLines("/proc/stat").First(l => l.StartsWith("cpu ", StringComparison.Ordinal));
+                var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Take(8).Select(long.Parse).ToArray();
+                return f.Length == 8 ? (f[7], f.Sum()) : null;
+            }
+            catch (IOException)
+            {
+                return null;
+            }
+        }
+
+        public static string Share((long Steal, long Total)? before, (long Steal, long Total)? after) =>
+            before is { } b && after is { } a && a.Total > b.Total ? $"{100.0 * (a.Steal - b.Steal) / (a.Total - b.Total),5:F1}%" : "n/a";
     }
 
     /// <summary>
