@@ -80,8 +80,10 @@ internal static unsafe class GemmDriver
         {
             g = problem;
             kernel = gemmKernel;
-            // On a tie, a transposed A (gathered MR floats per k step) is the dearer one to pack twice.
-            splitRows = g.M > g.N || (g.M == g.N && g.TransA);
+            // On a tie, a transposed A (gathered MR floats per k step) is the dearer one to pack twice. With B
+            // pre-packed, a row split duplicates only reads of the shared panels, much cheaper than every part
+            // packing all of A: then rows are split unless B is far wider (the LM head's forward).
+            splitRows = g.Packed is not null ? 3L * g.M > g.N : g.M > g.N || (g.M == g.N && g.TransA);
             int extent = splitRows ? g.M : g.N, unit = splitRows ? kernel.MR : kernel.NR;
             // Tile-aligned part boundaries, so only the last part has ragged tiles.
             step = RoundUp(CeilDiv(extent, threads), unit);
