@@ -38,7 +38,7 @@ internal static class DemoCommand
         if (!interactive) console.Profile.Width = 160;   // no wrapping of the tables
         var clock = Stopwatch.StartNew();
         console.MarkupLine($"[bold]uio demo[/]{(o.Quick ? " --quick" : "")}: a tiny Llama with a {settings.Window}-token window learns passkey retrieval; "
-            + $"UIO memory ({settings.Window / settings.MemoryTokens}x) is trained with truncated BPTT and with the unbiased estimator; seed {settings.Seed}");
+            + $"UIO memory (segments of {settings.SegmentLength}, {settings.SegmentLength / settings.MemoryTokens}x) is trained with truncated BPTT and with the unbiased estimator; seed {settings.Seed}");
 
         var runner = new DemoRunner(settings, progress: null);   // for the method names
         DemoResult result;

@@ -51,6 +51,30 @@ public sealed class DemoDataTests
         Assert.Equal("", PasskeyDocuments.Filler(new SeededRandom(1), 0));
     }
 
+    [Fact]
+    public void DistractorFillerHasTheExactTokenCountAndRandomNumbers()
+    {
+        var random = new SeededRandom(4);
+        for (int length = 0; length < 200; length += 7)
+        {
+            string text = PasskeyDocuments.Filler(random, length, distractors: true);
+            Assert.Equal(length, Vocabulary.Encode(text).Length);
+        }
+        string long1 = PasskeyDocuments.Filler(new SeededRandom(5), 2000, distractors: true);
+        var numbers = System.Text.RegularExpressions.Regex.Matches(long1, "[0-9]+").Select(m => m.Value).ToList();
+        Assert.True(numbers.Distinct().Count() > 10, "distractor numbers vary");
+        Assert.DoesNotContain('#', long1);
+        // Documents with distractors still have the right length, key and answer.
+        var documents = new PasskeyDocuments(Vocabulary, 3, distractors: true);
+        for (int i = 0; i < 20; i++)
+        {
+            var d = documents.AtDepth(i, 200, i / 19.0);
+            Assert.Equal(200, d.Tokens.Length);
+            Assert.Equal(d.Key, Vocabulary.Decode(d.Tokens.AsSpan(d.Prompt.Length)));
+            Assert.Equal(PasskeyDocuments.NeedlePrefix + d.Key, Vocabulary.Decode(d.Tokens.AsSpan(d.NeedleOffset, PasskeyDocuments.NeedlePrefix.Length + 1)));
+        }
+    }
+
     [Theory]
     [InlineData(3, 64, 1, true)]
     [InlineData(3, 64, 0, false)]
@@ -124,6 +148,7 @@ public sealed class DemoDataTests
         Assert.Throws<ArgumentOutOfRangeException>(() => (DemoSettings.Quick with { Threads = -1 }).Validate());
         Assert.Throws<ArgumentException>(() => (DemoSettings.Quick with { MemoryTokens = 5 }).Validate());
         Assert.Throws<ArgumentException>(() => (DemoSettings.Quick with { Window = 16, MemoryTokens = 4 }).Validate());
+        Assert.Throws<ArgumentException>(() => (DemoSettings.Quick with { SegmentLength = 96 }).Validate());
         Assert.Throws<ArgumentException>(() => (DemoSettings.Quick with { EvalWindows = [] }).Validate());
         Assert.Throws<ArgumentException>(() => (DemoSettings.Quick with { Depths = [1.5] }).Validate());
     }

@@ -67,7 +67,7 @@ public sealed class DemoRunner
         this.settings = settings;
         this.progress = progress;
         this.runFolder = runFolder;
-        documents = new PasskeyDocuments(vocabulary, settings.KeyDigits);
+        documents = new PasskeyDocuments(vocabulary, settings.KeyDigits, settings.Distractors);
     }
 
     public string BaseMethod => $"base (window {settings.Window})";
@@ -171,13 +171,13 @@ public sealed class DemoRunner
     /// <summary>The UIO settings: segments of one window, n memory tokens, LoRA rank and alpha for both adapters.</summary>
     public UioConfig UioConfig => new()
     {
-        SegmentLength = settings.Window, MemoryTokens = settings.MemoryTokens,
+        SegmentLength = settings.SegmentLength, MemoryTokens = settings.MemoryTokens,
         EncoderRank = settings.Rank, EncoderAlpha = settings.Alpha, TransferRank = settings.Rank, TransferAlpha = settings.Alpha,
     };
 
     /// <summary>The UIO training stream: needles more than S segments before the question's segment.</summary>
     public PasskeyTrainingData UioData() =>
-        new(documents, Seeds.Derive(settings.Seed, 2), settings.Window, settings.MinSegments, settings.MaxSegments, settings.EstimatorWindow,
+        new(documents, Seeds.Derive(settings.Seed, 2), settings.SegmentLength, settings.MinSegments, settings.MaxSegments, settings.EstimatorWindow,
             settings.UioAnswerOnly);
 
     private UioModel TrainUio(LlamaModel model, string method, string folder, EstimatorFactory estimators)
@@ -205,7 +205,7 @@ public sealed class DemoRunner
             using (var trainer = new Trainer(uio, UioData(), estimators, options, folder, callbacks))
                 trainer.Run();
             phases.Add(new DemoPhase(method, clock.Elapsed,
-                $"{settings.UioSteps} steps x {settings.UioDocumentsPerStep} documents of {settings.MinSegments}-{settings.MaxSegments} segments, final loss {loss:F3}"));
+                $"{settings.UioSteps} steps x {settings.UioDocumentsPerStep} documents of {settings.MinSegments}-{settings.MaxSegments} segments of {settings.SegmentLength} tokens, final loss {loss:F3}"));
             return uio;
         }
         catch

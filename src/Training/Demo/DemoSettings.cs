@@ -21,14 +21,26 @@ public sealed record DemoSettings
     public int HiddenDim { get; init; } = 192;
     /// <summary>Digits of a passkey; three digits are one token (one of 900 keys).</summary>
     public int KeyDigits { get; init; } = 3;
+    /// <summary>
+    /// Filler sentences carry random numbers too, meant to make the key "the number after '#'" (an induction
+    /// head across layers 0 and 1) rather than "the only number" (layer 0 alone). Off: measured, it did not move
+    /// the copy out of layer 0 (docs/ARCHITECTURE.md, "The built-in demo").
+    /// </summary>
+    public bool Distractors { get; init; }
     /// <summary>Optimizer steps of pre-training, each over <see cref="PretrainBatch"/> windows.</summary>
     public int PretrainSteps { get; init; } = 3000;
     public int PretrainBatch { get; init; } = 8;
     public float PretrainLearningRate { get; init; } = 3e-3f;
 
     // ---- the UIO memory
-    /// <summary>Memory tokens n per segment of <see cref="Window"/> tokens.</summary>
-    public int MemoryTokens { get; init; } = 8;
+    /// <summary>
+    /// UIO's segment length l, at most the window. The decoder reads [memory ; local tokens] with RoPE counted
+    /// from 0, so memory plus local window must fit the distances the base was trained on (UIO.md: context
+    /// up to l + l (W - l) / n); with l = W every memory row is farther than the base ever looked.
+    /// </summary>
+    public int SegmentLength { get; init; } = 32;
+    /// <summary>Memory tokens n per segment of <see cref="SegmentLength"/> tokens.</summary>
+    public int MemoryTokens { get; init; } = 2;
     public int Rank { get; init; } = 16;
     public float Alpha { get; init; } = 32;
     /// <summary>Truncation window and reservoir size S.</summary>
@@ -57,7 +69,7 @@ public sealed record DemoSettings
     public static DemoSettings Quick => new()
     {
         Window = 48, Dim = 32, Layers = 2, Heads = 2, HiddenDim = 64, KeyDigits = 3,
-        PretrainSteps = 6, PretrainBatch = 2, MemoryTokens = 4, Rank = 4, Alpha = 8,
+        PretrainSteps = 6, PretrainBatch = 2, SegmentLength = 24, MemoryTokens = 4, Rank = 4, Alpha = 8,
         UioSteps = 3, MinSegments = 4, MaxSegments = 4, EvalWindows = [1, 2, 4], Depths = [0.0, 0.5], Trials = 1,
     };
 
@@ -73,7 +85,8 @@ public sealed record DemoSettings
                      (PretrainSteps, nameof(PretrainSteps)), (PretrainBatch, nameof(PretrainBatch)), (MemoryTokens, nameof(MemoryTokens)), (Rank, nameof(Rank)),
                      (EstimatorWindow, nameof(EstimatorWindow)), (UioSteps, nameof(UioSteps)), (UioDocumentsPerStep, nameof(UioDocumentsPerStep)), (Trials, nameof(Trials)) })
             Positive(v, n);
-        if (Window % MemoryTokens != 0) throw new ArgumentException($"demo: the window ({Window}) must be a multiple of the memory tokens ({MemoryTokens})");
+        if (SegmentLength <= 0 || SegmentLength > Window) throw new ArgumentException($"demo: the segment length ({SegmentLength}) must lie in [1, the window ({Window})]");
+        if (SegmentLength % MemoryTokens != 0) throw new ArgumentException($"demo: the segment length ({SegmentLength}) must be a multiple of the memory tokens ({MemoryTokens})");
         if (MinSegments < 2 || MaxSegments < MinSegments) throw new ArgumentException($"demo: training documents need 2 <= min segments ({MinSegments}) <= max segments ({MaxSegments})");
         if (EvalWindows.Length == 0 || EvalWindows.Any(w => w < 1)) throw new ArgumentException("demo: give at least one evaluation length, each at least one window");
         if (Depths.Length == 0 || Depths.Any(d => !(d >= 0 && d <= 1))) throw new ArgumentException("demo: give at least one needle depth, each in [0, 1]");

@@ -39,11 +39,22 @@ public sealed class PasskeyDocuments
         "The river runs to the sea. ", "Birds sing in the morning. ", "The road is long and quiet. ",
     ];
 
+    /// <summary>
+    /// Filler sentences with a random three-digit number each (drawn anew at every use) in place of "{0}": with
+    /// them the key is not the only number in a document, so a model must find the number that follows '#'.
+    /// </summary>
+    private static readonly string[] NumberSentences =
+    [
+        "Room {0} is open. ", "Bus {0} runs late. ", "We saw {0} birds. ", "Page {0} is torn. ",
+    ];
+
     private readonly CharVocabulary vocabulary;
 
     /// <param name="keyDigits">Digits per key (the first is never 0).</param>
-    public PasskeyDocuments(CharVocabulary vocabulary, int keyDigits = 5)
+    /// <param name="distractors">Mix filler sentences holding random numbers into the filler (see <see cref="Filler(SeededRandom, int, bool)"/>).</param>
+    public PasskeyDocuments(CharVocabulary vocabulary, int keyDigits = 5, bool distractors = false)
     {
+        Distractors = distractors;
         ArgumentNullException.ThrowIfNull(vocabulary);
         if (keyDigits is < 1 or > 18) throw new ArgumentOutOfRangeException(nameof(keyDigits), keyDigits, "PasskeyDocuments: a key has 1 to 18 digits");
         this.vocabulary = vocabulary;
@@ -51,6 +62,9 @@ public sealed class PasskeyDocuments
     }
 
     public int KeyDigits { get; }
+
+    /// <summary>Whether the filler holds distractor numbers.</summary>
+    public bool Distractors { get; }
 
     /// <summary>The question that precedes the answer.</summary>
     public string Question => QuestionText;
@@ -65,13 +79,35 @@ public sealed class PasskeyDocuments
     public int FixedLength(bool bos) => (bos ? 1 : 0) + NeedleLength + QuestionText.Length + KeyTokens;
 
     /// <summary>Exactly <paramref name="characters"/> characters of filler sentences in a seeded order.</summary>
-    public static string Filler(SeededRandom random, int characters)
+    public static string Filler(SeededRandom random, int characters) => Filler(random, characters, distractors: false);
+
+    /// <summary>
+    /// Filler sentences in a seeded order worth exactly <paramref name="characters"/> tokens of the demo's
+    /// vocabulary (one per character, one per three-digit number). With <paramref name="distractors"/>, one
+    /// sentence in three carries a random number from 100 to 999 (a single token); without, the text has no
+    /// digit and its length is <paramref name="characters"/>.
+    /// </summary>
+    public static string Filler(SeededRandom random, int characters, bool distractors)
     {
         ArgumentNullException.ThrowIfNull(random);
         ArgumentOutOfRangeException.ThrowIfNegative(characters);
         var text = new StringBuilder(characters + 32);
-        while (text.Length < characters) text.Append(Sentences[random.Next(Sentences.Length)]);
-        return text.ToString(0, characters);
+        int tokens = 0;
+        while (tokens < characters)
+        {
+            bool number = distractors && random.Next(3) == 0;
+            string sentence = number
+                ? string.Format(System.Globalization.CultureInfo.InvariantCulture, NumberSentences[random.Next(NumberSentences.Length)], 100 + random.Next(900))
+                : Sentences[random.Next(Sentences.Length)];
+            // Append token by token (a number is one token) until the count is reached.
+            for (int i = 0; i < sentence.Length && tokens < characters; tokens++)
+            {
+                int width = char.IsAsciiDigit(sentence[i]) ? 3 : 1;
+                text.Append(sentence, i, width);
+                i += width;
+            }
+        }
+        return text.ToString();
     }
 
     /// <summary>A random key of <see cref="KeyDigits"/> digits.</summary>
@@ -105,9 +141,9 @@ public sealed class PasskeyDocuments
                 $"PasskeyDocuments: a needle at token {needleOffset} does not fit a document of {totalTokens} tokens (it must lie in [{start}, {MaxNeedleOffset(totalTokens, bos) - extra}])");
         string key = NewKey(random, digits);
         var text = new StringBuilder(totalTokens);
-        text.Append(Filler(random, needleOffset - start));
+        text.Append(Filler(random, needleOffset - start, Distractors));
         text.Append(NeedlePrefix).Append(key).Append(". ");
-        text.Append(Filler(random, after));
+        text.Append(Filler(random, after, Distractors));
         text.Append(QuestionText).Append(key);
         var tokens = vocabulary.Encode(text.ToString(), addBos: bos);
         if (tokens.Length != totalTokens) throw new InvalidOperationException($"PasskeyDocuments: composed {tokens.Length} tokens, expected {totalTokens}");
