@@ -8,6 +8,7 @@ using UioLlm.Model.Generation;
 using UioLlm.Model.Modules;
 using UioLlm.Model.Uio;
 using UioLlm.Parity;
+using UioLlm.Training;
 using UioLlm.Training.Estimators;
 
 namespace UioLlm.GpuRunner;
@@ -309,20 +310,7 @@ internal static class Bench
             int l = quick ? 64 : 256, n = l / 8, segments = 4;
             var shape = LlamaConfig.Stories15MShape with { MaxSeqLen = 4096 };
             using var weights = LlamaWeights.Random(gpu, shape, seed: 1);
-            using var uio = new UioModel(new LlamaModel(weights),
-                new UioConfig { SegmentLength = l, MemoryTokens = n, EncoderRank = 16, EncoderAlpha = 32, TransferRank = 16, TransferAlpha = 32 }, seed: 1);
-            var rng = new Random(2);
-            var document = Enumerable.Range(0, segments * l + 1).Select(_ => rng.Next(shape.VocabSize)).ToArray();
-            double best = double.MaxValue;
-            for (int r = 0; r < 3; r++)
-            {
-                foreach (var p in uio.TrainableParameters()) p.ZeroGrad();
-                gpu.Synchronize();
-                var clock = Stopwatch.StartNew();
-                new UnbiasedIncremental(2, seed: r).Accumulate(uio, document);
-                gpu.Synchronize();
-                if (r > 0) best = Math.Min(best, clock.Elapsed.TotalSeconds);
-            }
+            double best = StepBenchmark.BestSeconds(gpu, l, segments);
             var train = new BenchResult($"uio train step l={l} n={n} x{segments} (tokens/s in GFLOP/s column)", best * 1000, segments * l / best / 1e9, 0);
             results.Add(train);
             Console.WriteLine($"  UIO training step (unbiased S=2, l={l}, n={n}, {segments} segments): {best * 1000:F1} ms, {segments * l / best:F0} tokens/s");

@@ -109,16 +109,8 @@ public sealed unsafe partial class CpuKernels
     private static double SoftmaxGradientRow<S, TV>(float* xr, float* dr, int vocab, int target, float scale)
         where S : ISimdLanes<TV> where TV : struct
     {
-        int w = S.Count, i = 0;
-        float max = float.NegativeInfinity;
-        if (vocab >= w)
-        {
-            var vmax = S.Load(xr);
-            for (i = w; i <= vocab - w; i += w) vmax = S.Max(vmax, S.Load(xr + i));
-            max = S.MaxAcross(vmax);
-        }
-        for (; i < vocab; i++) max = MathF.Max(max, xr[i]);
-
+        int w = S.Count, i;
+        float max = RowMax<S, TV>(xr, vocab);
         var vm = S.Splat(max);
         TV sum0 = S.Splat(0f), sum1 = S.Splat(0f);
         for (i = 0; i <= vocab - 2 * w; i += 2 * w)
@@ -222,8 +214,8 @@ public sealed unsafe partial class CpuKernels
         return total;
     }
 
-    /// <summary>log(sum(exp(x))) = max + log(sum(exp(x - max))): two vectorised passes over the row.</summary>
-    private static double LogSumExp<S, TV>(float* x, int n) where S : ISimdLanes<TV> where TV : struct
+    /// <summary>The largest of x[0 .. n) (-inf for an empty row).</summary>
+    private static float RowMax<S, TV>(float* x, int n) where S : ISimdLanes<TV> where TV : struct
     {
         int w = S.Count, i = 0;
         float max = float.NegativeInfinity;
@@ -234,7 +226,14 @@ public sealed unsafe partial class CpuKernels
             max = S.MaxAcross(vmax);
         }
         for (; i < n; i++) max = MathF.Max(max, x[i]);
+        return max;
+    }
 
+    /// <summary>log(sum(exp(x))) = max + log(sum(exp(x - max))): two vectorised passes over the row.</summary>
+    private static double LogSumExp<S, TV>(float* x, int n) where S : ISimdLanes<TV> where TV : struct
+    {
+        int w = S.Count, i;
+        float max = RowMax<S, TV>(x, n);
         var vm = S.Splat(max);
         TV sum0 = S.Splat(0f), sum1 = S.Splat(0f);
         for (i = 0; i <= n - 2 * w; i += 2 * w)

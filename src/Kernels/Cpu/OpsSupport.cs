@@ -46,6 +46,52 @@ internal static class OpsCheck
             throw new ArgumentException($"{op}: {nameB} {b.ShapeString} overlaps {nameA} {a.ShapeString}; it must not alias it", nameB);
     }
 
+    /// <summary>AdamW's operands after its first (param) was checked by the backend: one device, one shape, no aliasing.</summary>
+    public static void AdamWOperands(string op, Accelerator acc, Tensor param, Tensor grad, Tensor m, Tensor v)
+    {
+        On(op, acc, grad, "grad");
+        Guard.Writable(op, param, "param");
+        On(op, acc, m, "m");
+        On(op, acc, v, "v");
+        Guard.SameShape(op, param, "param", grad, "grad");
+        Guard.SameShape(op, param, "param", m, "m");
+        Guard.SameShape(op, param, "param", v, "v");
+        Disjoint(op, param, "param", grad, "grad");
+        Disjoint(op, param, "param", m, "m");
+        Disjoint(op, param, "param", v, "v");
+        Disjoint(op, m, "m", v, "v");
+    }
+
+    /// <summary>SwiGlu's operands after the first (gate): h may be gate or up themselves, or disjoint from them.</summary>
+    public static void SwiGluOperands(string op, Accelerator acc, Tensor gate, Tensor up, Tensor h)
+    {
+        On(op, acc, up, "up");
+        On(op, acc, h, "h");
+        Guard.SameShape(op, gate, "gate", up, "up");
+        Guard.SameShape(op, gate, "gate", h, "h");
+        SameOrDisjoint(op, gate, "gate", h, "h");
+        SameOrDisjoint(op, up, "up", h, "h");
+    }
+
+    /// <summary>SwiGluBackward's operands after the first (gate): the gradients match gate's shape and alias nothing.</summary>
+    public static void SwiGluBackwardOperands(string op, Accelerator acc, Tensor gate, Tensor up, Tensor dh, Tensor? dGate, Tensor? dUp)
+    {
+        On(op, acc, up, "up");
+        On(op, acc, dh, "dh");
+        Guard.SameShape(op, gate, "gate", up, "up");
+        Guard.SameShape(op, gate, "gate", dh, "dh");
+        foreach (var (grad, name) in new[] { (dGate, "dGate"), (dUp, "dUp") })
+        {
+            if (grad is null) continue;
+            On(op, acc, grad, name);
+            Guard.SameShape(op, gate, "gate", grad, name);
+            Disjoint(op, gate, "gate", grad, name);
+            Disjoint(op, up, "up", grad, name);
+            Disjoint(op, dh, "dh", grad, name);
+        }
+        if (dGate is not null && dUp is not null) Disjoint(op, dGate, "dGate", dUp, "dUp");
+    }
+
     private static bool Overlap(Tensor a, Tensor b) =>
         ReferenceEquals(a.Memory, b.Memory) && a.Length > 0 && b.Length > 0
         && a.Offset < b.Offset + b.Length && b.Offset < a.Offset + a.Length;

@@ -8,17 +8,7 @@ public sealed unsafe partial class CpuKernels
     {
         const string op = "AdamW";
         var acc = OpsCheck.Host(op, param, "param");
-        OpsCheck.On(op, acc, grad, "grad");
-        Guard.Writable(op, param, "param");
-        OpsCheck.On(op, acc, m, "m");
-        OpsCheck.On(op, acc, v, "v");
-        Guard.SameShape(op, param, "param", grad, "grad");
-        Guard.SameShape(op, param, "param", m, "m");
-        Guard.SameShape(op, param, "param", v, "v");
-        OpsCheck.Disjoint(op, param, "param", grad, "grad");
-        OpsCheck.Disjoint(op, param, "param", m, "m");
-        OpsCheck.Disjoint(op, param, "param", v, "v");
-        OpsCheck.Disjoint(op, m, "m", v, "v");
+        OpsCheck.AdamWOperands(op, acc, param, grad, m, v);
         CheckAdamWStep(step);
 
         // Bias corrections in double (beta^t underflows gracefully), folded into per-call constants.

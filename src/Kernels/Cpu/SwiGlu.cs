@@ -11,12 +11,7 @@ public sealed unsafe partial class CpuKernels
     {
         const string op = "SwiGlu";
         var acc = OpsCheck.Host(op, gate, "gate");
-        OpsCheck.On(op, acc, up, "up");
-        OpsCheck.On(op, acc, h, "h");
-        Guard.SameShape(op, gate, "gate", up, "up");
-        Guard.SameShape(op, gate, "gate", h, "h");
-        OpsCheck.SameOrDisjoint(op, gate, "gate", h, "h");
-        OpsCheck.SameOrDisjoint(op, up, "up", h, "h");
+        OpsCheck.SwiGluOperands(op, acc, gate, up, h);
 
         float* g = gate.Pointer, u = up.Pointer, y = h.Pointer;
         int n = h.Length;
@@ -36,13 +31,7 @@ public sealed unsafe partial class CpuKernels
     {
         const string op = "SwiGluBackward";
         var acc = OpsCheck.Host(op, gate, "gate");
-        OpsCheck.On(op, acc, up, "up");
-        OpsCheck.On(op, acc, dh, "dh");
-        Guard.SameShape(op, gate, "gate", up, "up");
-        Guard.SameShape(op, gate, "gate", dh, "dh");
-        CheckGradient(dGate, "dGate");
-        CheckGradient(dUp, "dUp");
-        if (dGate is not null && dUp is not null) OpsCheck.Disjoint(op, dGate, "dGate", dUp, "dUp");
+        OpsCheck.SwiGluBackwardOperands(op, acc, gate, up, dh, dGate, dUp);
         if (dGate is null && dUp is null) return;
 
         float* g = gate.Pointer, u = up.Pointer, d = dh.Pointer;
@@ -51,16 +40,6 @@ public sealed unsafe partial class CpuKernels
         int n = gate.Length;
         if (n < SwiGluParallelElements) SwiGluBackwardRange(g, u, d, dg, du, n);
         else SwiGluBackwardParallel(g, u, d, dg, du, n);
-
-        void CheckGradient(Tensor? grad, string name)
-        {
-            if (grad is null) return;
-            OpsCheck.On(op, acc, grad, name);
-            Guard.SameShape(op, gate, "gate", grad, name);
-            OpsCheck.Disjoint(op, gate, "gate", grad, name);
-            OpsCheck.Disjoint(op, up, "up", grad, name);
-            OpsCheck.Disjoint(op, dh, "dh", grad, name);
-        }
     }
 
     private static void SwiGluRange(float* g, float* u, float* h, int n)

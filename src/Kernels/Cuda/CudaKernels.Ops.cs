@@ -167,12 +167,7 @@ public sealed unsafe partial class CudaKernels
     {
         const string op = "SwiGlu";
         Device(op, gate, "gate");
-        OpsCheck.On(op, acc, up, "up");
-        OpsCheck.On(op, acc, h, "h");
-        Guard.SameShape(op, gate, "gate", up, "up");
-        Guard.SameShape(op, gate, "gate", h, "h");
-        OpsCheck.SameOrDisjoint(op, gate, "gate", h, "h");
-        OpsCheck.SameOrDisjoint(op, up, "up", h, "h");
+        OpsCheck.SwiGluOperands(op, acc, gate, up, h);
         Launch(NormSource, "swiglu_fwd", LaunchShape.Linear(h.Length), gate, up, h, KernelArg.Long(h.Length));
     }
 
@@ -180,20 +175,7 @@ public sealed unsafe partial class CudaKernels
     {
         const string op = "SwiGluBackward";
         Device(op, gate, "gate");
-        OpsCheck.On(op, acc, up, "up");
-        OpsCheck.On(op, acc, dh, "dh");
-        Guard.SameShape(op, gate, "gate", up, "up");
-        Guard.SameShape(op, gate, "gate", dh, "dh");
-        foreach (var (grad, name) in new[] { (dGate, "dGate"), (dUp, "dUp") })
-        {
-            if (grad is null) continue;
-            OpsCheck.On(op, acc, grad, name);
-            Guard.SameShape(op, gate, "gate", grad, name);
-            OpsCheck.Disjoint(op, gate, "gate", grad, name);
-            OpsCheck.Disjoint(op, up, "up", grad, name);
-            OpsCheck.Disjoint(op, dh, "dh", grad, name);
-        }
-        if (dGate is not null && dUp is not null) OpsCheck.Disjoint(op, dGate, "dGate", dUp, "dUp");
+        OpsCheck.SwiGluBackwardOperands(op, acc, gate, up, dh, dGate, dUp);
         if (dGate is null && dUp is null) return;
         Launch(NormSource, "swiglu_bwd", LaunchShape.Linear(gate.Length), gate, up, dh, dGate, dUp, KernelArg.Long(gate.Length));
     }
@@ -303,16 +285,7 @@ public sealed unsafe partial class CudaKernels
     {
         const string op = "AdamW";
         Device(op, param, "param");
-        OpsCheck.On(op, acc, grad, "grad");
-        OpsCheck.On(op, acc, m, "m");
-        OpsCheck.On(op, acc, v, "v");
-        Guard.SameShape(op, param, "param", grad, "grad");
-        Guard.SameShape(op, param, "param", m, "m");
-        Guard.SameShape(op, param, "param", v, "v");
-        OpsCheck.Disjoint(op, param, "param", grad, "grad");
-        OpsCheck.Disjoint(op, param, "param", m, "m");
-        OpsCheck.Disjoint(op, param, "param", v, "v");
-        OpsCheck.Disjoint(op, m, "m", v, "v");
+        OpsCheck.AdamWOperands(op, acc, param, grad, m, v);
         CpuKernels.CheckAdamWStep(step);
         if (param.Length == 0) return;
         float c1 = (float)(1.0 / (1.0 - Math.Pow(step.Beta1, step.Step)));
