@@ -29,6 +29,25 @@ public sealed class LlamaModelTests
     }
 
     [Fact]
+    public void AFrozenModelFreezesItsWeightsAndATrainableOneUnfreezesThem()
+    {
+        using var weights = GradCheck.RandomWeights(GradCheck.TinyConfig(), seed: 19);
+        var frozen = new LlamaModel(weights);
+        int[] ids = [1, 5, 2, 7, 3, 3, 9, 4, 6, 8];
+        var before = Logits(frozen, ids);
+        Assert.All(weights.Named(), w => Assert.True(w.Tensor.IsFrozen, w.Name));
+        // Kernels refuse to change a frozen weight (its pre-packed panels would go stale).
+        Assert.Throws<ArgumentException>(() => weights.Accelerator.Kernels.Fill(weights.Layers[0].Wq, 0f));
+        Assert.Equal(before, Logits(frozen, ids)); // the second pass reads the kept panels
+
+        _ = new LlamaModel(weights, trainable: true);
+        Assert.All(weights.Named(), w => Assert.False(w.Tensor.IsFrozen, w.Name));
+        weights.Accelerator.Kernels.Scale(weights.Layers[0].Wq, 0.5f, weights.Layers[0].Wq);
+        var changed = Logits(new LlamaModel(weights), ids);
+        Assert.NotEqual(before, changed);
+    }
+
+    [Fact]
     public void CachedPrefillAndDecodeEqualTheFullForward()
     {
         using var weights = GradCheck.RandomWeights(GradCheck.TinyConfig(), seed: 12);
