@@ -99,7 +99,8 @@ public sealed record DemoSettings
                      (EstimatorWindow, nameof(EstimatorWindow)), (UioSteps, nameof(UioSteps)), (UioDocumentsPerStep, nameof(UioDocumentsPerStep)), (Trials, nameof(Trials)) })
             Positive(v, n);
         if (LocalLayers < 0 || LocalLayers >= Layers) throw new ArgumentException($"demo: local layers ({LocalLayers}) must lie in [0, layers ({Layers})): at least one layer stays global");
-        if (LocalLayers > 0 && (LocalWindow <= 0 || LocalWindow >= Window)) throw new ArgumentException($"demo: the local window ({LocalWindow}) must lie in [1, the window ({Window})) when there are local layers");
+        if (LocalLayers > 0 && (LocalWindow <= 0 || LocalWindow > Window - StreamingSinks))
+            throw new ArgumentException($"demo: the local window ({LocalWindow}) must lie in [1, the StreamingLLM window ({Window - StreamingSinks} = window {Window} - {StreamingSinks} sinks)] when there are local layers");
         if (SegmentLength <= 0 || SegmentLength > Window) throw new ArgumentException($"demo: the segment length ({SegmentLength}) must lie in [1, the window ({Window})]");
         if (SegmentLength % MemoryTokens != 0) throw new ArgumentException($"demo: the segment length ({SegmentLength}) must be a multiple of the memory tokens ({MemoryTokens})");
         if (MinSegments < 2 || MaxSegments < MinSegments) throw new ArgumentException($"demo: training documents need 2 <= min segments ({MinSegments}) <= max segments ({MaxSegments})");
