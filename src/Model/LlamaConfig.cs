@@ -27,6 +27,15 @@ public sealed record LlamaConfig
     public bool TiedEmbeddings { get; init; }
     public int BosId { get; init; } = 1;
     public int EosId { get; init; } = 2;
+    /// <summary>
+    /// Local attention (off by default): the first <see cref="LocalLayers"/> decoder layers attend only to the
+    /// last <see cref="LocalWindow"/> tokens (causal sliding window, like Mistral's or Gemma's local layers); the
+    /// other layers stay global. Keys placed before a layer's own tokens (UIO memory, a cache prefix) stay
+    /// visible to every query. 0 for both: every layer is global, exactly as without the setting.
+    /// </summary>
+    public int LocalWindow { get; init; }
+    /// <summary>How many leading layers are local (see <see cref="LocalWindow"/>); 0: none.</summary>
+    public int LocalLayers { get; init; }
 
     /// <summary>The shape of llama2.c's stories15M (dim 288, 6 layers, 6 heads, vocabulary 32000, context 256, tied head).</summary>
     public static LlamaConfig Stories15MShape => new()
@@ -40,6 +49,30 @@ public sealed record LlamaConfig
     public int GroupSize => Heads / KvHeads;
     /// <summary>Rows of W_k and W_v: KvHeads * HeadDim.</summary>
     public int KvDim => KvHeads * HeadDim;
+
+    /// <summary>True when layer <paramref name="layer"/> uses the sliding window of <see cref="LocalWindow"/> tokens.</summary>
+    public bool IsLocal(int layer) => layer < LocalLayers;
+
+    /// <summary>
+    /// The decoder self-attention mask of layer <paramref name="layer"/>: causal, and for a local layer a sliding
+    /// window of <see cref="LocalWindow"/> own tokens; the first <paramref name="prefixLength"/> keys (memory,
+    /// cache prefix) are always visible.
+    /// </summary>
+    public AttentionMask DecoderMask(int layer, int prefixLength = 0) => IsLocal(layer)
+        ? AttentionMask.SlidingWindow(LocalWindow, sinks: 0, prefixLength: prefixLength)
+        : AttentionMask.CausalMask(prefixLength: prefixLength);
+
+    /// <summary>
+    /// Throws <see cref="NotSupportedException"/> when the config has local layers: for writers of formats that
+    /// cannot express them (llama2.c, Hugging Face's Llama config.json), which must not drop them silently.
+    /// </summary>
+    public void RequireGlobalAttention(string format)
+    {
+        if (LocalLayers > 0)
+            throw new NotSupportedException(
+                $"{format} cannot express local attention (LocalLayers = {LocalLayers}, LocalWindow = {LocalWindow}); " +
+                "saving it would silently turn the local layers global. Keep such a model in memory, or set LocalLayers = 0.");
+    }
 
     /// <summary>Throws an <see cref="ArgumentException"/> naming the first field that is not consistent.</summary>
     public void Validate(string source = "config")
@@ -59,6 +92,10 @@ public sealed record LlamaConfig
         Require(MaxSeqLen > 0, $"max_seq_len must be positive, got {MaxSeqLen}");
         Require(NormEps > 0 && float.IsFinite(NormEps), $"rms_norm_eps must be positive, got {NormEps}");
         Require(RopeTheta > 0 && float.IsFinite(RopeTheta), $"rope_theta must be positive, got {RopeTheta}");
+        Require(LocalLayers >= 0 && LocalLayers < Layers, $"LocalLayers ({LocalLayers}) must lie in [0, layers ({Layers})): at least one layer stays global");
+        Require(LocalWindow >= 0, $"LocalWindow must be >= 0, got {LocalWindow}");
+        Require(LocalLayers == 0 || LocalWindow > 0, $"LocalLayers = {LocalLayers} needs a positive LocalWindow, got {LocalWindow}");
+        Require(LocalLayers > 0 || LocalWindow == 0, $"LocalWindow = {LocalWindow} has no effect with LocalLayers = 0; set both or neither");
     }
 
     /// <summary>Parameters of the model (frozen weights), counting a tied head once.</summary>

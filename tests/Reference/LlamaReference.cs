@@ -14,7 +14,8 @@ internal static class LlamaReference
     /// <summary>
     /// Logits with a key/value prefix per layer (UIO's memory): memoryK[layer][m] and memoryV[layer][m] are
     /// un-rotated [kv_dim] rows. The sequence is [memory ; tokens] with RoPE from position 0, so memory key m
-    /// is rotated at m and token t sits at M + t; every token sees all memory, causally the tokens.
+    /// is rotated at m and token t sits at M + t; every token sees all memory, causally the tokens (in a
+    /// local layer, li &lt; LocalLayers, only tokens t - LocalWindow + 1 .. t).
     /// </summary>
     public static double[,] Logits(LlamaWeights w, int[] ids, double[][][]? memoryK, double[][][]? memoryV)
     {
@@ -52,8 +53,11 @@ internal static class LlamaReference
                 {
                     int kvh = h / c.GroupSize;
                     var scores = new double[memory + t + 1];
+                    // First own token this query sees: 0, or in a local layer the start of its window.
+                    int firstOwn = li < c.LocalLayers ? Math.Max(0, t - c.LocalWindow + 1) : 0;
                     for (int s = 0; s <= memory + t; s++)
                     {
+                        if (s >= memory && s - memory < firstOwn) { scores[s] = double.NegativeInfinity; continue; }
                         double dot = 0;
                         for (int i = 0; i < hd; i++) dot += q[t][h * hd + i] * k[s][kvh * hd + i];
                         scores[s] = dot / Math.Sqrt(hd);

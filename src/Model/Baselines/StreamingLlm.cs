@@ -10,6 +10,14 @@ namespace UioLlm.Model.Baselines;
 /// RoPE positions are the indices within the cache, so positions never exceed the cache size however long
 /// the stream. Inference only.
 /// </summary>
+/// <remarks>
+/// A model with local layers (<see cref="LlamaConfig.LocalLayers"/>) keeps them local here: such a layer sees
+/// the last LocalWindow tokens of the stream and never a sink farther away. Within the cache the rows after
+/// the sinks are consecutive stream tokens, so a sliding window over cache indices is exact for them; the
+/// sinks are at least as far in the stream as in the cache, and <see cref="ChunkLength"/> keeps every query
+/// of a full cache more than LocalWindow rows past them, so no local layer sees a sink the stream puts
+/// out of its reach.
+/// </remarks>
 public sealed class StreamingLlm : IDisposable
 {
     private readonly LlamaModel model;
@@ -22,10 +30,16 @@ public sealed class StreamingLlm : IDisposable
         ArgumentNullException.ThrowIfNull(model);
         if (sinks < 0) throw new ArgumentOutOfRangeException(nameof(sinks), $"StreamingLlm: sinks must be >= 0, got {sinks}");
         if (window < 1) throw new ArgumentOutOfRangeException(nameof(window), $"StreamingLlm: window must be >= 1, got {window}");
+        var c = model.Config;
+        if (c.LocalLayers > 0 && window < c.LocalWindow)
+            throw new ArgumentOutOfRangeException(nameof(window),
+                $"StreamingLlm: window {window} is shorter than the model's LocalWindow ({c.LocalWindow}) of its {c.LocalLayers} local layer(s); give a window of at least {c.LocalWindow}");
         this.model = model;
         Sinks = sinks;
         Window = window;
-        var c = model.Config;
+        // Queries of a full cache sit at rows >= Sinks + Window - chunk; a chunk of at most Window - LocalWindow + 1
+        // keeps them >= LocalWindow rows past the last sink, so the local layers' window never reaches a sink.
+        ChunkLength = c.LocalLayers > 0 ? window - c.LocalWindow + 1 : window;
         keys = new Tensor[c.Layers];
         values = new Tensor[c.Layers];
         for (int l = 0; l < c.Layers; l++)
@@ -37,6 +51,8 @@ public sealed class StreamingLlm : IDisposable
 
     public int Sinks { get; }
     public int Window { get; }
+    /// <summary>Most tokens one step runs: the window, less what local layers need (see the remarks).</summary>
+    public int ChunkLength { get; }
     /// <summary>Most tokens the cache holds: sinks + window.</summary>
     public int Capacity => Sinks + Window;
     /// <summary>Tokens cached now.</summary>
@@ -45,13 +61,13 @@ public sealed class StreamingLlm : IDisposable
     /// <summary>Logits [vocab] after the last token fed; null before any.</summary>
     public ReadOnlySpan<float> LastLogits => lastLogits;
 
-    /// <summary>Feeds tokens (in chunks of at most the window) and returns each one's log-probability (NaN for the first ever).</summary>
+    /// <summary>Feeds tokens (in chunks of at most <see cref="ChunkLength"/>) and returns each one's log-probability (NaN for the first ever).</summary>
     public double[] Feed(ReadOnlySpan<int> tokens)
     {
         var logProbs = new double[tokens.Length];
         for (int done = 0; done < tokens.Length;)
         {
-            int take = Math.Min(Window, tokens.Length - done);
+            int take = Math.Min(ChunkLength, tokens.Length - done);
             var logits = Step(tokens.Slice(done, take));
             int vocab = model.Config.VocabSize;
             for (int t = 0; t < take; t++)
@@ -92,7 +108,7 @@ public sealed class StreamingLlm : IDisposable
             kernels.Copy(attention.V.Forward(tape, normed).Value, values[layer].Slice(Length, tokens));
             // Every cached key is rotated at its current index in the cache.
             kernels.Rope(keys[layer].Slice(0, total), rotated, keyPositions, model.Rope);
-            var o = tape.Attention(q, Var.Constant(rotated), Var.Constant(values[layer].Slice(0, total)), AttentionMask.CausalMask());
+            var o = tape.Attention(q, Var.Constant(rotated), Var.Constant(values[layer].Slice(0, total)), c.DecoderMask(layer));
             x = tape.Add(x, attention.O.Forward(tape, tape.Reshape(o, tokens, c.Heads * c.HeadDim)));
             x = tape.Add(x, block.Mlp.Forward(tape, block.FfnNorm.Forward(tape, x)));
         }

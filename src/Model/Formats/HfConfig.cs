@@ -111,9 +111,11 @@ public static class HfConfig
 
     /// <summary>config.json text for <paramref name="config"/>, as a LlamaForCausalLM with the given torch_dtype.</summary>
     /// <exception cref="ArgumentException">The RoPE scaling has no Hugging Face equivalent.</exception>
+    /// <exception cref="NotSupportedException">The config has local layers (LlamaForCausalLM has no per-layer sliding window).</exception>
     public static string ToJson(LlamaConfig config, SafetensorsDType dtype = SafetensorsDType.F32)
     {
         ArgumentNullException.ThrowIfNull(config);
+        config.RequireGlobalAttention("Hugging Face config.json (LlamaForCausalLM)");
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
         {

@@ -56,6 +56,7 @@ public static class Llama2cCheckpoint
         ArgumentNullException.ThrowIfNull(weights);
         ArgumentNullException.ThrowIfNull(path);
         var c = weights.Config;
+        c.RequireGlobalAttention("llama2.c checkpoint");
         AtomicFile.Write(path, stream =>
         {
             Span<byte> header = stackalloc byte[HeaderBytes];

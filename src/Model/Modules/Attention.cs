@@ -13,6 +13,7 @@ public sealed partial class Attention
         HeadDim = config.HeadDim;
         Rope = rope;
         Layer = layer;
+        Config = config;
         Q = new Linear(weights.Wq, trainable);
         K = new Linear(weights.Wk, trainable);
         V = new Linear(weights.Wv, trainable);
@@ -23,6 +24,8 @@ public sealed partial class Attention
     public int KvHeads { get; }
     public int HeadDim { get; }
     public int Layer { get; }
+    /// <summary>The model's config: says whether this layer is local (<see cref="LlamaConfig.DecoderMask"/>).</summary>
+    public LlamaConfig Config { get; }
     public RopeTable Rope { get; }
     public Linear Q { get; }
     public Linear K { get; }
@@ -32,7 +35,9 @@ public sealed partial class Attention
     /// <summary>
     /// x [T, dim] at the given positions -> [T, dim]. Without a cache the T tokens attend causally to each
     /// other; with one, their keys and values are appended at row cache.Length and the queries attend to
-    /// every stored token (the caller advances the cache after the last layer).
+    /// every stored token (the caller advances the cache after the last layer). A local layer
+    /// (<see cref="LlamaConfig.LocalLayers"/>) sees only the last LocalWindow own tokens; the cache prefix or
+    /// <paramref name="prefix"/> stays visible to every query.
     /// </summary>
     public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null, KvPrefix? prefix = null)
     {
@@ -41,13 +46,13 @@ public sealed partial class Attention
         var k = tape.Rope(tape.Reshape(K.Forward(tape, x), tokens, KvHeads, HeadDim), positions, Rope);
         var v = tape.Reshape(V.Forward(tape, x), tokens, KvHeads, HeadDim);
         if (cache is not null) (k, v) = AppendToCache(tape, k, v, cache);
-        var mask = AttentionMask.CausalMask(prefixLength: cache?.PrefixLength ?? 0);
+        var mask = Config.DecoderMask(Layer, prefixLength: cache?.PrefixLength ?? 0);
         if (prefix is { } p)
         {
             // Keys and values that come before every own token (UIO's memory): always visible, gradients flow.
             k = tape.ConcatRows(p.K, k);
             v = tape.ConcatRows(p.V, v);
-            mask = AttentionMask.CausalMask(prefixLength: p.K.Value.Dim(0));
+            mask = Config.DecoderMask(Layer, prefixLength: p.K.Value.Dim(0));
         }
         var o = tape.Attention(q, k, v, mask);
         return O.Forward(tape, tape.Reshape(o, tokens, Heads * HeadDim));

@@ -99,7 +99,7 @@ public sealed partial class Attention
         var attended = b.Attended.Slice(0, tokens);
         k.Attention(q3, cache.Keys(Layer).Slice(0, start + tokens), cache.Values(Layer).Slice(0, start + tokens),
             attended.View(tokens, Heads, HeadDim), b.Lse.Slice(0, Heads * tokens).View(Heads, tokens),
-            AttentionMask.CausalMask());
+            Config.DecoderMask(Layer, prefixLength: cache.PrefixLength));
         O.Apply(k, attended, b.Delta.Slice(0, tokens));
     }
 }

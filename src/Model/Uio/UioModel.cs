@@ -141,6 +141,10 @@ public sealed class UioModel : IDisposable
         var memoryIndex = new int[segments * n];
         for (int b = 0; b < segments; b++)
             for (int i = 0; i < n; i++) memoryIndex[b * n + i] = b * width + l + i;
+        // Every layer of the encoder uses the step-expansion mask, local base layers included
+        // (LlamaConfig.LocalLayers applies to the decoder only): memory token i must read its whole span of the
+        // segment, so the layer-(L+1) memory state -- the output of encoder layer L at the memory positions --
+        // can carry content such as a passkey even when the base's layer L is local.
         var mask = EncoderMask;
 
         var states = new Var[c.Layers];

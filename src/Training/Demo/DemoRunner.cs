@@ -104,6 +104,7 @@ public sealed class DemoRunner
         Dim = settings.Dim, HiddenDim = settings.HiddenDim, Layers = settings.Layers, Heads = settings.Heads, KvHeads = settings.Heads,
         VocabSize = vocabulary.VocabSize, MaxSeqLen = settings.Window, TiedEmbeddings = true,
         BosId = CharVocabulary.BosId, EosId = CharVocabulary.EosId,
+        LocalLayers = settings.LocalLayers, LocalWindow = settings.LocalLayers > 0 ? settings.LocalWindow : 0,
     };
 
     /// <summary>A window-sized training document for the base: the needle and the question both inside it, BOS half the time.</summary>
