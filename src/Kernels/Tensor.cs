@@ -125,6 +125,8 @@ public sealed class Tensor : IDisposable
 
     public void CopyFrom(ReadOnlySpan<float> source)
     {
+        if (IsFrozen)
+            throw new InvalidOperationException($"tensor {this} is frozen (its contents were promised not to change); call Unfreeze() before writing into it");
         if (source.Length != Length)
             throw new ArgumentException($"source has {source.Length} elements but tensor {this} has {Length}", nameof(source));
         Memory.ThrowIfDisposed();

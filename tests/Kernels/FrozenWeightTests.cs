@@ -125,5 +125,8 @@ public class FrozenWeightTests
         Assert.Throws<ArgumentException>(() => acc.Kernels.Fill(w, 1f));
         Assert.Throws<ArgumentException>(() => acc.Kernels.MatMul(g, m, w));
         Assert.Throws<ArgumentException>(() => acc.Kernels.MatMulBackward(g, m, v, null, w));
+        Assert.Contains("frozen", Assert.Throws<InvalidOperationException>(() => w.CopyFrom(new float[16])).Message);
+        w.Unfreeze();
+        w.CopyFrom(new float[16]);
     }
 }
