@@ -25,19 +25,7 @@ public sealed partial class CpuKernels
         ArgumentNullException.ThrowIfNull(b);
         ArgumentNullException.ThrowIfNull(c);
         OnCpu(op, a, "a");
-        Guard.On(op, a.Accelerator, b, "b");
-        Guard.On(op, a.Accelerator, c, "c");
-        Guard.Writable(op, c, "c");
-        if (m < 0) throw new ArgumentOutOfRangeException(nameof(m), m, $"{op}: m must not be negative");
-        if (n < 0) throw new ArgumentOutOfRangeException(nameof(n), n, $"{op}: n must not be negative");
-        if (k < 0) throw new ArgumentOutOfRangeException(nameof(k), k, $"{op}: k must not be negative");
-        if (batch < 0) throw new ArgumentOutOfRangeException(nameof(batch), batch, $"{op}: batch must not be negative");
-        Guard.Finite(op, alpha, nameof(alpha));
-        Guard.Finite(op, beta, nameof(beta));
-        CheckLayout(op, a, "a", la, transA ? k : m, transA ? m : k, batch);
-        CheckLayout(op, b, "b", lb, transB ? n : k, transB ? k : n, batch);
-        CheckLayout(op, c, "c", lc, m, n, batch);
-        CheckNoOverlap(op, c, "c", lc, m, n, batch);
+        CheckStrided(op, a, la, transA, b, lb, transB, c, lc, m, n, k, batch, alpha, beta);
         if (batch == 0) return;
         unsafe
         {
@@ -113,6 +101,28 @@ public sealed partial class CpuKernels
         t.Memory.ThrowIfDisposed();
         if (!t.Memory.IsHostAccessible)
             throw new ArgumentException($"{op}: {name} {t.ShapeString} is not in host memory; the CPU kernels need CPU tensors", name);
+    }
+
+    /// <summary>
+    /// MatMulStrided's arguments once the backend has checked a: one accelerator, c writable, sizes not negative,
+    /// finite scalars, every layout inside its tensor, and no two output matrices sharing elements.
+    /// </summary>
+    internal static void CheckStrided(string op, Tensor a, MatrixLayout la, bool transA, Tensor b, MatrixLayout lb, bool transB,
+        Tensor c, MatrixLayout lc, int m, int n, int k, int batch, float alpha, float beta)
+    {
+        Guard.On(op, a.Accelerator, b, "b");
+        Guard.On(op, a.Accelerator, c, "c");
+        Guard.Writable(op, c, "c");
+        if (m < 0) throw new ArgumentOutOfRangeException(nameof(m), m, $"{op}: m must not be negative");
+        if (n < 0) throw new ArgumentOutOfRangeException(nameof(n), n, $"{op}: n must not be negative");
+        if (k < 0) throw new ArgumentOutOfRangeException(nameof(k), k, $"{op}: k must not be negative");
+        if (batch < 0) throw new ArgumentOutOfRangeException(nameof(batch), batch, $"{op}: batch must not be negative");
+        Guard.Finite(op, alpha, nameof(alpha));
+        Guard.Finite(op, beta, nameof(beta));
+        CheckLayout(op, a, "a", la, transA ? k : m, transA ? m : k, batch);
+        CheckLayout(op, b, "b", lb, transB ? n : k, transB ? k : n, batch);
+        CheckLayout(op, c, "c", lc, m, n, batch);
+        CheckNoOverlap(op, c, "c", lc, m, n, batch);
     }
 
     /// <summary>Every element a strided layout addresses (rows x cols per matrix, batch matrices) lies inside the tensor.</summary>

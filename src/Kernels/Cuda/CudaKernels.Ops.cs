@@ -342,6 +342,7 @@ public sealed unsafe partial class CudaKernels
         Device(op, a, "a");
         OpsCheck.On(op, acc, b, "b");
         OpsCheck.On(op, acc, y, "y");
+        Guard.Writable(op, y, "y");
         Guard.SameShape(op, a, "a", b, "b");
         Guard.SameShape(op, a, "a", y, "y");
         OpsCheck.SameOrDisjoint(op, a, "a", y, "y");
@@ -365,6 +366,7 @@ public sealed unsafe partial class CudaKernels
         const string op = "Scale";
         Device(op, x, "x");
         OpsCheck.On(op, acc, y, "y");
+        Guard.Writable(op, y, "y");
         Guard.SameShape(op, x, "x", y, "y");
         OpsCheck.SameOrDisjoint(op, x, "x", y, "y");
         Launch(ElementwiseSource, "ew_scale", LaunchShape.Linear(y.Length), x, s, y, KernelArg.Long(y.Length));
@@ -375,6 +377,7 @@ public sealed unsafe partial class CudaKernels
         const string op = "Axpy";
         Device(op, x, "x");
         OpsCheck.On(op, acc, y, "y");
+        Guard.Writable(op, y, "y");
         Guard.SameShape(op, x, "x", y, "y");
         OpsCheck.SameOrDisjoint(op, x, "x", y, "y");
         Launch(ElementwiseSource, "ew_axpy", LaunchShape.Linear(y.Length), alpha, x, y, KernelArg.Long(y.Length));
@@ -385,6 +388,7 @@ public sealed unsafe partial class CudaKernels
         const string op = "Copy";
         Device(op, src, "src");
         OpsCheck.On(op, acc, dst, "dst");
+        Guard.Writable(op, dst, "dst");
         Guard.Length(op, dst, "dst", src.Length);
         long bytes = 4L * src.Length;
         if (bytes == 0 || src.Address == dst.Address) return;
@@ -403,6 +407,7 @@ public sealed unsafe partial class CudaKernels
     public void Fill(Tensor t, float value)
     {
         Device("Fill", t, "t");
+        Guard.Writable("Fill", t, "t");
         acc.Fill32((ulong)t.Address, BitConverter.SingleToUInt32Bits(value), t.Length);
     }
 }

@@ -147,6 +147,7 @@ public sealed unsafe partial class CudaKernels : IKernels
         const string op = "MatMul";
         if (a is not null) Device(op, a, "a");
         var s = CpuKernels.MatMulShape.Of(op, a!, b, c, "c", transA, transB, host: false);
+        Guard.Writable(op, c, "c");
         Guard.Finite(op, alpha, nameof(alpha));
         Guard.Finite(op, beta, nameof(beta));
         Run(s, a!, transA, s.StrideA, b, transB, s.StrideB, c, s.StrideC, s.M, s.N, s.K, alpha, beta);
@@ -168,18 +169,7 @@ public sealed unsafe partial class CudaKernels : IKernels
         ArgumentNullException.ThrowIfNull(b);
         ArgumentNullException.ThrowIfNull(c);
         Device(op, a, "a");
-        Guard.On(op, acc, b, "b");
-        Guard.On(op, acc, c, "c");
-        if (m < 0) throw new ArgumentOutOfRangeException(nameof(m), m, $"{op}: m must not be negative");
-        if (n < 0) throw new ArgumentOutOfRangeException(nameof(n), n, $"{op}: n must not be negative");
-        if (k < 0) throw new ArgumentOutOfRangeException(nameof(k), k, $"{op}: k must not be negative");
-        if (batch < 0) throw new ArgumentOutOfRangeException(nameof(batch), batch, $"{op}: batch must not be negative");
-        Guard.Finite(op, alpha, nameof(alpha));
-        Guard.Finite(op, beta, nameof(beta));
-        CpuKernels.CheckLayout(op, a, "a", la, transA ? k : m, transA ? m : k, batch);
-        CpuKernels.CheckLayout(op, b, "b", lb, transB ? n : k, transB ? k : n, batch);
-        CpuKernels.CheckLayout(op, c, "c", lc, m, n, batch);
-        CpuKernels.CheckNoOverlap(op, c, "c", lc, m, n, batch);
+        CpuKernels.CheckStrided(op, a, la, transA, b, lb, transB, c, lc, m, n, k, batch, alpha, beta);
         if (batch == 0) return;
         Gemm(a.Address + 4 * la.Offset, la.LeadingDim, la.BatchStride, transA, b.Address + 4 * lb.Offset, lb.LeadingDim, lb.BatchStride, transB,
             c.Address + 4 * lc.Offset, lc.LeadingDim, batch == 1 ? 1 : lc.BatchStride, m, n, k, batch, alpha, beta);
