@@ -12,7 +12,9 @@ namespace UioLlm.Kernels;
 /// <list type="bullet">
 /// <item>Step expansion (<see cref="MemoryCount"/> = n &gt; 0, <see cref="StepStride"/> = c): the non-prefix
 /// keys are [L ordinary ; n memory] with Tq = Tk - P. Ordinary query rq &lt; L sees ordinary rk &lt;= rq.
-/// Memory query m = rq - L sees ordinary rk &lt; min((m + 1) * c, L) and itself, no other memory token.</item>
+/// Memory query m = rq - L sees ordinary rk &lt; min((m + 1) * c, L) and itself, no other memory token.
+/// With a window W &gt; 0 (no sinks) the ordinary queries see only rq - rk &lt; W (a local base layer inside an
+/// encoder); memory queries keep their whole span.</item>
 /// <item>Causal: rk &lt;= rq.</item>
 /// <item>Window W &gt; 0: rq - rk &lt; W, except the first <see cref="Sinks"/> non-prefix keys, always seen.</item>
 /// <item>Groups G &gt; 0: rq and rk must fall in the same block of G positions; with
@@ -40,9 +42,13 @@ public readonly record struct AttentionMask
     public static AttentionMask SlidingWindow(int window, int sinks = 0, int prefixLength = 0) =>
         new() { Causal = true, Window = window, Sinks = sinks, PrefixLength = prefixLength };
 
-    /// <summary>UIO encoder / Activation Beacon: [L ordinary ; n memory], memory i sees the first (i+1)*stride ordinary tokens.</summary>
-    public static AttentionMask StepExpansion(int memoryCount, int stride, int prefixLength = 0) =>
-        new() { MemoryCount = memoryCount, StepStride = stride, PrefixLength = prefixLength };
+    /// <summary>
+    /// UIO encoder / Activation Beacon: [L ordinary ; n memory], memory i sees the first (i+1)*stride ordinary
+    /// tokens. A positive <paramref name="window"/> limits the ordinary tokens to a causal sliding window of that
+    /// many tokens (a local base layer); the memory tokens still read their whole span.
+    /// </summary>
+    public static AttentionMask StepExpansion(int memoryCount, int stride, int prefixLength = 0, int window = 0) =>
+        new() { MemoryCount = memoryCount, StepStride = stride, PrefixLength = prefixLength, Window = window };
 
     /// <summary>Block-diagonal groups (S2-Attn), optionally causal and with upper-half heads shifted by G/2.</summary>
     public static AttentionMask BlockDiagonal(int groupSize, bool causal = true, bool shiftUpperHalfHeads = false) =>
@@ -62,7 +68,7 @@ public readonly record struct AttentionMask
         if (MemoryCount > 0)
         {
             int l = tq - MemoryCount;
-            if (rq < l) return rk <= rq;
+            if (rq < l) return rk <= rq && (Window == 0 || rq - rk < Window);
             int m = rq - l;
             return rk == rq || rk < Math.Min((m + 1) * StepStride, l);
         }
@@ -104,7 +110,7 @@ public readonly record struct AttentionMask
             int l = tq - MemoryCount;
             if (rq < l)
             {
-                Append(bounds, ref count, p, p + rq + 1);
+                Append(bounds, ref count, Window > 0 ? p + Math.Max(0, rq - Window + 1) : p, p + rq + 1);
             }
             else
             {
@@ -167,8 +173,8 @@ public readonly record struct AttentionMask
                 throw new ArgumentException($"{op}: step-expansion mask needs a positive stride, got {StepStride}", "mask");
             if (tq != tk - PrefixLength || MemoryCount > tq)
                 throw new ArgumentException($"{op}: step-expansion mask with {MemoryCount} memory tokens needs Tq = Tk - prefix >= {MemoryCount}, got Tq={tq}, Tk={tk}, prefix={PrefixLength}", "mask");
-            if (Causal || Window > 0 || GroupSize > 0)
-                throw new ArgumentException($"{op}: step-expansion mask cannot be combined with causal/window/group rules (it already implies its own)", "mask");
+            if (Causal || Sinks > 0 || GroupSize > 0)
+                throw new ArgumentException($"{op}: step-expansion mask cannot be combined with causal/sink/group rules (it already implies its own; only a window for the ordinary tokens)", "mask");
         }
         if (ShiftUpperHalfHeads && GroupSize < 2)
             throw new ArgumentException($"{op}: shifted groups need a group size of at least 2, got {GroupSize}", "mask");

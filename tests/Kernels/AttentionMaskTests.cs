@@ -26,12 +26,12 @@ public static class DenseMasks
         return mask;
     }
 
-    /// <summary>[L ordinary ; n memory]: ordinary tokens are causal; memory m sees ordinary rk &lt; min((m+1)c, L) and itself.</summary>
+    /// <summary>[L ordinary ; n memory]: ordinary tokens are causal (within the window W when W &gt; 0); memory m sees ordinary rk &lt; min((m+1)c, L) and itself.</summary>
     private static bool StepExpansion(AttentionMask m, int tq, int rq, int rk)
     {
         int ordinary = tq - m.MemoryCount;
         bool queryIsMemory = rq >= ordinary, keyIsMemory = rk >= ordinary;
-        if (!queryIsMemory) return rk <= rq;
+        if (!queryIsMemory) return rk <= rq && (m.Window == 0 || rq - rk < m.Window);   // a local layer's window
         if (keyIsMemory) return rk == rq;
         int memoryIndex = rq - ordinary;
         return rk < Math.Min((memoryIndex + 1) * m.StepStride, ordinary);
@@ -69,6 +69,8 @@ public static class DenseMasks
         yield return (AttentionMask.StepExpansion(3, 4), 1, 13, 13);
         yield return (AttentionMask.StepExpansion(4, 2, 5), 2, 14, 19);
         yield return (AttentionMask.StepExpansion(3, 10), 1, 9, 9);
+        yield return (AttentionMask.StepExpansion(3, 4, window: 3), 1, 15, 15);
+        yield return (AttentionMask.StepExpansion(2, 5, 3, window: 4), 2, 12, 15);
         yield return (AttentionMask.BlockDiagonal(4), 2, 13, 13);
         yield return (AttentionMask.BlockDiagonal(4, causal: false), 2, 13, 13);
         yield return (AttentionMask.BlockDiagonal(6, causal: true, shiftUpperHalfHeads: true), 4, 17, 17);

@@ -292,6 +292,7 @@ public static class KernelParity
             ("window 9 sinks 2 prefix 5", AttentionMask.SlidingWindow(9, 2, 5), 50, 60),
             ("step expansion n=8 stride 8", AttentionMask.StepExpansion(8, 8), 72, 72),
             ("step expansion prefix 10", AttentionMask.StepExpansion(4, 16, 10), 68, 78),
+            ("step expansion window 6", AttentionMask.StepExpansion(4, 8, window: 6), 36, 36),
             ("block diagonal 16 shifted", AttentionMask.BlockDiagonal(16, causal: true, shiftUpperHalfHeads: true), 67, 67),
             ("block diagonal 20 non-causal", AttentionMask.BlockDiagonal(20, causal: false), 50, 50),
             ("decode 1 query causal", AttentionMask.CausalMask(), 1, 77),

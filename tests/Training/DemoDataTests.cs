@@ -57,15 +57,15 @@ public sealed class DemoDataTests
         var random = new SeededRandom(4);
         for (int length = 0; length < 200; length += 7)
         {
-            string text = PasskeyDocuments.Filler(random, length, distractors: true);
+            string text = PasskeyDocuments.Filler(random, length, distractorShare: 0.5);
             Assert.Equal(length, Vocabulary.Encode(text).Length);
         }
-        string long1 = PasskeyDocuments.Filler(new SeededRandom(5), 2000, distractors: true);
+        string long1 = PasskeyDocuments.Filler(new SeededRandom(5), 2000, distractorShare: 0.5);
         var numbers = System.Text.RegularExpressions.Regex.Matches(long1, "[0-9]+").Select(m => m.Value).ToList();
         Assert.True(numbers.Distinct().Count() > 10, "distractor numbers vary");
         Assert.DoesNotContain('#', long1);
         // Documents with distractors still have the right length, key and answer.
-        var documents = new PasskeyDocuments(Vocabulary, 3, distractors: true);
+        var documents = new PasskeyDocuments(Vocabulary, 3, distractorShare: 0.5);
         for (int i = 0; i < 20; i++)
         {
             var d = documents.AtDepth(i, 200, i / 19.0);

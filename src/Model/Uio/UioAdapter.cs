@@ -227,6 +227,9 @@ public static class UioAdapter
             json.WriteNumber("transfer_rank", c.TransferRank);
             json.WriteNumber("transfer_alpha", Shortest(c.TransferAlpha));
             json.WriteNumber("memory_cap_segments", c.MemoryCapSegments);
+            json.WriteNumber("trained_context", c.TrainedContext);
+            json.WriteBoolean("allow_extrapolation", c.AllowExtrapolation);
+            json.WriteBoolean("transfer_head", c.TransferHead);
             json.WriteEndObject();
 
             json.WriteStartObject("base_model_shape");
@@ -278,6 +281,10 @@ public static class UioAdapter
             TransferRank = uio.Int("transfer_rank"),
             TransferAlpha = Float(element, "transfer_alpha", "uio.", source),
             MemoryCapSegments = uio.Int("memory_cap_segments"),
+            // Optional (adapters written before these fields existed): the defaults.
+            TrainedContext = uio.Has("trained_context") ? uio.Int("trained_context") : 0,
+            AllowExtrapolation = uio.Bool("allow_extrapolation", false),
+            TransferHead = uio.Bool("transfer_head", true),
         };
         try
         {

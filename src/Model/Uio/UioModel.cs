@@ -87,6 +87,7 @@ public sealed class UioModel : IDisposable
     /// <summary>The transfer-head LoRA (its gradients come straight from each decoder loss).</summary>
     public IEnumerable<Var> TransferParameters()
     {
+        if (!Config.TransferHead) yield break;   // ablation: memories go through the frozen W_K, W_V
         foreach (var layer in layers)
         {
             foreach (var p in layer.TransferK.Parameters()) yield return p;
@@ -113,16 +114,37 @@ public sealed class UioModel : IDisposable
     public AttentionMask EncoderMask => AttentionMask.StepExpansion(Config.MemoryTokens, Config.Stride);
 
     /// <summary>
+    /// The encoder's mask at one layer: <see cref="EncoderMask"/>, with the base's sliding window for the ordinary
+    /// tokens when the base layer is local (<see cref="LlamaConfig.LocalLayers"/>); memory tokens always read their
+    /// whole span.
+    /// </summary>
+    public AttentionMask EncoderMaskAt(int layer) => Base.Config.IsLocal(layer)
+        ? AttentionMask.StepExpansion(Config.MemoryTokens, Config.Stride, window: Base.Config.LocalWindow)
+        : EncoderMask;
+
+    /// <summary>
     /// Compresses whole segments (tokens.Length a multiple of l) in one batched pass: each segment is
     /// encoded alone as [segment ; &lt;mem&gt; x n], so segments are independent and the result equals
     /// compressing them one by one.
     /// </summary>
-    public Memory Compress(Tape tape, ReadOnlySpan<int> tokens)
+    public Memory Compress(Tape tape, ReadOnlySpan<int> tokens) => Encode(tape, tokens, rawTokens: false);
+
+    /// <summary>
+    /// A diagnostic memory without compression: the encoder's per-layer attention inputs at the segments'
+    /// ORDINARY token positions (l rows per segment, positions 0 .. l-1), instead of at the memory tokens. With
+    /// every LoRA B = 0 these are exactly the base model's own per-layer states of each segment read alone, so a
+    /// decoder given them as the memory of the previous segment computes the base model's full attention over
+    /// [previous ; current] (MEMORY.md, diagnostic 1). Use it with <see cref="Decode"/>, <see cref="DecoderLoss"/>
+    /// or <see cref="UioSession.AppendMemory"/>.
+    /// </summary>
+    public Memory RawTokenMemory(Tape tape, ReadOnlySpan<int> tokens) => Encode(tape, tokens, rawTokens: true);
+
+    private Memory Encode(Tape tape, ReadOnlySpan<int> tokens, bool rawTokens)
     {
         ArgumentNullException.ThrowIfNull(tape);
         int l = Config.SegmentLength, n = Config.MemoryTokens, width = l + n;
         if (tokens.IsEmpty || tokens.Length % l != 0)
-            throw new ArgumentException($"UioModel.Compress: {tokens.Length} tokens is not a whole number of segments of {l}", nameof(tokens));
+            throw new ArgumentException($"UioModel.{(rawTokens ? nameof(RawTokenMemory) : nameof(Compress))}: {tokens.Length} tokens is not a whole number of segments of {l}", nameof(tokens));
         int segments = tokens.Length / l;
         var c = Base.Config;
 
@@ -138,14 +160,15 @@ public sealed class UioModel : IDisposable
         var x = tape.ConcatRows(parts);
 
         int[] positions = EncoderPositions();
-        var memoryIndex = new int[segments * n];
+        // The rows gathered at every layer: the memory tokens, or (raw) the ordinary tokens.
+        int rows = rawTokens ? l : n;
+        var memoryIndex = new int[segments * rows];
         for (int b = 0; b < segments; b++)
-            for (int i = 0; i < n; i++) memoryIndex[b * n + i] = b * width + l + i;
-        // Every layer of the encoder uses the step-expansion mask, local base layers included
-        // (LlamaConfig.LocalLayers applies to the decoder only): memory token i must read its whole span of the
-        // segment, so the layer-(L+1) memory state -- the output of encoder layer L at the memory positions --
-        // can carry content such as a passkey even when the base's layer L is local.
-        var mask = EncoderMask;
+            for (int i = 0; i < rows; i++) memoryIndex[b * rows + i] = b * width + (rawTokens ? 0 : l) + i;
+        // Every layer of the encoder uses the step-expansion mask. In a local base layer the ordinary tokens keep
+        // the base's sliding window (so their states are the base's own), while memory token i still reads its
+        // whole span of the segment: the layer-(L+1) memory state -- the output of encoder layer L at the memory
+        // positions -- can carry content such as a passkey even when the base's layer L is local.
 
         var states = new Var[c.Layers];
         for (int layer = 0; layer < c.Layers; layer++)
@@ -164,11 +187,11 @@ public sealed class UioModel : IDisposable
             q = tape.Rope(tape.Reshape(q, segments, width, c.Heads, c.HeadDim), positions, Base.Rope);
             k = tape.Rope(tape.Reshape(k, segments, width, c.KvHeads, c.HeadDim), positions, Base.Rope);
             v = tape.Reshape(v, segments, width, c.KvHeads, c.HeadDim);
-            var o = tape.Attention(q, k, v, mask);
+            var o = tape.Attention(q, k, v, EncoderMaskAt(layer));
             x = tape.Add(x, attention.O.Forward(tape, tape.Reshape(o, segments * width, c.Heads * c.HeadDim)));
             x = tape.Add(x, block.Mlp.Forward(tape, block.FfnNorm.Forward(tape, x)));
         }
-        return new Memory(states, segments, n);
+        return new Memory(states, segments, rows);
     }
 
     // ------------------------------------------------------------------ transfer head
@@ -195,12 +218,30 @@ public sealed class UioModel : IDisposable
         var attention = Base.Blocks[layer].Attention;
         var adapters = layers[layer];
         int m = states.Value.Dim(0);
-        var k = tape.Lora(states, attention.K.Weight, adapters.TransferK.A, adapters.TransferK.B, adapters.TransferK.Scale);
-        var v = tape.Lora(states, attention.V.Weight, adapters.TransferV.A, adapters.TransferV.B, adapters.TransferV.Scale);
+        var k = Config.TransferHead
+            ? tape.Lora(states, attention.K.Weight, adapters.TransferK.A, adapters.TransferK.B, adapters.TransferK.Scale)
+            : tape.Linear(states, attention.K.Weight);
+        var v = Config.TransferHead
+            ? tape.Lora(states, attention.V.Weight, adapters.TransferV.A, adapters.TransferV.B, adapters.TransferV.Scale)
+            : tape.Linear(states, attention.V.Weight);
         return new KvPrefix(tape.Reshape(k, m, c.KvHeads, c.HeadDim), tape.Reshape(v, m, c.KvHeads, c.HeadDim));
     }
 
     // ------------------------------------------------------------------ decoder
+
+    /// <summary>The positions the decoder may read: <see cref="UioConfig.ContextBudget"/> of the base's context.</summary>
+    public int ContextBudget => Config.ContextBudget(Base.Config.MaxSeqLen);
+
+    /// <summary>
+    /// Throws <see cref="PositionBudgetException"/> when a decoder step over <paramref name="memoryRows"/> memory
+    /// rows and <paramref name="localTokens"/> local tokens (new ones included) would read positions past the
+    /// budget, unless <see cref="UioConfig.AllowExtrapolation"/> is set.
+    /// </summary>
+    public void CheckPositionBudget(int memoryRows, int localTokens)
+    {
+        if (!Config.AllowExtrapolation && memoryRows + localTokens > ContextBudget)
+            throw PositionBudgetException.For(Config, Base.Config.MaxSeqLen, memoryRows, localTokens);
+    }
 
     /// <summary>
     /// Decoder logits [T, vocab] for tokens that follow the given memories (oldest first) and whatever the
@@ -219,6 +260,7 @@ public sealed class UioModel : IDisposable
         int memoryTokens = memories.Sum(m => m.Tokens);
         var positions = new int[tokens.Length];
         int start = memoryTokens + (local?.Length ?? 0);
+        CheckPositionBudget(memoryTokens, start - memoryTokens + tokens.Length);
         for (int t = 0; t < positions.Length; t++) positions[t] = start + t;
 
         KvPrefix? Prefix(int layer)

@@ -20,8 +20,8 @@ public sealed class UioSession : IDisposable
     private readonly Queue<PendingMemory> pending = new();
     private readonly Tensor[] rawKeys;   // per layer: un-rotated memory keys, so a capped memory can be re-rotated
     private readonly int encoderBatch;
+    private readonly List<int> segmentRows = [];   // memory rows of each kept segment, oldest first
     private float[]? lastLogits;
-    private int memorySegments;
 
     /// <summary>One compressed segment's memory keys (un-rotated) and values, per layer, waiting for its turn.</summary>
     private sealed record PendingMemory(Tensor[] Keys, Tensor[] Values) : IDisposable
@@ -52,7 +52,7 @@ public sealed class UioSession : IDisposable
     public long TokensSeen { get; private set; }
 
     /// <summary>Segments whose memory the decoder currently reads.</summary>
-    public int MemorySegments => memorySegments;
+    public int MemorySegments => segmentRows.Count;
 
     /// <summary>Memory rows in front of the local tokens (MemorySegments * n).</summary>
     public int MemoryTokens => cache.PrefixLength;
@@ -167,6 +167,44 @@ public sealed class UioSession : IDisposable
             Compress(segments.AsSpan(s, Math.Min(encoderBatch * l, segments.Length - s)));
     }
 
+    /// <summary>
+    /// Appends a memory built elsewhere (for example <see cref="UioModel.RawTokenMemory"/>, or a memory taken from
+    /// another document) as the next segment(s) the decoder reads: its states go through the transfer head and are
+    /// placed after the memories already held, as if those segments had just been compressed. Allowed only
+    /// between segments (no local tokens), since memory rows always precede the local window.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The local window holds tokens.</exception>
+    public void AppendMemory(Memory memory)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        var c = model.Base.Config;
+        if (local.Count > 0)
+            throw new InvalidOperationException($"UioSession.AppendMemory: the local window holds {local.Count} tokens; a memory can be appended only between segments (after a multiple of l = {model.Config.SegmentLength} tokens)");
+        if (memory.States.Count != c.Layers || memory.States[0].Value.Dim(1) != c.Dim)
+            throw new ArgumentException($"UioSession.AppendMemory: the memory has {memory.States.Count} layers of width {memory.States[0].Value.Dim(1)}; the model has {c.Layers} of width {c.Dim}", nameof(memory));
+        int rows = memory.TokensPerSegment;
+        using var tape = new Tape(model.Accelerator, "uio.append");
+        using var _ = tape.NoGrad();
+        var kernels = model.Accelerator.Kernels;
+        var entries = Enumerable.Range(0, memory.Segments).Select(_ => new PendingMemory(new Tensor[c.Layers], new Tensor[c.Layers])).ToArray();
+        for (int layer = 0; layer < c.Layers; layer++)
+        {
+            var (k, v) = model.TransferKvUnrotated(tape, memory.States[layer], layer);
+            for (int s = 0; s < memory.Segments; s++)
+            {
+                entries[s].Keys[layer] = model.Accelerator.Allocate([rows, c.KvHeads, c.HeadDim]);
+                entries[s].Values[layer] = model.Accelerator.Allocate([rows, c.KvHeads, c.HeadDim]);
+                kernels.Copy(k.Value.Slice(s * rows, rows), entries[s].Keys[layer]);
+                kernels.Copy(v.Value.Slice(s * rows, rows), entries[s].Values[layer]);
+            }
+        }
+        foreach (var e in entries)
+        {
+            pending.Enqueue(e);
+            Activate();
+        }
+    }
+
     /// <summary>Runs the encoder and transfer head on whole segments and queues each segment's K/V.</summary>
     private void Compress(ReadOnlySpan<int> segments)
     {
@@ -198,7 +236,7 @@ public sealed class UioSession : IDisposable
             throw new InvalidOperationException("UioSession: a segment closed without its compressed memory (internal error)");
         using (memory)
         {
-            int n = model.Config.MemoryTokens, start = cache.PrefixLength;
+            int n = memory.Keys[0].Dim(0), start = cache.PrefixLength;
             EnsureRows(start + n + model.Config.SegmentLength);
             var kernels = model.Accelerator.Kernels;
             for (int layer = 0; layer < rawKeys.Length; layer++)
@@ -207,17 +245,17 @@ public sealed class UioSession : IDisposable
                 kernels.Copy(memory.Values[layer], cache.Values(layer).Slice(start, n));
             }
             cache.ExtendPrefix(n);
-            memorySegments++;
+            segmentRows.Add(n);
             RotateKeys(start, n);
         }
         int cap = model.Config.MemoryCapSegments;
-        if (cap > 0 && memorySegments > cap)
+        if (cap > 0 && segmentRows.Count > cap)
         {
             // Our extension: drop the oldest segment's memory; the rest move to the front and are re-rotated.
-            int n = model.Config.MemoryTokens, keep = cache.PrefixLength - n;
+            int n = segmentRows[0], keep = cache.PrefixLength - n;
             foreach (var raw in rawKeys) TensorRows.Move(raw, n, 0, keep);
             cache.RemovePrefix(n);
-            memorySegments--;
+            segmentRows.RemoveAt(0);
             RotateKeys(0, keep);
         }
     }
@@ -243,6 +281,7 @@ public sealed class UioSession : IDisposable
     /// <summary>One decoder pass over a chunk: appends it to the local window, writes log-probs, keeps the last logits.</summary>
     private void Decode(ReadOnlySpan<int> chunk, Span<double> logProbs)
     {
+        model.CheckPositionBudget(cache.PrefixLength, cache.Length - cache.PrefixLength + chunk.Length);
         EnsureRows(cache.Length + chunk.Length);
         using var tape = new Tape(model.Accelerator, "uio.decode");
         using var _ = tape.NoGrad();

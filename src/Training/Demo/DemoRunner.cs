@@ -67,7 +67,7 @@ public sealed class DemoRunner
         this.settings = settings;
         this.progress = progress;
         this.runFolder = runFolder;
-        documents = new PasskeyDocuments(vocabulary, settings.KeyDigits, settings.Distractors);
+        documents = new PasskeyDocuments(vocabulary, settings.KeyDigits, settings.DistractorShare);
     }
 
     public string BaseMethod => $"base (window {settings.Window})";

@@ -39,7 +39,7 @@ public sealed record DemoSettings
     /// head across layers 0 and 1) rather than "the only number" (layer 0 alone). Off: measured, it did not move
     /// the copy out of layer 0 (docs/ARCHITECTURE.md, "The built-in demo").
     /// </summary>
-    public bool Distractors { get; init; }
+    public double DistractorShare { get; init; }
     /// <summary>Optimizer steps of pre-training, each over <see cref="PretrainBatch"/> windows.</summary>
     public int PretrainSteps { get; init; } = 3000;
     public int PretrainBatch { get; init; } = 8;

@@ -51,10 +51,11 @@ public sealed class PasskeyDocuments
     private readonly CharVocabulary vocabulary;
 
     /// <param name="keyDigits">Digits per key (the first is never 0).</param>
-    /// <param name="distractors">Mix filler sentences holding random numbers into the filler (see <see cref="Filler(SeededRandom, int, bool)"/>).</param>
-    public PasskeyDocuments(CharVocabulary vocabulary, int keyDigits = 5, bool distractors = false)
+    /// <param name="distractorShare">Share of filler sentences that hold a random number (see <see cref="Filler(SeededRandom, int, double)"/>); 0: none.</param>
+    public PasskeyDocuments(CharVocabulary vocabulary, int keyDigits = 5, double distractorShare = 0)
     {
-        Distractors = distractors;
+        if (!(distractorShare >= 0 && distractorShare <= 1)) throw new ArgumentOutOfRangeException(nameof(distractorShare), distractorShare, "PasskeyDocuments: the distractor share must lie in [0, 1]");
+        DistractorShare = distractorShare;
         ArgumentNullException.ThrowIfNull(vocabulary);
         if (keyDigits is < 1 or > 18) throw new ArgumentOutOfRangeException(nameof(keyDigits), keyDigits, "PasskeyDocuments: a key has 1 to 18 digits");
         this.vocabulary = vocabulary;
@@ -63,8 +64,8 @@ public sealed class PasskeyDocuments
 
     public int KeyDigits { get; }
 
-    /// <summary>Whether the filler holds distractor numbers.</summary>
-    public bool Distractors { get; }
+    /// <summary>Share of filler sentences holding a distractor number (0: the key is the only number).</summary>
+    public double DistractorShare { get; }
 
     /// <summary>The question that precedes the answer.</summary>
     public string Question => QuestionText;
@@ -79,15 +80,15 @@ public sealed class PasskeyDocuments
     public int FixedLength(bool bos) => (bos ? 1 : 0) + NeedleLength + QuestionText.Length + KeyTokens;
 
     /// <summary>Exactly <paramref name="characters"/> characters of filler sentences in a seeded order.</summary>
-    public static string Filler(SeededRandom random, int characters) => Filler(random, characters, distractors: false);
+    public static string Filler(SeededRandom random, int characters) => Filler(random, characters, 0);
 
     /// <summary>
     /// Filler sentences in a seeded order worth exactly <paramref name="characters"/> tokens of the demo's
-    /// vocabulary (one per character, one per three-digit number). With <paramref name="distractors"/>, one
-    /// sentence in three carries a random number from 100 to 999 (a single token); without, the text has no
-    /// digit and its length is <paramref name="characters"/>.
+    /// vocabulary (one per character, one per three-digit number). A share <paramref name="distractorShare"/> of
+    /// the sentences carries a random number from 100 to 999 (a single token); with 0 the text has no digit and
+    /// its length is <paramref name="characters"/>.
     /// </summary>
-    public static string Filler(SeededRandom random, int characters, bool distractors)
+    public static string Filler(SeededRandom random, int characters, double distractorShare)
     {
         ArgumentNullException.ThrowIfNull(random);
         ArgumentOutOfRangeException.ThrowIfNegative(characters);
@@ -95,7 +96,7 @@ public sealed class PasskeyDocuments
         int tokens = 0;
         while (tokens < characters)
         {
-            bool number = distractors && random.Next(3) == 0;
+            bool number = distractorShare > 0 && random.NextDouble() < distractorShare;
             string sentence = number
                 ? string.Format(System.Globalization.CultureInfo.InvariantCulture, NumberSentences[random.Next(NumberSentences.Length)], 100 + random.Next(900))
                 : Sentences[random.Next(Sentences.Length)];
@@ -141,9 +142,9 @@ public sealed class PasskeyDocuments
                 $"PasskeyDocuments: a needle at token {needleOffset} does not fit a document of {totalTokens} tokens (it must lie in [{start}, {MaxNeedleOffset(totalTokens, bos) - extra}])");
         string key = NewKey(random, digits);
         var text = new StringBuilder(totalTokens);
-        text.Append(Filler(random, needleOffset - start, Distractors));
+        text.Append(Filler(random, needleOffset - start, DistractorShare));
         text.Append(NeedlePrefix).Append(key).Append(". ");
-        text.Append(Filler(random, after, Distractors));
+        text.Append(Filler(random, after, DistractorShare));
         text.Append(QuestionText).Append(key);
         var tokens = vocabulary.Encode(text.ToString(), addBos: bos);
         if (tokens.Length != totalTokens) throw new InvalidOperationException($"PasskeyDocuments: composed {tokens.Length} tokens, expected {totalTokens}");

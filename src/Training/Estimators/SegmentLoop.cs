@@ -37,6 +37,9 @@ public abstract class SegmentLoop : IGradientEstimator
 
     protected UioModel Model => model ?? throw new InvalidOperationException("no document is being processed");
 
+    /// <summary>Whether segment t's decoder ran (false: nothing in it was scored, so J_t = 0 sent no gradient).</summary>
+    protected bool DecoderRan { get; private set; }
+
     public EstimateResult Accumulate(UioModel uio, ReadOnlySpan<int> document) =>
         Accumulate(uio, document, document.IsEmpty ? document : document[1..]);
 
@@ -63,7 +66,11 @@ public abstract class SegmentLoop : IGradientEstimator
                 foreach (int target in segmentTargets)
                     if (target != IgnoreTarget) scored++;
                 if (scored > before) scoredSegments++;
-                total += DecoderStep(t, tokens, segmentTargets);
+                // A segment with nothing scored has J_t = 0 and no gradient: its decoder pass is skipped
+                // (the hooks still run, so estimators see every t).
+                DecoderRan = scored > before;
+                if (DecoderRan) total += DecoderStep(t, tokens, segmentTargets);
+                else BeforeDecoderBackward(t);
                 AfterDecoder(t);
                 if (t + 1 == segments) break; // nothing reads the last segment's memory: it is not encoded
                 Encode(t, tokens);
@@ -194,7 +201,7 @@ public sealed class TruncatedBptt(int window) : SegmentLoop
         foreach (var g in Graphs)
         {
             // J_t's memory gradient reaches every earlier leaf; only the window's graphs take it.
-            if (g.Alive && g.Segment >= t - Window) BackwardThrough(g, retain: true);
+            if (DecoderRan && g.Alive && g.Segment >= t - Window) BackwardThrough(g, retain: true);
             ClearLeafGradients(g);
         }
         // The graph leaving the window will never be used again.
