@@ -32,7 +32,9 @@ internal static class EvalCommand
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
         using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads);
         var (model, tokenizer) = (loaded.Model, loaded.Tokenizer);
-        using var uio = o.Adapter is null ? null : UioAdapter.Load(model, CliSupport.RequireExists(o.Adapter, "--adapter"));
+        // Lengths past UIO's position budget are read with extrapolation and marked in the table and CSV.
+        using var uio = o.Adapter is null ? null : UioAdapter.Load(model, CliSupport.RequireExists(o.Adapter, "--adapter"), c => c with { AllowExtrapolation = true });
+        long budget = uio?.Config.MaxContextTokens(model.Config.MaxSeqLen) ?? long.MaxValue;
 
         int streamingWindow = Math.Max(1, model.Config.MaxSeqLen - StreamingSinks);
         var methods = new List<string> { $"base (window {model.Config.MaxSeqLen})", $"StreamingLLM ({StreamingSinks} sinks + {streamingWindow})" };
@@ -88,15 +90,16 @@ internal static class EvalCommand
 
         var table = new Table().AddColumn("context");
         foreach (var m in methods) table.AddColumn(Markup.Escape(m));
-        var csv = new StringBuilder($"context,method,{metric.Replace(' ', '_')}\n");
+        var csv = new StringBuilder($"context,method,{metric.Replace(' ', '_')},beyond_uio_budget\n");
         foreach (int length in lengths)
         {
-            var row = new List<string> { length.ToString(CultureInfo.InvariantCulture) };
+            bool beyond = length > budget;
+            var row = new List<string> { length.ToString(CultureInfo.InvariantCulture) + (beyond ? " (past UIO's position budget)" : "") };
             foreach (var m in methods)
             {
                 double v = results[m].First(p => p.X == length).Y;
                 row.Add(v.ToString("0.###", CultureInfo.InvariantCulture));
-                csv.Append(CultureInfo.InvariantCulture, $"{length},{m},{v:0.######}\n");
+                csv.Append(CultureInfo.InvariantCulture, $"{length},{m},{v:0.######},{(beyond ? 1 : 0)}\n");
             }
             table.AddRow(row.ToArray());
         }

@@ -7,7 +7,7 @@ namespace UioLlm.Cli;
 internal static class GenerateCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string? Adapter, string? Prompt, string? PromptFile,
-        int MaxTokens, float Temperature, float TopP, int Seed, int Threads);
+        int MaxTokens, float Temperature, float TopP, int Seed, int Threads, bool AllowExtrapolation = false);
 
     public static int Run(Options o, TextWriter output, TextWriter error) => CliSupport.Guarded("generate", error, () =>
     {
@@ -26,7 +26,11 @@ internal static class GenerateCommand
         GenerationResult result;
         if (o.Adapter is not null)
         {
-            using var uio = UioAdapter.Load(model, CliSupport.RequireExists(o.Adapter, "--adapter"));
+            using var uio = UioAdapter.Load(model, CliSupport.RequireExists(o.Adapter, "--adapter"), c => c with { AllowExtrapolation = o.AllowExtrapolation });
+            if (!o.AllowExtrapolation && ids.Length + o.MaxTokens > uio.Config.MaxContextTokens(model.Config.MaxSeqLen))
+                throw new UsageException($"the prompt ({ids.Length} tokens) plus --max-tokens ({o.MaxTokens}) exceeds what this UIO adapter reads inside the base's trained context " +
+                    $"({uio.Config.MaxContextTokens(model.Config.MaxSeqLen)} tokens: l = {uio.Config.SegmentLength}, n = {uio.Config.MemoryTokens}, {model.Config.MaxSeqLen} positions); " +
+                    "pass --allow-extrapolation to read past it");
             using var session = new UioSession(uio);
             session.Prefill(ids);
             result = session.Generate(options, Emit);

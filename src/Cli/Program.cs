@@ -54,10 +54,13 @@ public static class Program
         var seed = new Option<int>("--seed") { Description = "Seed of everything (weights, data, estimators): one seed, one result", DefaultValueFactory = _ => 0 };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var quick = new Option<bool>("--quick") { Description = "Tiny everything (seconds; for tests, the numbers mean nothing)" };
-        var command = new Command("demo", "The built-in demo: pre-train a tiny Llama, train UIO memory (TBPTT vs unbiased), "
-            + "passkey accuracy vs context length for base / StreamingLLM / UIO (table, CSV, SVG)");
-        foreach (var o in new Option[] { outDir, seed, threads, quick }) command.Options.Add(o);
-        command.SetAction(p => DemoCommand.Run(new DemoCommand.Options(p.GetValue(outDir)!, p.GetValue(seed), p.GetValue(threads), p.GetValue(quick)), output, error));
+        var diagnose = new Option<bool>("--diagnose") { Description = "Also measure the attention mass on memory per layer and retrieval with memories swapped between documents" };
+        var ablation = new Option<string>("--ablation") { Description = "Add the runs of one ablation: none | reservoir (S = 1, 2, 4) | transfer-head | full-bptt", DefaultValueFactory = _ => "none" };
+        var command = new Command("demo", "The built-in demo: pre-train a tiny Llama, train UIO memory (TBPTT vs unbiased, curriculum vs far), "
+            + "passkey accuracy vs context length and needle distance for base / StreamingLLM / UIO (tables, CSV, SVG); the pre-trained base is cached in --out");
+        foreach (var o in new Option[] { outDir, seed, threads, quick, diagnose, ablation }) command.Options.Add(o);
+        command.SetAction(p => DemoCommand.Run(new DemoCommand.Options(p.GetValue(outDir)!, p.GetValue(seed), p.GetValue(threads), p.GetValue(quick),
+            p.GetValue(diagnose), p.GetValue(ablation)!), output, error));
         return command;
     }
 
@@ -73,11 +76,12 @@ public static class Program
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling mass", DefaultValueFactory = _ => 0.9f };
         var seed = new Option<int>("--seed") { Description = "Sampling seed", DefaultValueFactory = _ => 0 };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var extrapolate = new Option<bool>("--allow-extrapolation") { Description = "With --adapter: read past UIO's position budget (memories + local tokens beyond the base's trained context)" };
         var command = new Command("generate", "Stream text from a model (optionally through a UIO adapter)");
-        foreach (var o in new Option[] { model, tokenizer, adapter, prompt, promptFile, maxTokens, temperature, topP, seed, threads }) command.Options.Add(o);
+        foreach (var o in new Option[] { model, tokenizer, adapter, prompt, promptFile, maxTokens, temperature, topP, seed, threads, extrapolate }) command.Options.Add(o);
         command.SetAction(p => GenerateCommand.Run(new GenerateCommand.Options(p.GetValue(model)!, p.GetValue(tokenizer), p.GetValue(adapter),
             p.GetValue(prompt), p.GetValue(promptFile), p.GetValue(maxTokens), p.GetValue(temperature), p.GetValue(topP), p.GetValue(seed),
-            p.GetValue(threads)), output, error));
+            p.GetValue(threads), p.GetValue(extrapolate)), output, error));
         return command;
     }
 

@@ -11,7 +11,7 @@ internal static class SvgChart
     /// <param name="series">Name -> (x, y) points; x drawn on a log2 scale when <paramref name="logX"/>.</param>
     public static string Lines(string title, string xLabel, string yLabel, IReadOnlyDictionary<string, List<(double X, double Y)>> series, bool logX = true)
     {
-        const double width = 640, height = 400, left = 70, right = 160, top = 40, bottom = 50;
+        const double width = 760, height = 400, left = 70, right = 250, top = 40, bottom = 50;
         var points = series.Values.SelectMany(p => p).ToList();
         if (points.Count == 0) throw new ArgumentException("SvgChart: no points to draw", nameof(series));
         double Fx(double x) => logX ? Math.Log2(x) : x;

@@ -54,9 +54,17 @@ public sealed record LlamaConfig
     public bool IsLocal(int layer) => layer < LocalLayers;
 
     /// <summary>
+    /// How many of <paramref name="prefixLength"/> prefix keys (UIO memory before the own tokens) layer
+    /// <paramref name="layer"/> sees: all of them in a global layer, none in a local one. A local layer looks at
+    /// its last <see cref="LocalWindow"/> tokens only; a memory stands for text farther back than that, so the
+    /// layer reads exactly what it read in the base model (and a memory cannot flood a window of a few tokens).
+    /// </summary>
+    public int VisiblePrefix(int layer, int prefixLength) => IsLocal(layer) ? 0 : prefixLength;
+
+    /// <summary>
     /// The decoder self-attention mask of layer <paramref name="layer"/>: causal, and for a local layer a sliding
     /// window of <see cref="LocalWindow"/> own tokens; the first <paramref name="prefixLength"/> keys (memory,
-    /// cache prefix) are always visible.
+    /// cache prefix) are always visible. Pass the prefix a layer sees (<see cref="VisiblePrefix"/>).
     /// </summary>
     public AttentionMask DecoderMask(int layer, int prefixLength = 0) => IsLocal(layer)
         ? AttentionMask.SlidingWindow(LocalWindow, sinks: 0, prefixLength: prefixLength)

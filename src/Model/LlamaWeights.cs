@@ -24,11 +24,13 @@ public sealed class LlamaLayerWeights
 public sealed class LlamaWeights : IDisposable
 {
     private readonly Tensor storage;
+    private readonly bool ownsStorage;
 
     private LlamaWeights(Accelerator accelerator, LlamaConfig config, Tensor storage, Tensor embedding, LlamaLayerWeights[] layers,
-        Tensor finalNorm, Tensor output)
+        Tensor finalNorm, Tensor output, bool ownsStorage = true)
     {
         this.storage = storage;
+        this.ownsStorage = ownsStorage;
         Accelerator = accelerator;
         Config = config;
         TokenEmbedding = embedding;
@@ -152,7 +154,27 @@ public sealed class LlamaWeights : IDisposable
         foreach (var (_, t) in Named()) t.Unfreeze();
     }
 
-    public void Dispose() => storage.Dispose();
+    /// <summary>
+    /// The same tensors under another config of the same shape (for example more local layers, another RoPE base):
+    /// a view that shares the weights and does not free them; the original must outlive it.
+    /// </summary>
+    /// <exception cref="ArgumentException">The config describes another shape.</exception>
+    public LlamaWeights WithConfig(LlamaConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        var c = Config;
+        if (config.Dim != c.Dim || config.HiddenDim != c.HiddenDim || config.Layers != c.Layers || config.Heads != c.Heads || config.KvHeads != c.KvHeads ||
+            config.VocabSize != c.VocabSize || config.TiedEmbeddings != c.TiedEmbeddings)
+            throw new ArgumentException($"LlamaWeights.WithConfig: the new config has another shape ({config.Dim}x{config.Layers} layers, {config.Heads}/{config.KvHeads} heads, " +
+                $"hidden {config.HiddenDim}, vocab {config.VocabSize}) than the weights ({c.Dim}x{c.Layers}, {c.Heads}/{c.KvHeads}, hidden {c.HiddenDim}, vocab {c.VocabSize})", nameof(config));
+        return new LlamaWeights(Accelerator, config, storage, TokenEmbedding, Layers.ToArray(), FinalNorm, Output, ownsStorage: false);
+    }
+
+    public void Dispose()
+    {
+        if (ownsStorage) storage.Dispose();
+    }
 }
 
 /// <summary>Reorders Q/K rows between Meta's interleaved RoPE pairs and Hugging Face's rotate-half halves.</summary>

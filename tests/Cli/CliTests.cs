@@ -190,8 +190,13 @@ public class CliModelCommandTests
 
             string adapter = Path.Combine(dir, "checkpoints", "step-00000003", "adapter");
             (code, output, error) = Run("generate", "--model", Stories("stories260K.bin"), "--tokenizer", Stories("tok512.bin"),
-                "--adapter", adapter, "--prompt-file", TestData.File("text", "moby_dick_ch1.txt"), "--max-tokens", "5", "--temperature", "0");
-            Assert.True(code == 0, error);   // a 6.9K-token prompt: far beyond the model's 512 positions
+                "--adapter", adapter, "--prompt-file", TestData.File("text", "moby_dick_ch1.txt"), "--max-tokens", "5", "--temperature", "0", "--allow-extrapolation");
+            Assert.True(code == 0, error);   // a 6.9K-token prompt: far beyond the model's 512 positions and UIO's budget of 2,000 tokens
+            (code, _, error) = Run("generate", "--model", Stories("stories260K.bin"), "--tokenizer", Stories("tok512.bin"),
+                "--adapter", adapter, "--prompt-file", TestData.File("text", "moby_dick_ch1.txt"), "--max-tokens", "5");
+            Assert.Equal(2, code);   // without the flag: a one-line error naming the budget and the flag
+            Assert.Contains("--allow-extrapolation", error);
+            Assert.Contains("2000 tokens", error);
 
             (code, _, error) = Run(Train(dir + "-2", "--estimator", "magic"));
             Assert.Equal(2, code);
@@ -220,7 +225,7 @@ public class CliModelCommandTests
             Assert.True(code == 0, error);
             Assert.Contains("base (window 512)", output);
             var csv = File.ReadAllLines(Path.Combine(dir, "perplexity.csv"));
-            Assert.Equal("context,method,perplexity", csv[0]);
+            Assert.Equal("context,method,perplexity,beyond_uio_budget", csv[0]);
             Assert.Equal(1 + 2 * 2, csv.Length);   // two lengths x (base window, StreamingLLM)
             Assert.All(csv.Skip(1), line => Assert.True(double.Parse(line.Split(',')[2], System.Globalization.CultureInfo.InvariantCulture) > 1));
             var svg = System.Xml.Linq.XDocument.Load(Path.Combine(dir, "perplexity.svg"));

@@ -20,43 +20,71 @@ public sealed class DemoCliTests : IDisposable
         return (code, o.ToString(), e.ToString());
     }
 
-    private static readonly string[] MethodPrefixes = ["base (window 48)", "StreamingLLM (4 sinks + 44)", "UIO + TBPTT (S=2)", "UIO + unbiased (S=2)"];
+    private static readonly string[] Methods =
+    [
+        "base (window 48)", "StreamingLLM (4 sinks + 44)", "UIO + TBPTT (S=2)", "UIO + unbiased (S=2)", "UIO + TBPTT (S=2) [far]", "UIO + unbiased (S=2) [far]",
+    ];
 
     [Fact]
-    public void QuickDemoPrintsTheTableAndWritesCsvAndSvg()
+    public void QuickDemoPrintsTheTablesAndWritesCsvAndSvg()
     {
         string folder = Path.Combine(root, "a");
-        var (code, output, error) = Run("demo", "--quick", "--out", folder, "--threads", "2");
+        var (code, output, error) = Run("demo", "--quick", "--out", folder, "--threads", "2", "--diagnose");
         Assert.True(code == 0, error);
         Assert.Equal("", error);
-        // Plain progress lines (not a terminal), the phase summaries, both tables and the total time.
+        // Plain progress lines (not a terminal), the phase summaries, the tables and the total time.
         Assert.Contains("pre-training the base: 6/6", output);
+        Assert.Contains("base ceiling: in-window", output);
         Assert.Contains("passkey evaluation: ", output);
         Assert.Contains("passkey accuracy vs context length", output);
         Assert.Contains("passkey accuracy vs needle depth", output);
+        Assert.Contains("passkey accuracy vs distance", output);
+        Assert.Contains("attention mass on memory", output);
         Assert.Contains("1 x 48 = 48 tokens", output);
         Assert.Contains("total ", output);
 
         var csv = File.ReadAllLines(Path.Combine(folder, "passkey.csv"));
-        Assert.Equal("windows,tokens,method,correct,trials,accuracy", csv[0]);
-        Assert.Equal(1 + 3 * MethodPrefixes.Length, csv.Length);   // lengths 1, 2, 4 windows x 4 methods
-        foreach (var method in MethodPrefixes) Assert.Contains(csv, line => line.Contains($",{method},", StringComparison.Ordinal));
+        Assert.Equal("windows,tokens,method,correct,trials,accuracy,beyond_budget", csv[0]);
+        Assert.Equal(1 + 3 * Methods.Length, csv.Length);   // lengths 1, 2, 4 windows x 6 methods
+        foreach (var method in Methods) Assert.Contains(csv, line => line.Split(',')[2] == method);
         Assert.All(csv.Skip(1), line =>
         {
             var cells = line.Split(',');
-            Assert.InRange(double.Parse(cells[^1], System.Globalization.CultureInfo.InvariantCulture), 0, 1);
-            Assert.Equal("2", cells[^2]);   // 2 depths x 1 trial
+            Assert.Equal(7, cells.Length);
+            Assert.InRange(double.Parse(cells[5], System.Globalization.CultureInfo.InvariantCulture), 0, 1);
+            Assert.Equal("2", cells[4]);   // 2 depths x 1 trial
+            Assert.Equal("0", cells[6]);   // every quick length fits the position budget
         });
         var byDepth = File.ReadAllLines(Path.Combine(folder, "passkey_by_depth.csv"));
         Assert.Equal("windows,tokens,depth,method,correct,trials,accuracy", byDepth[0]);
-        Assert.Equal(1 + 3 * 2 * MethodPrefixes.Length, byDepth.Length);
+        Assert.Equal(1 + 3 * 2 * Methods.Length, byDepth.Length);
+        var byDistance = File.ReadAllLines(Path.Combine(folder, "passkey_by_distance.csv"));
+        Assert.Equal("distance_segments,tokens,method,correct,trials,accuracy", byDistance[0]);
+        Assert.Equal(1 + 2 * Methods.Length, byDistance.Length);   // distances 1 and 3
+        var diagnostics = File.ReadAllLines(Path.Combine(folder, "diagnostics.csv"));
+        Assert.Equal(1 + 4 * 3, diagnostics.Length);   // 4 UIO memories x 3 layers
 
         string svg = File.ReadAllText(Path.Combine(folder, "passkey.svg"));
         Assert.StartsWith("<svg", svg);
-        foreach (var method in MethodPrefixes) Assert.Contains(method, svg);
-        Assert.Equal(MethodPrefixes.Length, svg.Split("<polyline").Length - 1);
-        // The trainers' runs (metrics and final adapters) are kept beside the results.
-        Assert.True(File.Exists(Path.Combine(folder, "runs", "uio-unbiased", "metrics.csv")));
+        foreach (var method in Methods) Assert.Contains(System.Security.SecurityElement.Escape(method), svg);
+        Assert.Equal(Methods.Length, svg.Split("<polyline").Length - 1);
+        // The base is cached with its checksum; the trainers' runs (metrics and adapters) are kept beside the results.
+        Assert.True(File.Exists(Path.Combine(folder, "base", "model.safetensors")));
+        Assert.Contains("sha256", File.ReadAllText(Path.Combine(folder, "base", "base.json")));
+        Assert.True(File.Exists(Path.Combine(folder, "runs", "uio-unbiased-s-2", "stage-1", "metrics.csv")));
+        Assert.True(File.Exists(Path.Combine(folder, "runs", "uio-unbiased-s-2-far", "stage-0", "metrics.csv")));
+
+        // A second run reuses the cached base (same fingerprint and checksum) and gives the same numbers.
+        var (again, output2, error2) = Run("demo", "--quick", "--out", folder, "--threads", "2");
+        Assert.True(again == 0, error2);
+        Assert.Contains("loaded from the cache", output2);
+        Assert.Equal(csv, File.ReadAllLines(Path.Combine(folder, "passkey.csv")));
+        // A damaged cache is not trusted: the base is pre-trained again.
+        File.AppendAllText(Path.Combine(folder, "base", "model.safetensors"), "x");
+        var (third, output3, error3) = Run("demo", "--quick", "--out", folder, "--threads", "2");
+        Assert.True(third == 0, error3);
+        Assert.DoesNotContain("loaded from the cache", output3);
+        Assert.Contains("pre-training the base: 6/6", output3);
     }
 
     [Fact]
@@ -66,8 +94,22 @@ public sealed class DemoCliTests : IDisposable
         Assert.Equal(0, Run("demo", "--quick", "--out", a, "--seed", "3").Code);
         Assert.Equal(0, Run("demo", "--quick", "--out", b, "--seed", "3").Code);
         Assert.Equal(File.ReadAllText(Path.Combine(a, "passkey_by_depth.csv")), File.ReadAllText(Path.Combine(b, "passkey_by_depth.csv")));
-        Assert.Equal(File.ReadAllText(Path.Combine(a, "runs", "uio-unbiased", "metrics.csv")).Split('\n').Select(Loss),
-            File.ReadAllText(Path.Combine(b, "runs", "uio-unbiased", "metrics.csv")).Split('\n').Select(Loss));
+        Assert.Equal(File.ReadAllText(Path.Combine(a, "passkey_by_distance.csv")), File.ReadAllText(Path.Combine(b, "passkey_by_distance.csv")));
+        string Metrics(string folder) => File.ReadAllText(Path.Combine(folder, "runs", "uio-unbiased-s-2", "stage-1", "metrics.csv"));
+        Assert.Equal(Metrics(a).Split('\n').Select(Loss), Metrics(b).Split('\n').Select(Loss));
+    }
+
+    [Fact]
+    public void AnAblationAddsItsRuns()
+    {
+        string folder = Path.Combine(root, "ablation");
+        var (code, output, error) = Run("demo", "--quick", "--out", folder, "--ablation", "transfer-head");
+        Assert.True(code == 0, error);
+        Assert.Contains("UIO + unbiased (S=2) [no transfer head]", File.ReadAllText(Path.Combine(folder, "passkey.csv")));
+        (code, _, error) = Run("demo", "--quick", "--out", folder, "--ablation", "sideways");
+        Assert.Equal(2, code);
+        Assert.Contains("--ablation", error);
+        Assert.Contains("reservoir", error);
     }
 
     /// <summary>The loss column of a metrics.csv line (the other columns hold wall times).</summary>

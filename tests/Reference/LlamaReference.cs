@@ -14,8 +14,8 @@ internal static class LlamaReference
     /// <summary>
     /// Logits with a key/value prefix per layer (UIO's memory): memoryK[layer][m] and memoryV[layer][m] are
     /// un-rotated [kv_dim] rows. The sequence is [memory ; tokens] with RoPE from position 0, so memory key m
-    /// is rotated at m and token t sits at M + t; every token sees all memory, causally the tokens (in a
-    /// local layer, li &lt; LocalLayers, only tokens t - LocalWindow + 1 .. t).
+    /// is rotated at m and token t sits at M + t; in a global layer every token sees all memory and, causally,
+    /// the tokens; a local layer (li &lt; LocalLayers) sees no memory and only tokens t - LocalWindow + 1 .. t.
     /// </summary>
     public static double[,] Logits(LlamaWeights w, int[] ids, double[][][]? memoryK, double[][][]? memoryV)
     {
@@ -57,7 +57,9 @@ internal static class LlamaReference
                     int firstOwn = li < c.LocalLayers ? Math.Max(0, t - c.LocalWindow + 1) : 0;
                     for (int s = 0; s <= memory + t; s++)
                     {
-                        if (s >= memory && s - memory < firstOwn) { scores[s] = double.NegativeInfinity; continue; }
+                        // A local layer sees no memory at all (it stands for text beyond any local window).
+                        bool hidden = s < memory ? li < c.LocalLayers : s - memory < firstOwn;
+                        if (hidden) { scores[s] = double.NegativeInfinity; continue; }
                         double dot = 0;
                         for (int i = 0; i < hd; i++) dot += q[t][h * hd + i] * k[s][kvh * hd + i];
                         scores[s] = dot / Math.Sqrt(hd);

@@ -113,31 +113,64 @@ public sealed class DemoDataTests
     }
 
     [Fact]
-    public void TrainingStreamKeepsTheNeedleMoreThanTheGapBeforeTheQuestion()
+    public void TrainingStreamPutsTheNeedleTheDrawnDistanceBeforeTheQuestion()
     {
-        const int l = 64, gap = 2;
-        var documents = new PasskeyDocuments(Vocabulary, 3);
-        var data = new PasskeyTrainingData(documents, seed: 3, l, minSegments: 4, maxSegments: 7, gap);
-        var seen = new HashSet<int>();
-        for (int i = 0; i < 40; i++)
+        const int l = 32;
+        var documents = new PasskeyDocuments(Vocabulary, 3, distractorShare: 0.5);
+        var data = new PasskeyTrainingData(documents, seed: 3, l, minDistance: 3, maxDistance: 6, extraSegments: 2);
+        Assert.Equal(9, data.MaxSegments);
+        var distances = new HashSet<int>();
+        for (int i = 0; i < 60; i++)
         {
-            var d = data.Document(i);
+            var (d, distance) = data.Document(i);
+            distances.Add(distance);
+            Assert.InRange(distance, 3, 6);
             Assert.Equal(0, (d.Tokens.Length - 1) % l);
             int segments = (d.Tokens.Length - 1) / l;
-            seen.Add(segments);
-            Assert.InRange(segments, 4, 7);
-            int needleEnd = d.NeedleOffset + documents.NeedleLength - 1;
-            Assert.True(needleEnd / l <= segments - 2 - gap, $"document {i}: needle ends in segment {needleEnd / l} of {segments}");
+            Assert.InRange(segments, distance + 1, distance + 3);
+            // The needle lies wholly inside segment q - d; the question and the answer end the last segment.
+            Assert.Equal(segments - 1 - distance, d.NeedleOffset / l);
+            Assert.Equal(segments - 1 - distance, (d.NeedleOffset + documents.NeedleLength - 1) / l);
             Assert.Equal(d.Key, Vocabulary.Decode(d.Tokens.AsSpan(d.Prompt.Length)));
+            Assert.EndsWith(documents.Question, Vocabulary.Decode(d.Prompt));
         }
-        Assert.True(seen.Count > 1, "segment counts vary");
+        Assert.Equal(4, distances.Count);
 
+        // Only the answer is scored.
+        var (tokens, targets) = data.NextWithTargets();
+        Assert.Equal(tokens.Length - 1, targets.Length);
+        Assert.Equal(1, targets.Count(t => t != UioLlm.Training.Estimators.SegmentLoop.IgnoreTarget));
+        Assert.Equal(tokens[^1], targets[^1]);
+
+        data.Position = new TrainingDataPosition(0, 0);
         var first = Enumerable.Range(0, 3).Select(_ => data.Next()).ToList();
         data.Position = new TrainingDataPosition(0, 0);
         Assert.Equal(first, Enumerable.Range(0, 3).Select(_ => data.Next()).ToList());
         Assert.Equal(new TrainingDataPosition(0, 3), data.Position);
         Assert.Throws<ArgumentOutOfRangeException>(() => data.Position = new TrainingDataPosition(1, 0));
-        Assert.Throws<ArgumentException>(() => new PasskeyTrainingData(documents, 0, l, minSegments: 3, maxSegments: 5, gap));
+        Assert.Throws<ArgumentException>(() => new PasskeyTrainingData(documents, 0, l, minDistance: 0, maxDistance: 5));
+        Assert.Throws<ArgumentException>(() => new PasskeyTrainingData(documents, 0, l, minDistance: 4, maxDistance: 3));
+        Assert.Throws<ArgumentException>(() => new PasskeyTrainingData(documents, 0, segmentLength: 12, minDistance: 1, maxDistance: 3));
+        Assert.Throws<ArgumentOutOfRangeException>(() => PasskeyTrainingData.AtDistance(documents, 1, l, segments: 3, distance: 3));
+    }
+
+    [Fact]
+    public void RecallDrillsRepeatEachKeysValue()
+    {
+        var drills = new RecallDrills(Vocabulary);
+        for (int seed = 0; seed < 20; seed++)
+        {
+            var ids = drills.Drill(seed, 65);
+            Assert.Equal(65, ids.Length);
+            Assert.Equal(ids, drills.Drill(seed, 65));
+            string text = Vocabulary.Decode(ids).TrimEnd();
+            var pairs = text.Split(' ', StringSplitOptions.RemoveEmptyEntries).Where(p => p.Length == 4).ToList();
+            Assert.True(pairs.Count >= 15, text);
+            // A key keeps its value within a drill, and keys repeat.
+            foreach (var group in pairs.GroupBy(p => p[0])) Assert.Single(group.Select(p => p[1..]).Distinct());
+            Assert.True(pairs.Select(p => p[0]).Distinct().Count() < pairs.Count, "keys repeat");
+        }
+        Assert.NotEqual(drills.Drill(1, 65), drills.Drill(2, 65));
     }
 
     [Fact]
@@ -151,5 +184,14 @@ public sealed class DemoDataTests
         Assert.Throws<ArgumentException>(() => (DemoSettings.Quick with { SegmentLength = 96 }).Validate());
         Assert.Throws<ArgumentException>(() => (DemoSettings.Quick with { EvalWindows = [] }).Validate());
         Assert.Throws<ArgumentException>(() => (DemoSettings.Quick with { Depths = [1.5] }).Validate());
+        Assert.Throws<ArgumentException>(() => (DemoSettings.Quick with { Curriculum = [2, 1] }).Validate());
+        Assert.Throws<ArgumentException>(() => (DemoSettings.Quick with { Curriculum = [1, 2], EstimatorWindow = 2 }).Validate());
+        // The position budget: 31 memories x n = 1 row + l = 32 local tokens fit a window of 64, 40 do not.
+        var budget = Assert.Throws<ArgumentException>(() => (DemoSettings.Default with { Curriculum = [1, 2, 4, 8, 39] }).Validate());
+        Assert.Contains("position", budget.Message + " positions");
+        Assert.Contains("64", budget.Message);
+        Assert.Equal(33 * 32, DemoSettings.Default.BudgetTokens);
+        Assert.True(DemoSettings.Default.EvalWindows.Max() * DemoSettings.Default.Window <= DemoSettings.Default.BudgetTokens,
+            "the default evaluation stays inside UIO's position budget");
     }
 }

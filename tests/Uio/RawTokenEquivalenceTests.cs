@@ -117,6 +117,37 @@ public sealed class RawTokenEquivalenceTests
         Assert.True(difference <= Tolerance, $"{what}: max relative logit difference {difference:E2} > {Tolerance:E0}");
     }
 
+    /// <summary>
+    /// Memory swap, the mechanism: a memory taken from another document makes the decoder read THAT document.
+    /// With raw-token memory the logits follow the donor exactly (full attention over [donor ; current]) and
+    /// move away from the document's own past. (The demo's --diagnose measures the same on trained memories.)
+    /// </summary>
+    [DataFact]
+    public void ASwappedMemoryMakesTheDecoderReadTheDonorDocument()
+    {
+        using var weights = GoldenGenerationTests.LoadStories260K();
+        var acc = weights.Accelerator;
+        var model = new LlamaModel(weights);
+        using var uio = new UioModel(model, new UioConfig { SegmentLength = 16, MemoryTokens = 4, EncoderRank = 2, EncoderAlpha = 4, TransferRank = 2, TransferAlpha = 4 });
+        var ids = GoldenGenerationTests.ExpectedIds();
+        var own = ids[..16];
+        var donor = ids[40..56];
+        var current = ids[16..32];
+        float[] Full(int[] past)
+        {
+            using var tape = new Tape(acc);
+            using var _ = tape.NoGrad();
+            int vocab = weights.Config.VocabSize;
+            return model.Forward(tape, [.. past, .. current]).Value.ToArray()[(16 * vocab)..];
+        }
+        float[] swapped;
+        using (var tape = new Tape(acc))
+        using (tape.NoGrad())
+            swapped = uio.Decode(tape, current, [uio.RawTokenMemory(tape, donor)]).Value.ToArray();
+        AssertClose(Full(donor), swapped, "decoder with the donor's memory");
+        Assert.True(RelativeDifference(Full(own), swapped) > 100 * Tolerance, "the swapped memory must change what the decoder reads");
+    }
+
     [Fact]
     public void AppendMemoryIsRefusedInsideASegment()
     {

@@ -37,7 +37,7 @@ public sealed partial class Attention
     /// other; with one, their keys and values are appended at row cache.Length and the queries attend to
     /// every stored token (the caller advances the cache after the last layer). A local layer
     /// (<see cref="LlamaConfig.LocalLayers"/>) sees only the last LocalWindow own tokens; the cache prefix or
-    /// <paramref name="prefix"/> stays visible to every query.
+    /// <paramref name="prefix"/> (UIO memory) is visible to every query of a global layer and to none of a local one.
     /// </summary>
     public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null, KvPrefix? prefix = null)
     {
@@ -46,17 +46,26 @@ public sealed partial class Attention
         var k = tape.Rope(tape.Reshape(K.Forward(tape, x), tokens, KvHeads, HeadDim), positions, Rope);
         var v = tape.Reshape(V.Forward(tape, x), tokens, KvHeads, HeadDim);
         if (cache is not null) (k, v) = AppendToCache(tape, k, v, cache);
-        var mask = Config.DecoderMask(Layer, prefixLength: cache?.PrefixLength ?? 0);
-        if (prefix is { } p)
+        var mask = Config.DecoderMask(Layer, prefixLength: cache is null ? 0 : Config.VisiblePrefix(Layer, cache.PrefixLength));
+        if (prefix is { } p && Config.VisiblePrefix(Layer, p.K.Value.Dim(0)) > 0)
         {
-            // Keys and values that come before every own token (UIO's memory): always visible, gradients flow.
+            // Keys and values that come before every own token (UIO's memory): always visible to a global layer,
+            // gradients flow; a local layer does not see them (LlamaConfig.VisiblePrefix).
             k = tape.ConcatRows(p.K, k);
             v = tape.ConcatRows(p.V, v);
             mask = Config.DecoderMask(Layer, prefixLength: p.K.Value.Dim(0));
         }
+        Observer?.Invoke(new AttentionProbe(Layer, q.Value, k.Value, mask));
         var o = tape.Attention(q, k, v, mask);
         return O.Forward(tape, tape.Reshape(o, tokens, Heads * HeadDim));
     }
+
+    /// <summary>
+    /// A diagnostic hook (null: none): called on every forward with the rotated queries, the keys the queries
+    /// attend to (prefix and cache included) and the mask, before the attention itself. Used to measure where a
+    /// layer looks (e.g. the attention mass UIO's decoder puts on memory); the tensors are only valid during the call.
+    /// </summary>
+    public Action<AttentionProbe>? Observer { get; set; }
 
     private (Var K, Var V) AppendToCache(Tape tape, Var k, Var v, KvCache cache)
     {
@@ -68,7 +77,49 @@ public sealed partial class Attention
         var kernels = tape.Accelerator.Kernels;
         kernels.Copy(k.Value, cache.Keys(Layer).Slice(start, tokens));
         kernels.Copy(v.Value, cache.Values(Layer).Slice(start, tokens));
-        return (Var.Constant(cache.Keys(Layer).Slice(0, start + tokens)), Var.Constant(cache.Values(Layer).Slice(0, start + tokens)));
+        // A local layer skips the prefix rows it does not see (LlamaConfig.VisiblePrefix).
+        int skip = cache.PrefixLength - Config.VisiblePrefix(Layer, cache.PrefixLength);
+        return (Var.Constant(cache.Keys(Layer).Slice(skip, start + tokens - skip)), Var.Constant(cache.Values(Layer).Slice(skip, start + tokens - skip)));
+    }
+}
+
+/// <summary>What <see cref="Attention.Observer"/> sees: queries [Tq, heads, head_dim] and keys [Tk, kv_heads, head_dim], both rotated, and the mask.</summary>
+public readonly record struct AttentionProbe(int Layer, Tensor Queries, Tensor Keys, AttentionMask Mask)
+{
+    /// <summary>
+    /// Per query head, the softmax attention mass that the last query puts on keys [0, <paramref name="keys"/>)
+    /// (e.g. the memory prefix), from the visible keys under the mask; computed on the host in double.
+    /// </summary>
+    public double[] LastQueryMassOn(int keys)
+    {
+        int tq = Queries.Dim(0), heads = Queries.Dim(1), d = Queries.Dim(2), tk = Keys.Dim(0), kvHeads = Keys.Dim(1);
+        var q = Queries.ToArray();
+        var k = Keys.ToArray();
+        var mass = new double[heads];
+        double scale = 1 / Math.Sqrt(d);
+        var scores = new double[tk];
+        for (int h = 0; h < heads; h++)
+        {
+            int g = h / (heads / kvHeads);
+            double max = double.NegativeInfinity;
+            for (int j = 0; j < tk; j++)
+            {
+                if (!Mask.IsVisible(h, heads, tq - 1, j, tq, tk)) { scores[j] = double.NegativeInfinity; continue; }
+                double dot = 0;
+                for (int e = 0; e < d; e++) dot += (double)q[((tq - 1) * heads + h) * d + e] * k[(j * kvHeads + g) * d + e];
+                scores[j] = dot * scale;
+                max = Math.Max(max, scores[j]);
+            }
+            double total = 0, on = 0;
+            for (int j = 0; j < tk; j++)
+            {
+                double p = double.IsNegativeInfinity(scores[j]) ? 0 : Math.Exp(scores[j] - max);
+                total += p;
+                if (j < keys) on += p;
+            }
+            mass[h] = total > 0 ? on / total : 0;
+        }
+        return mass;
     }
 }
 

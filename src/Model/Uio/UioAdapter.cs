@@ -104,8 +104,9 @@ public static class UioAdapter
     /// Builds a <see cref="UioModel"/> over <paramref name="baseModel"/> with the adapter saved in
     /// <paramref name="folder"/>. The recorded base shape and every tensor's shape must match the base model.
     /// </summary>
+    /// <param name="configure">Adjusts the saved settings that do not change the tensors (e.g. <see cref="UioConfig.AllowExtrapolation"/> or a memory cap); null keeps them.</param>
     /// <exception cref="ModelFormatException">A file, field or tensor is missing, invalid, or does not fit the base model.</exception>
-    public static UioModel Load(LlamaModel baseModel, string folder)
+    public static UioModel Load(LlamaModel baseModel, string folder, Func<UioConfig, UioConfig>? configure = null)
     {
         ArgumentNullException.ThrowIfNull(baseModel);
         var manifest = ReadManifest(folder);
@@ -116,7 +117,11 @@ public static class UioAdapter
         if (!File.Exists(weightsPath)) throw new ModelFormatException(weightsPath, $"adapter weights are missing: expected {WeightsFileName} in '{folder}'");
         var file = SafetensorsFile.Read(weightsPath);
 
-        var model = new UioModel(baseModel, manifest.Config);
+        var config = configure?.Invoke(manifest.Config) ?? manifest.Config;
+        if (config.SegmentLength != manifest.Config.SegmentLength || config.MemoryTokens != manifest.Config.MemoryTokens ||
+            config.EncoderRank != manifest.Config.EncoderRank || config.TransferRank != manifest.Config.TransferRank || config.TransferHead != manifest.Config.TransferHead)
+            throw new ArgumentException($"UioAdapter.Load: the adjusted settings change what the saved tensors mean (l, n, ranks, transfer head); only run-time settings may change", nameof(configure));
+        var model = new UioModel(baseModel, config);
         try
         {
             CopyTensors(file, model);

@@ -1,8 +1,12 @@
 using System.Diagnostics;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
 using UioLlm.Kernels;
 using UioLlm.Model;
 using UioLlm.Model.Autograd;
 using UioLlm.Model.Baselines;
+using UioLlm.Model.Formats;
 using UioLlm.Model.Generation;
 using UioLlm.Model.Modules;
 using UioLlm.Model.Uio;
@@ -11,94 +15,88 @@ using UioLlm.Training.Optim;
 
 namespace UioLlm.Training.Demo;
 
-/// <summary>Where the demo stands: a phase, its work done out of its total, and a short note.</summary>
-public readonly record struct DemoProgress(string Phase, int Done, int Total, string Detail);
-
-/// <summary>Passkey results of one method at one context length and needle depth.</summary>
-/// <param name="Windows">Context length in base-model windows.</param>
-/// <param name="Tokens">Context length in tokens (the prompt plus the answer).</param>
-public sealed record DemoAccuracy(string Method, int Windows, int Tokens, double Depth, int Correct, int Trials)
-{
-    public double Accuracy => (double)Correct / Trials;
-}
-
-/// <summary>One phase of the demo: its wall time and a line of what it did.</summary>
-public sealed record DemoPhase(string Name, TimeSpan Elapsed, string Summary);
-
-/// <summary>Everything the demo measured.</summary>
-public sealed record DemoResult(IReadOnlyList<string> Methods, IReadOnlyList<DemoAccuracy> Results, IReadOnlyList<DemoPhase> Phases,
-    TimeSpan Elapsed, string Device, DemoSettings Settings)
-{
-    /// <summary>A method's accuracy at a length, over every depth and trial.</summary>
-    public double Accuracy(string method, int windows)
-    {
-        var rows = Results.Where(r => r.Method == method && r.Windows == windows).ToList();
-        if (rows.Count == 0) throw new ArgumentException($"DemoResult: no result for '{method}' at {windows} windows");
-        return (double)rows.Sum(r => r.Correct) / rows.Sum(r => r.Trials);
-    }
-}
-
 /// <summary>
-/// The built-in demo, end to end and without any file: a character vocabulary and seeded passkey documents;
-/// a tiny Llama base pre-trained (every weight, AdamW) on window-sized documents, so it learns to copy a key it
-/// can see; two UIO memories (encoder LoRA, transfer head, &lt;mem&gt; embedding) trained on documents several
-/// windows long, one with naive truncated BPTT and one with the unbiased incremental estimator; then passkey
-/// accuracy versus context length and needle depth for the base model alone (its window), StreamingLLM
-/// (sinks + window) and both UIO memories. Deterministic for a given seed and thread count.
+/// The built-in demo, end to end and without any file: a character vocabulary and seeded passkey documents
+/// whose filler holds distractor numbers (the key is "the number after '#'"); a 4-layer Llama base pre-trained
+/// (every weight, AdamW) on one-window passkey documents and key-value recall drills, with its first layers
+/// local so the lookup of a far key happens in a layer whose memory states carry content; the base's ceiling;
+/// UIO memories trained with truncated BPTT and with the unbiased estimator, both with a distance curriculum and
+/// with the needle always beyond the truncation window; then passkey accuracy against context length, needle
+/// depth and needle distance for the base (its window), StreamingLLM and every UIO memory, on documents from
+/// seeds the training never saw. Deterministic for a given seed and thread count.
 /// </summary>
 public sealed class DemoRunner
 {
     public const string PretrainPhase = "pre-training the base";
+    public const string CeilingPhase = "base ceiling";
     public const string EvaluatePhase = "passkey evaluation";
+    public const string DiagnosePhase = "diagnostics";
 
-    private const int IgnoreTarget = SegmentLoop.IgnoreTarget;
+    /// <summary>Bumped whenever the base's pre-training changes, so a cached base from older code is not reused.</summary>
+    private const string BaseRecipe = "demo-base-2";
+    private const string BaseFile = "model.safetensors", BaseManifest = "base.json";
+
     private readonly DemoSettings settings;
     private readonly IProgress<DemoProgress>? progress;
-    private readonly string? runFolder;
+    private readonly string? outFolder;
     private readonly CharVocabulary vocabulary = new();
     private readonly PasskeyDocuments documents;
     private readonly List<DemoPhase> phases = [];
+    private readonly List<DemoStageLoss> stageLosses = [];
 
-    /// <param name="runFolder">Where the UIO trainers keep their metrics and final adapters (one sub-folder each); null: a temporary folder, deleted afterwards.</param>
-    public DemoRunner(DemoSettings settings, IProgress<DemoProgress>? progress = null, string? runFolder = null)
+    /// <param name="outFolder">Where the pre-trained base is cached (base/) and the UIO trainers keep their metrics and adapters (runs/); null: a temporary folder, deleted afterwards.</param>
+    public DemoRunner(DemoSettings settings, IProgress<DemoProgress>? progress = null, string? outFolder = null)
     {
         ArgumentNullException.ThrowIfNull(settings);
         settings.Validate();
         this.settings = settings;
         this.progress = progress;
-        this.runFolder = runFolder;
+        this.outFolder = outFolder;
         documents = new PasskeyDocuments(vocabulary, settings.KeyDigits, settings.DistractorShare);
     }
 
     public string BaseMethod => $"base (window {settings.Window})";
     public string StreamingMethod => $"StreamingLLM ({settings.StreamingSinks} sinks + {settings.Window - settings.StreamingSinks})";
-    public string TbpttMethod => $"UIO + TBPTT (S={settings.EstimatorWindow})";
-    public string UnbiasedMethod => $"UIO + unbiased (S={settings.EstimatorWindow})";
-    public IReadOnlyList<string> Methods => [BaseMethod, StreamingMethod, TbpttMethod, UnbiasedMethod];
+    public IReadOnlyList<DemoUioRun> Runs => settings.Runs();
+    public IReadOnlyList<string> Methods => [BaseMethod, StreamingMethod, .. Runs.Select(r => r.Name)];
+
+    /// <summary>Every phase name in order (for progress displays).</summary>
+    public IReadOnlyList<string> PhaseNames =>
+        [PretrainPhase, CeilingPhase, .. Runs.Select(r => r.Name), EvaluatePhase, .. settings.Diagnose ? new[] { DiagnosePhase } : []];
 
     public DemoResult Run()
     {
         var clock = Stopwatch.StartNew();
         using var accelerator = Accelerator.Create(AcceleratorKind.Auto, settings.Threads);
-        using var weights = Pretrain(accelerator);
-        var model = new LlamaModel(weights);
-        string folder = runFolder ?? Path.Combine(Path.GetTempPath(), "uio-demo-" + Guid.NewGuid().ToString("N"));
+        string folder = outFolder ?? Path.Combine(Path.GetTempPath(), "uio-demo-" + Guid.NewGuid().ToString("N"));
+        var uios = new List<(DemoUioRun Run, UioModel Model)>();
         try
         {
-            using var tbptt = TrainUio(model, TbpttMethod, Path.Combine(folder, "uio-tbptt"), _ => new TruncatedBptt(settings.EstimatorWindow));
-            using var unbiased = TrainUio(model, UnbiasedMethod, Path.Combine(folder, "uio-unbiased"), seed => new UnbiasedIncremental(settings.EstimatorWindow, seed));
-            var results = Evaluate(model, tbptt, unbiased);
-            return new DemoResult(Methods, results, phases.ToList(), clock.Elapsed, accelerator.Description, settings);
+            var (weights, fromCache) = LoadOrPretrainBase(accelerator, Path.Combine(folder, "base"));
+            using (weights)
+            {
+                var model = new LlamaModel(weights);
+                var ceiling = MeasureCeiling(model);
+                foreach (var run in Runs) uios.Add((run, TrainUio(model, run, Path.Combine(folder, "runs", Slug(run.Name)))));
+                var (results, distances) = Evaluate(model, uios);
+                var diagnostics = settings.Diagnose ? Diagnose(uios) : [];
+                return new DemoResult(Methods, results, distances, phases.ToList(), ceiling, stageLosses.ToList(), diagnostics, fromCache,
+                    clock.Elapsed, accelerator.Description, settings);
+            }
         }
         finally
         {
-            if (runFolder is null && Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+            foreach (var (_, uio) in uios) uio.Dispose();
+            if (outFolder is null && Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
         }
     }
 
-    // ------------------------------------------------------------------ pre-training
+    private static string Slug(string name) =>
+        System.Text.RegularExpressions.Regex.Replace(name.ToLowerInvariant(), "[^a-z0-9]+", "-").Trim('-');
 
-    /// <summary>The base model's shape: a tiny Llama over the character vocabulary, context = one window.</summary>
+    // ------------------------------------------------------------------ the base
+
+    /// <summary>The base model's shape: a tiny Llama over the character vocabulary, context = one window, first layers local.</summary>
     public LlamaConfig BaseConfig => new()
     {
         Dim = settings.Dim, HiddenDim = settings.HiddenDim, Layers = settings.Layers, Heads = settings.Heads, KvHeads = settings.Heads,
@@ -107,17 +105,85 @@ public sealed class DemoRunner
         LocalLayers = settings.LocalLayers, LocalWindow = settings.LocalLayers > 0 ? settings.LocalWindow : 0,
     };
 
-    /// <summary>A window-sized training document for the base: the needle and the question both inside it, BOS half the time.</summary>
-    public PasskeyDocument PretrainDocument(long index)
+    /// <summary>
+    /// Pre-training window <paramref name="index"/> with its targets: a recall drill (every token scored) or a
+    /// passkey document with the needle and question inside the window (every token scored, or, every other one,
+    /// only the answer).
+    /// </summary>
+    public (int[] Tokens, int[] Targets) PretrainWindow(long index)
     {
         var random = new Data.SeededRandom(settings.Seed, stream: 500_000 + index);
+        if (random.NextDouble() < settings.RecallShare)
+        {
+            var drill = new RecallDrills(vocabulary).Drill(Seeds.Derive(settings.Seed + 5, index), settings.Window + 1);
+            return (drill, drill[1..]);
+        }
         bool bos = random.Next(2) == 0;
-        return documents.Random(Seeds.Derive(settings.Seed + 7, index), settings.Window + 1, 0, int.MaxValue, bos);
+        var document = documents.Random(Seeds.Derive(settings.Seed + 7, index), settings.Window + 1, 0, int.MaxValue, bos);
+        return (document.Tokens, PasskeyTrainingData.Targets(document, answerOnly: random.Next(2) == 0));
     }
 
-    private LlamaWeights Pretrain(Accelerator accelerator)
+    /// <summary>What identifies a pre-trained base: the recipe and every setting it depends on.</summary>
+    public string BaseFingerprint => string.Create(CultureInfo.InvariantCulture,
+        $"{BaseRecipe};seed={settings.Seed};window={settings.Window};dim={settings.Dim};layers={settings.Layers};heads={settings.Heads};hidden={settings.HiddenDim};" +
+        $"local={settings.LocalLayers}x{settings.LocalWindow};digits={settings.KeyDigits};distractors={settings.DistractorShare};recall={settings.RecallShare};" +
+        $"steps={settings.PretrainSteps};batch={settings.PretrainBatch};lr={settings.PretrainLearningRate};threads={settings.Threads}");
+
+    /// <summary>
+    /// The base from <paramref name="cacheFolder"/> when its manifest names this fingerprint and the weights file
+    /// has the recorded SHA-256; otherwise pre-trained and cached there (written to a temporary name and renamed).
+    /// </summary>
+    private (LlamaWeights Weights, bool FromCache) LoadOrPretrainBase(Accelerator accelerator, string cacheFolder)
     {
         var clock = Stopwatch.StartNew();
+        string file = Path.Combine(cacheFolder, BaseFile), manifest = Path.Combine(cacheFolder, BaseManifest);
+        if (TryLoadCachedBase(accelerator, file, manifest) is { } cached)
+        {
+            phases.Add(new DemoPhase(PretrainPhase, clock.Elapsed, $"loaded from the cache {cacheFolder} (fingerprint and SHA-256 match; delete the folder to pre-train again)"));
+            progress?.Report(new DemoProgress(PretrainPhase, 1, 1, "loaded from the cache"));
+            return (cached, true);
+        }
+        var weights = Pretrain(accelerator, clock);
+        Directory.CreateDirectory(cacheFolder);
+        string temp = file + ".tmp";
+        SafetensorsWriter.Write(temp, weights.Named().Select(n => SafetensorsEntry.FromTensor(n.Name, n.Tensor)).ToList());
+        File.Move(temp, file, overwrite: true);
+        File.WriteAllText(manifest, $"{{\n  \"fingerprint\": \"{BaseFingerprint}\",\n  \"sha256\": \"{Sha256(file)}\"\n}}\n");
+        return (weights, false);
+    }
+
+    private LlamaWeights? TryLoadCachedBase(Accelerator accelerator, string file, string manifest)
+    {
+        if (!File.Exists(file) || !File.Exists(manifest)) return null;
+        try
+        {
+            using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(manifest));
+            if (json.RootElement.GetProperty("fingerprint").GetString() != BaseFingerprint) return null;
+            if (json.RootElement.GetProperty("sha256").GetString() != Sha256(file)) return null;
+            var reader = SafetensorsFile.Read(file);
+            var weights = LlamaWeights.Allocate(accelerator, BaseConfig);
+            foreach (var (name, tensor) in weights.Named())
+            {
+                var info = reader.Find(name);
+                if (info is null || info.ElementCount != tensor.Length) { weights.Dispose(); return null; }
+                tensor.CopyFrom(reader.ReadTensor(info));
+            }
+            return weights;
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException or ModelFormatException or IOException)
+        {
+            return null;   // a damaged cache is rebuilt, never trusted
+        }
+    }
+
+    private static string Sha256(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexStringLower(SHA256.HashData(stream));
+    }
+
+    private LlamaWeights Pretrain(Accelerator accelerator, Stopwatch clock)
+    {
         int steps = settings.PretrainSteps, batch = settings.PretrainBatch;
         var weights = LlamaWeights.Random(accelerator, BaseConfig, Seeds.Derive(settings.Seed, 1), scale: 0.05f);
         try
@@ -134,12 +200,7 @@ public sealed class DemoRunner
                 double sum = 0;
                 for (int b = 0; b < batch; b++)
                 {
-                    var document = PretrainDocument((long)(step - 1) * batch + b);
-                    var ids = document.Tokens;
-                    var targets = ids[1..];
-                    // Every other window scores only the answer: copying the key is a few tokens of 64, and
-                    // diluted among the filler it is learned far more slowly.
-                    if (b % 2 == 1) Array.Fill(targets, IgnoreTarget, 0, targets.Length - document.AnswerTokens);
+                    var (ids, targets) = PretrainWindow((long)(step - 1) * batch + b);
                     using var tape = new Tape(accelerator, "pretrain");
                     var l = model.Loss(tape, ids.AsSpan(0, ids.Length - 1), targets);
                     sum += l.Value.ToArray()[0];
@@ -149,15 +210,13 @@ public sealed class DemoRunner
                 foreach (var g in grads) kernels.Scale(g, 1f / batch, g);
                 GradientClipping.ClipGlobalNorm(kernels, grads, 1f);
                 optimizer.Step(schedule.At(step));
-                loss = step == 1 ? sum / batch : 0.9 * loss + 0.1 * sum / batch;
+                loss = step == 1 ? sum / batch : 0.98 * loss + 0.02 * sum / batch;
                 progress?.Report(new DemoProgress(PretrainPhase, step, steps, $"loss {loss:F3}"));
             }
             foreach (var p in parameters) p.DisposeLeaf();
-            var frozen = new LlamaModel(weights);
-            var check = Enumerable.Range(0, 32).Select(i => documents.AtDepth(Seeds.Derive(settings.Seed + 99, i), settings.Window, (i % 8) / 7.0)).ToList();
-            double inWindow = check.Count(d => BaseAnswer(frozen, d) == d.Key) / (double)check.Count;
             phases.Add(new DemoPhase(PretrainPhase, clock.Elapsed,
-                $"{BaseConfig.ParameterCount:N0} parameters, {steps} steps x {batch} windows of {settings.Window} tokens, final loss {loss:F3}, in-window passkey accuracy {inWindow:P0}"));
+                $"{BaseConfig.ParameterCount:N0} parameters ({settings.Layers} layers, d = {settings.Dim}, {LocalDescription}), " +
+                $"{steps} steps x {batch} windows of {settings.Window} tokens ({settings.RecallShare:P0} recall drills), final loss {loss:F3}"));
             return weights;
         }
         catch
@@ -167,46 +226,132 @@ public sealed class DemoRunner
         }
     }
 
-    // ------------------------------------------------------------------ UIO training
-
-    /// <summary>The UIO settings: segments of one window, n memory tokens, LoRA rank and alpha for both adapters.</summary>
-    public UioConfig UioConfig => new()
+    private string LocalDescription => settings.LocalLayers switch
     {
-        SegmentLength = settings.SegmentLength, MemoryTokens = settings.MemoryTokens,
-        EncoderRank = settings.Rank, EncoderAlpha = settings.Alpha, TransferRank = settings.Rank, TransferAlpha = settings.Alpha,
+        0 => "every layer global",
+        1 => $"layer 0 local over {settings.LocalWindow} tokens",
+        _ => $"layers 0-{settings.LocalLayers - 1} local over {settings.LocalWindow} tokens",
     };
 
-    /// <summary>The UIO training stream: needles more than S segments before the question's segment.</summary>
-    public PasskeyTrainingData UioData() =>
-        new(documents, Seeds.Derive(settings.Seed, 2), settings.SegmentLength, settings.MinSegments, settings.MaxSegments, settings.EstimatorWindow,
-            settings.UioAnswerOnly);
+    // ------------------------------------------------------------------ the ceiling
 
-    private UioModel TrainUio(LlamaModel model, string method, string folder, EstimatorFactory estimators)
+    /// <summary>One-window evaluation documents (unseen seeds) with the needle beyond the local window and the current segment.</summary>
+    private List<PasskeyDocument> CeilingDocuments(int count)
+    {
+        int max = documents.MaxNeedleOffset(settings.Window, bos: true);
+        // Needles that start before the question's segment of l tokens: what UIO would hold in memory.
+        int questionSegmentStart = settings.Window - settings.SegmentLength;
+        int far = Math.Max(1, Math.Min(max, questionSegmentStart - documents.NeedleLength));
+        return Enumerable.Range(0, count)
+            .Select(i => documents.Compose(new Data.SeededRandom(Seeds.Derive(settings.Seed + 2_000_003, i), 11), settings.Window, 1 + i % far, bos: true))
+            .ToList();
+    }
+
+    private DemoCeiling MeasureCeiling(LlamaModel model)
+    {
+        var clock = Stopwatch.StartNew();
+        var prompts = CeilingDocuments(100);
+        int total = prompts.Count * (2 + model.Config.Layers), done = 0;
+        double Accuracy(LlamaModel m)
+        {
+            int correct = 0;
+            foreach (var d in prompts)
+            {
+                if (BaseAnswer(m, d) == d.Key) correct++;
+                progress?.Report(new DemoProgress(CeilingPhase, ++done, total, "in-window accuracy"));
+            }
+            return (double)correct / prompts.Count;
+        }
+        double inWindow = Accuracy(model);
+        // Hide the far part from layer 0's keys: layer 0 (at least) sees only the question's own segment.
+        var c = model.Config;
+        var hiddenConfig = c with
+        {
+            LocalLayers = Math.Max(1, c.LocalLayers),
+            LocalWindow = c.LocalLayers > 0 ? Math.Min(c.LocalWindow, settings.SegmentLength) : settings.SegmentLength,
+        };
+        double layer0Hidden = Accuracy(new LlamaModel(Reconfigured(model.Weights, hiddenConfig), model.Rope));
+        // Where the copy happens: zero one layer's attention output at a time.
+        var ablation = new List<double>();
+        for (int layer = 0; layer < c.Layers; layer++)
+        {
+            var wo = model.Weights.Layers[layer].Wo;
+            var saved = wo.ToArray();
+            model.Weights.Unfreeze();
+            wo.CopyFrom(new float[saved.Length]);
+            ablation.Add(Accuracy(new LlamaModel(model.Weights, model.Rope)));
+            model.Weights.Unfreeze();
+            wo.CopyFrom(saved);
+        }
+        model.Weights.Freeze();
+        var ceiling = new DemoCeiling(inWindow, layer0Hidden, prompts.Count, ablation);
+        phases.Add(new DemoPhase(CeilingPhase, clock.Elapsed,
+            $"in-window {inWindow:P0}, far part hidden from layer-0 keys {layer0Hidden:P0} (needed: {DemoCeiling.Required:P0}; {prompts.Count} prompts); " +
+            $"without layer L's attention: {string.Join(", ", ablation.Select((a, l) => $"L{l} {a:P0}"))}"));
+        return ceiling;
+    }
+
+    /// <summary>The same weights under another config of the same shape (e.g. more local layers).</summary>
+    private static LlamaWeights Reconfigured(LlamaWeights weights, LlamaConfig config) => weights.WithConfig(config);
+
+    // ------------------------------------------------------------------ UIO training
+
+    /// <summary>The training stream of one curriculum stage or far-regime run.</summary>
+    public PasskeyTrainingData UioData(DemoUioRun run, int stage)
+    {
+        var (min, max) = run.Regime == DemoRegime.Curriculum ? (1, settings.Curriculum[stage]) : (run.ReservoirSize + 1, settings.Curriculum[^1]);
+        return new PasskeyTrainingData(documents, Seeds.Derive(settings.Seed, 100 + stage), settings.SegmentLength, min, max, settings.ExtraSegments);
+    }
+
+    private EstimatorFactory Estimators(DemoUioRun run) => run.Estimator switch
+    {
+        DemoEstimator.Tbptt => _ => new TruncatedBptt(run.ReservoirSize),
+        DemoEstimator.Unbiased => seed => new UnbiasedIncremental(run.ReservoirSize, seed),
+        _ => _ => new FullBptt(),
+    };
+
+    private UioModel TrainUio(LlamaModel model, DemoUioRun run, string folder)
     {
         var clock = Stopwatch.StartNew();
         if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-        var uio = new UioModel(model, UioConfig, Seeds.Derive(settings.Seed, 3));
+        // The evaluation marks lengths past the budget and reads them with extrapolation; training documents
+        // were checked to fit it (DemoSettings.Validate).
+        var uio = new UioModel(model, settings.UioConfig(run) with { AllowExtrapolation = true }, Seeds.Derive(settings.Seed, 3));
         try
         {
-            var options = new TrainingOptions
+            // Curriculum: one trainer per stage on the same adapters (warm start); far: one trainer for all the steps.
+            int stages = run.Regime == DemoRegime.Curriculum ? settings.Curriculum.Length : 1;
+            int stepsPerStage = run.Regime == DemoRegime.Curriculum ? settings.StageSteps : settings.StageSteps * settings.Curriculum.Length;
+            int total = stages * stepsPerStage, before = 0;
+            for (int stage = 0; stage < stages; stage++)
             {
-                TotalSteps = settings.UioSteps, DocumentsPerStep = settings.UioDocumentsPerStep, PeakLearningRate = settings.UioLearningRate,
-                MinLearningRate = settings.UioLearningRate / 10, WarmupSteps = Math.Max(1, settings.UioSteps / 20), Seed = settings.Seed,
-                BaseModelNameOrPath = "uio-demo-base",
-            };
-            double loss = 0;
-            var callbacks = new TrainerCallbacks
-            {
-                Progress = new SyncProgress<TrainingProgress>(p =>
+                var data = UioData(run, stage);
+                var options = new TrainingOptions
                 {
-                    loss = p.Step == 1 ? p.Loss : 0.9 * loss + 0.1 * p.Loss;
-                    progress?.Report(new DemoProgress(method, p.Step, p.TotalSteps, $"loss {loss:F3}"));
-                }),
-            };
-            using (var trainer = new Trainer(uio, UioData(), estimators, options, folder, callbacks))
-                trainer.Run();
-            phases.Add(new DemoPhase(method, clock.Elapsed,
-                $"{settings.UioSteps} steps x {settings.UioDocumentsPerStep} documents of {settings.MinSegments}-{settings.MaxSegments} segments of {settings.SegmentLength} tokens, final loss {loss:F3}"));
+                    TotalSteps = stepsPerStage, PeakLearningRate = settings.UioLearningRate, MinLearningRate = settings.UioLearningRate / 10,
+                    WarmupSteps = Math.Max(1, stepsPerStage / 20), Seed = settings.Seed + stage, WeightDecay = 0f, BaseModelNameOrPath = "uio-demo-base",
+                };
+                var recent = new Queue<double>();
+                var callbacks = new TrainerCallbacks
+                {
+                    Progress = new SyncProgress<TrainingProgress>(p =>
+                    {
+                        recent.Enqueue(p.Loss);
+                        if (recent.Count > 50) recent.Dequeue();
+                        progress?.Report(new DemoProgress(run.Name, before + p.Step, total, $"distance {data.MinDistance}-{data.MaxDistance}, loss {recent.Average():F3}"));
+                    }),
+                };
+                using (var trainer = new Trainer(uio, data, Estimators(run), options, Path.Combine(folder, $"stage-{stage}"), callbacks))
+                    trainer.Run();
+                stageLosses.Add(new DemoStageLoss(run.Name, data.MaxDistance, stepsPerStage, recent.Average()));
+                before += stepsPerStage;
+            }
+            var last = stageLosses[^1];
+            phases.Add(new DemoPhase(run.Name, clock.Elapsed,
+                run.Regime == DemoRegime.Curriculum
+                    ? $"curriculum {string.Join(" -> ", settings.Curriculum)} segments back, {settings.StageSteps} steps each; answer loss per stage " +
+                      string.Join(" / ", stageLosses.Where(s => s.Method == run.Name).Select(s => s.Loss.ToString("F2", CultureInfo.InvariantCulture)))
+                    : $"needle {run.ReservoirSize + 1}-{settings.Curriculum[^1]} segments back, {stepsPerStage} steps; final answer loss {last.Loss:F2}"));
             return uio;
         }
         catch
@@ -218,7 +363,7 @@ public sealed class DemoRunner
 
     // ------------------------------------------------------------------ evaluation
 
-    /// <summary>The evaluation prompts: for every length and depth, <see cref="DemoSettings.Trials"/> documents (seeded).</summary>
+    /// <summary>The length x depth prompts: for every length and depth, <see cref="DemoSettings.Trials"/> documents (seeds training never used).</summary>
     public IEnumerable<(int Windows, double Depth, PasskeyDocument Document)> EvaluationDocuments()
     {
         int index = 0;
@@ -228,21 +373,29 @@ public sealed class DemoRunner
                     yield return (windows, depth, documents.AtDepth(Seeds.Derive(settings.Seed + 1_000_003, index++), windows * settings.Window, depth));
     }
 
-    private List<DemoAccuracy> Evaluate(LlamaModel model, UioModel tbptt, UioModel unbiased)
+    /// <summary>The distance prompts: the needle d segments before the question's segment, in documents of d + 1 segments.</summary>
+    public IEnumerable<(int Distance, PasskeyDocument Document)> DistanceDocuments()
+    {
+        int index = 0;
+        foreach (int distance in settings.EvalDistances)
+            for (int trial = 0; trial < settings.DistanceTrials; trial++)
+                yield return (distance, PasskeyTrainingData.AtDistance(documents, Seeds.Derive(settings.Seed + 3_000_017, index++), settings.SegmentLength, distance + 1, distance));
+    }
+
+    private (List<DemoAccuracy>, List<DemoDistanceAccuracy>) Evaluate(LlamaModel model, List<(DemoUioRun Run, UioModel Model)> uios)
     {
         var clock = Stopwatch.StartNew();
-        var answerers = new (string Method, Func<PasskeyDocument, string> Answer)[]
+        var answerers = new List<(string Method, Func<PasskeyDocument, string> Answer)>
         {
             (BaseMethod, d => BaseAnswer(model, d)),
             (StreamingMethod, d => StreamingAnswer(model, d)),
-            (TbpttMethod, d => UioAnswer(tbptt, d)),
-            (UnbiasedMethod, d => UioAnswer(unbiased, d)),
         };
+        answerers.AddRange(uios.Select(u => (u.Run.Name, (Func<PasskeyDocument, string>)(d => UioAnswer(u.Model, d)))));
         var prompts = EvaluationDocuments().ToList();
-        int total = prompts.Count * answerers.Length, done = 0;
+        var distancePrompts = DistanceDocuments().ToList();
+        int total = (prompts.Count + distancePrompts.Count) * answerers.Count, done = 0;
         var results = new List<DemoAccuracy>();
         foreach (var group in prompts.GroupBy(p => (p.Windows, p.Depth)))
-        {
             foreach (var (method, answer) in answerers)
             {
                 int correct = 0, trials = 0;
@@ -252,11 +405,25 @@ public sealed class DemoRunner
                     trials++;
                     progress?.Report(new DemoProgress(EvaluatePhase, ++done, total, $"{method}, {group.Key.Windows} windows"));
                 }
-                results.Add(new DemoAccuracy(method, group.Key.Windows, group.Key.Windows * settings.Window, group.Key.Depth, correct, trials));
+                bool beyond = (long)group.Key.Windows * settings.Window > settings.BudgetTokens;
+                results.Add(new DemoAccuracy(method, group.Key.Windows, group.Key.Windows * settings.Window, group.Key.Depth, correct, trials, beyond));
             }
-        }
-        phases.Add(new DemoPhase(EvaluatePhase, clock.Elapsed, $"{prompts.Count} prompts x {answerers.Length} methods"));
-        return results;
+        var distances = new List<DemoDistanceAccuracy>();
+        foreach (var group in distancePrompts.GroupBy(p => p.Distance))
+            foreach (var (method, answer) in answerers)
+            {
+                int correct = 0, trials = 0;
+                foreach (var (_, document) in group)
+                {
+                    if (answer(document) == document.Key) correct++;
+                    trials++;
+                    progress?.Report(new DemoProgress(EvaluatePhase, ++done, total, $"{method}, {group.Key} segments back"));
+                }
+                distances.Add(new DemoDistanceAccuracy(method, group.Key, (group.Key + 1) * settings.SegmentLength, correct, trials));
+            }
+        phases.Add(new DemoPhase(EvaluatePhase, clock.Elapsed,
+            $"{prompts.Count} length x depth prompts and {distancePrompts.Count} distance prompts x {answerers.Count} methods (seeds no training used)"));
+        return (results, distances);
     }
 
     private GenerationOptions Greedy => new() { MaxNewTokens = documents.KeyTokens, Temperature = 0, StopTokens = [] };
@@ -287,6 +454,60 @@ public sealed class DemoRunner
         using var session = new UioSession(uio);
         session.Prefill(document.Prompt);
         return vocabulary.Decode(session.Generate(Greedy).Tokens);
+    }
+
+    // ------------------------------------------------------------------ diagnostics
+
+    private List<DemoDiagnostics> Diagnose(List<(DemoUioRun Run, UioModel Model)> uios)
+    {
+        var clock = Stopwatch.StartNew();
+        int distance = Math.Min(4, settings.Curriculum[^1]), prompts = Math.Min(40, settings.DistanceTrials * 2);
+        var list = new List<DemoDiagnostics>();
+        int done = 0, total = uios.Count * prompts;
+        foreach (var (run, uio) in uios)
+        {
+            var attention = uio.Base.Blocks.Select(b => b.Attention).ToArray();
+            var mass = new double[attention.Length];
+            int own = 0, donor = 0;
+            for (int i = 0; i < prompts; i++)
+            {
+                var a = PasskeyTrainingData.AtDistance(documents, Seeds.Derive(settings.Seed + 4_000_037, i), settings.SegmentLength, distance + 1, distance);
+                var b = PasskeyTrainingData.AtDistance(documents, Seeds.Derive(settings.Seed + 5_000_011, i), settings.SegmentLength, distance + 1, distance);
+                // Attention mass on memory at the answer position, per layer (the last decoder call's last query).
+                var probes = new double[attention.Length];
+                for (int l = 0; l < attention.Length; l++)
+                {
+                    int layer = l;
+                    attention[l].Observer = p => probes[layer] = p.Mask.PrefixLength == 0 ? 0 : p.LastQueryMassOn(p.Mask.PrefixLength).Average();
+                }
+                try
+                {
+                    using var session = new UioSession(uio);
+                    session.Prefill(b.Prompt);
+                }
+                finally
+                {
+                    foreach (var att in attention) att.Observer = null;
+                }
+                for (int l = 0; l < mass.Length; l++) mass[l] += probes[l] / prompts;
+                // Memory swap: memories from document a, the question's segment from document b.
+                int l0 = settings.SegmentLength * distance;
+                using (var session = new UioSession(uio))
+                {
+                    using (var tape = new Tape(uio.Accelerator, "swap"))
+                    using (tape.NoGrad())
+                        session.AppendMemory(uio.Compress(tape, a.Tokens.AsSpan(0, l0)));
+                    session.Feed(b.Prompt[l0..]);
+                    string answer = vocabulary.Decode(session.Generate(Greedy).Tokens);
+                    if (answer == b.Key) own++;
+                    if (answer == a.Key) donor++;
+                }
+                progress?.Report(new DemoProgress(DiagnosePhase, ++done, total, run.Name));
+            }
+            list.Add(new DemoDiagnostics(run.Name, mass, prompts, own, donor));
+        }
+        phases.Add(new DemoPhase(DiagnosePhase, clock.Elapsed, $"attention mass on memory and memory swap, {prompts} prompts with the needle {distance} segments back, per UIO memory"));
+        return list;
     }
 
     /// <summary>Reports on the caller's thread, in order (System.Progress posts to the thread pool).</summary>
