@@ -207,4 +207,48 @@ public sealed class EstimatorTests
         var (uio, _) = Setup(55, segments: 1);
         Assert.Throws<ArgumentException>(() => new FullBptt().Accumulate(uio, new int[L]));
     }
+
+    /// <summary>
+    /// Answer-only documents: a segment with nothing scored has J_t = 0, so its decoder pass is skipped. Every
+    /// estimator must still give the exact gradient (S covering the document), computed here on one tape: all
+    /// earlier segments compressed, the last segment decoded over their memory.
+    /// </summary>
+    [Fact]
+    public void UnscoredSegmentsSkipTheirDecoderPassWithTheSameGradient()
+    {
+        const int T = 5;
+        var (uio, document) = Setup(61, segments: T);
+        var targets = document[1..].ToArray();
+        Array.Fill(targets, SegmentLoop.IgnoreTarget, 0, targets.Length - 2);   // only the last two targets (the last segment)
+        double[] Grad(IGradientEstimator e)
+        {
+            foreach (var p in uio.TrainableParameters()) p.ZeroGrad();
+            e.Accumulate(uio, document, targets);
+            return uio.TrainableParameters().SelectMany(p => p.Grad!.ToArray().Select(v => (double)v)).ToArray();
+        }
+        double[] exact;
+        foreach (var p in uio.TrainableParameters()) p.ZeroGrad();
+        using (var tape = new Tape(uio.Accelerator))
+        {
+            int l = uio.Config.SegmentLength;
+            var memory = uio.Compress(tape, document.AsSpan(0, (T - 1) * l));
+            tape.Backward(uio.DecoderLoss(tape, document.AsSpan((T - 1) * l, l), targets.AsSpan((T - 1) * l, l), [memory]));
+            exact = uio.TrainableParameters().SelectMany(p => p.Grad!.ToArray().Select(v => (double)v)).ToArray();
+        }
+        var full = new FullBptt();
+        var g0 = Grad(full);
+        for (int i = 0; i < g0.Length; i++) Assert.True(Math.Abs(g0[i] - exact[i]) <= 1e-5 + 1e-4 * Math.Abs(exact[i]), $"full BPTT gradient {i}: {g0[i]} vs {exact[i]}");
+        Assert.Equal(1, full.Counters.DecoderForwards);
+        Assert.Contains(exact, g => g != 0);
+        // With a window covering the whole document, truncated and incremental BPTT are exact too.
+        foreach (var e in new IGradientEstimator[] { new TruncatedBptt(T), new IncrementalTbptt(T), new UnbiasedIncremental(T, seed: 3) })
+        {
+            var g = Grad(e);
+            Assert.Equal(1, ((SegmentLoop)e).Counters.DecoderForwards);
+            for (int i = 0; i < g.Length; i++) Assert.True(Math.Abs(g[i] - exact[i]) <= 1e-5 + 1e-4 * Math.Abs(exact[i]), $"{e.GetType().Name} gradient {i}: {g[i]} vs {exact[i]}");
+        }
+        // The loss of the scored segment alone: the same as scoring it through every decoder pass.
+        var result = new FullBptt().Accumulate(uio, document, targets);
+        Assert.Equal(1, result.ScoredSegments);
+    }
 }

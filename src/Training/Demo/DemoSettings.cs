@@ -78,9 +78,9 @@ public sealed record DemoSettings
     /// <summary>Share of filler sentences that carry a random number: the key is "the number after '#'", not the only number.</summary>
     public double DistractorShare { get; init; } = 0.5;
     /// <summary>Share of pre-training windows that are key-value recall drills (<see cref="RecallDrills"/>) rather than passkey documents.</summary>
-    public double RecallShare { get; init; } = 0.5;
+    public double RecallShare { get; init; }
     /// <summary>Optimizer steps of pre-training, each over <see cref="PretrainBatch"/> windows.</summary>
-    public int PretrainSteps { get; init; } = 4000;
+    public int PretrainSteps { get; init; } = 6000;
     public int PretrainBatch { get; init; } = 8;
     public float PretrainLearningRate { get; init; } = 3e-3f;
 
@@ -93,7 +93,7 @@ public sealed record DemoSettings
     public float Alpha { get; init; } = 32;
     /// <summary>Truncation window and reservoir size S of the default runs.</summary>
     public int EstimatorWindow { get; init; } = 2;
-    public float UioLearningRate { get; init; } = 3e-3f;
+    public float UioLearningRate { get; init; } = 5e-3f;
     /// <summary>The curriculum's stages: the largest needle-to-question distance (segments) of each stage; a stage draws distances up to it.</summary>
     public int[] Curriculum { get; init; } = [1, 2, 4, 8, 16];
     /// <summary>Optimizer steps per curriculum stage; a far-regime run takes as many steps in all.</summary>
