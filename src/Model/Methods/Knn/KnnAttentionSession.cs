@@ -58,7 +58,7 @@ public sealed class KnnAttentionSession : KvStreamSession
         var lse = tape.Rent([c.Heads, tokens], "knn.lse");
         kernels.Attention(q.Value, rotated, ValuesOf(layer).Slice(lo, n), o, lse, AttentionMask.SlidingWindow(window));
         NoteDistance(Math.Min(window, rows) - 1);
-        int far = rows - tokens - window + 1;   // rows [0, far) lie before the window of the chunk's first query
+        int far = rows - window;   // rows [0, far) lie before the window of the chunk's last query
         if (c.IsLocal(layer) || far <= 0) return Var.Constant(o);
 
         // Retrieval arm. Capped: queries rotated at distance `window`, keys un-rotated (position 0).
