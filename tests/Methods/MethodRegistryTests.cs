@@ -113,3 +113,41 @@ public sealed class MethodRegistryTests
         }
     }
 }
+
+public sealed class AdapterFolderTests
+{
+    [Fact]
+    public void UioParametersCarryTheirFileNamesAndTheFolderRoundTrips()
+    {
+        using var weights = GradCheck.RandomWeights(GradCheck.TinyConfig(), seed: 35);
+        var model = new LlamaModel(weights);
+        using var uio = new UioModel(model, UioModelTests.Small());
+        UioModelTests.Randomise(uio, 36);
+        string folder = Path.Combine(Path.GetTempPath(), $"uio-adapterfolder-{Guid.NewGuid():N}");
+        try
+        {
+            UioAdapter.Save(uio, folder);
+            var file = UioLlm.Model.Formats.SafetensorsFile.Read(Path.Combine(folder, AdapterFolder.WeightsFileName));
+            var inMemory = uio.TrainableParameters().Select(p => p.Name!).Order().ToList();   // LoRA factors and the memory embedding
+            Assert.Equal(inMemory, file.Tensors.Select(t => t.Name).Order().ToList());
+
+            // The generic writer/reader: names and shapes checked, extra tensors refused.
+            var tensors = uio.TrainableParameters().Select(p => (p.Name!, p.Value)).ToList();
+            string generic = folder + "-generic";
+            AdapterFolder.Save(generic, tensors, "{\"peft_type\": \"TEST\"}");
+            Assert.Contains("TEST", AdapterFolder.ReadConfig(generic));
+            using var copy = new UioModel(model, UioModelTests.Small());
+            AdapterFolder.LoadTensors(generic, copy.TrainableParameters().Select(p => (p.Name!, p.Value)));
+            Assert.Equal(tensors[3].Item2.ToArray(), copy.TrainableParameters().ElementAt(3).Value.ToArray());
+            var e = Assert.Throws<UioLlm.Model.ModelFormatException>(() => AdapterFolder.LoadTensors(generic, copy.TrainableParameters().Skip(1).Select(p => (p.Name!, p.Value))));
+            Assert.Contains("unexpected tensor", e.Message);
+            e = Assert.Throws<UioLlm.Model.ModelFormatException>(() => AdapterFolder.LoadTensors(generic, [("missing.weight", copy.MemoryEmbedding.Value)]));
+            Assert.Contains("tensor 'missing.weight' is missing", e.Message);
+            Directory.Delete(generic, recursive: true);
+        }
+        finally
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+    }
+}

@@ -40,7 +40,10 @@ public interface ILongContextSession : IDisposable
         => SessionGeneration.Generate(this, options, onToken, cancellation);
 }
 
-/// <summary>Generation over any <see cref="ILongContextSession"/>: sample from the last logits, feed the token back.</summary>
+/// <summary>
+/// Generation over any <see cref="ILongContextSession"/>: sample from the last logits, feed the token back (every
+/// generated token is fed, so the session can go on). Stop tokens: <see cref="GenerationOptions.StopTokens"/>, none when null.
+/// </summary>
 public static class SessionGeneration
 {
     public static GenerationResult Generate(ILongContextSession session, GenerationOptions? options = null, Action<int>? onToken = null,
@@ -61,7 +64,7 @@ public static class SessionGeneration
             if (stops.Contains(next)) { reason = StopReason.StopToken; break; }
             generated.Add(next);
             onToken?.Invoke(next);
-            if (generated.Count < options.MaxNewTokens) session.Prefill([next]);
+            session.Prefill([next]);
         }
         return new GenerationResult([.. generated], reason, 0, TimeSpan.Zero, clock.Elapsed);
     }

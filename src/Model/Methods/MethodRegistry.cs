@@ -209,9 +209,9 @@ public static class MethodRegistry
     {
         var options = new MethodOptions(method.Name, given);
         IDisposable? owned = null;
-        var make = method.Prepare(context with { }, options);
+        var make = method.Prepare(context, options);
         options.RejectUnknown(method.Options.Select(o => o.Name));
-        if (make.Target is IDisposable d) owned = d;
+        if (make.Target is IDisposable d) owned = d;   // a maker that owns resources (UIO's loaded adapter) is released with the factory
         using (make()) { }
         string label = given.Count == 0 ? method.Name : $"{method.Name} ({string.Join(", ", given.OrderBy(p => p.Key).Select(p => $"{p.Key}={p.Value}"))})";
         return new SessionFactory(label, method.Name, options.Resolved, make, owned);
