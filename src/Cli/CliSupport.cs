@@ -98,6 +98,18 @@ internal static class CliSupport
         return null;
     }
 
+    /// <summary>A folder of the shared test data (UIOLLM_DATA, else ../shared/data), or null when absent.</summary>
+    public static string? FindDataFolder(params string[] parts)
+    {
+        foreach (var root in new[] { Environment.GetEnvironmentVariable("UIOLLM_DATA"), Path.Combine("..", "shared", "data") })
+        {
+            if (string.IsNullOrEmpty(root)) continue;
+            string path = Path.Combine([root, .. parts]);
+            if (Directory.Exists(path)) return path;
+        }
+        return null;
+    }
+
     public static string RequireExists(string path, string option)
     {
         if (!File.Exists(path) && !Directory.Exists(path))

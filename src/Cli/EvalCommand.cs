@@ -1,116 +1,185 @@
 using System.Globalization;
-using System.Text;
 using Spectre.Console;
-using UioLlm.Model.Autograd;
-using UioLlm.Model.Baselines;
 using UioLlm.Model.Formats;
-using UioLlm.Model.Generation;
-using UioLlm.Model.Modules;
-using UioLlm.Model.Tokenizers;
-using UioLlm.Model.Uio;
+using UioLlm.Model.Methods;
 using UioLlm.Training.Data.Synthetic;
+using UioLlm.Training.Eval;
 
 namespace UioLlm.Cli;
 
 /// <summary>
-/// `uio eval`: perplexity or passkey accuracy versus context length, for the base model alone (its own
-/// window: longer inputs are read window by window, forgetting the rest) and, with --adapter, through UIO's
-/// compressed memory. Writes a table, a CSV and an SVG chart.
+/// `uio eval`: every long-context method of <see cref="MethodRegistry"/> (or a list) side by side on perplexity
+/// against context length, passkey retrieval, needle in a haystack and BABILong, through the harness in
+/// UioLlm.Training.Eval. Prints tables, writes a CSV and an SVG chart per task and run.json (methods with
+/// their resolved options, seeds, lengths, data, machine). Knows no method by name.
 /// </summary>
 internal static class EvalCommand
 {
-    public sealed record Options(string Model, string? Tokenizer, string? Adapter, string Task, string Data, string Lengths, string Out,
-        string? Template, int Trials, int Seed, int Threads);
+    public sealed record Options(string? Model, string? Tokenizer, string? Adapter, string Methods, string Task, string? Data, string Lengths,
+        string Depths, string Out, string? Template, string? Babi, string? BabiLongPrompts, string BabiLongTasks, int Trials, int Seed, int Threads,
+        bool ListMethods);
+
+    public static readonly string[] Tasks = ["perplexity", "passkey", "niah", "babilong"];
 
     public static int Run(Options o, TextWriter output, TextWriter error) => CliSupport.Guarded("eval", error, () =>
     {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
+        if (o.ListMethods)
+        {
+            ListMethods(console);
+            return 0;
+        }
+        if (o.Model is null) throw new UsageException("--model: give the base model (or --list-methods to see the methods)");
+        if (o.Data is null) throw new UsageException("--data: give a text file (the document for perplexity, the haystack for retrieval)");
         CliSupport.RequireExists(o.Model, "--model");
         CliSupport.RequireExists(o.Data, "--data");
-        if (o.Task is not ("perplexity" or "passkey")) throw new UsageException($"--task must be perplexity or passkey, got '{o.Task}'");
+        var tasks = o.Task.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct().ToList();
+        if (tasks.Count == 0 || tasks.Any(t => !Tasks.Contains(t)))
+            throw new UsageException($"--task must be one or more of {string.Join(", ", Tasks)} (comma-separated), got '{o.Task}'");
         var lengths = ParseLengths(o.Lengths);
+        var depths = ParseDepths(o.Depths);
         CliSupport.RequirePositive(o.Trials, "--trials");
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
+        if (o.Adapter is not null) CliSupport.RequireExists(o.Adapter, "--adapter");
+
         using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads);
         var (model, tokenizer) = (loaded.Model, loaded.Tokenizer);
-        // Lengths past UIO's position budget are read with extrapolation and marked in the table and CSV.
-        using var uio = o.Adapter is null ? null : UioAdapter.Load(model, CliSupport.RequireExists(o.Adapter, "--adapter"), c => c with { AllowExtrapolation = true });
-        long budget = uio?.Config.MaxContextTokens(model.Config.MaxSeqLen) ?? long.MaxValue;
+        var skipped = new List<string>();
+        List<SessionFactory> methods;
+        try
+        {
+            methods = MethodRegistry.Resolve(o.Methods, new MethodContext(model, o.Adapter), skipped.Add);
+        }
+        catch (MethodOptionException e)
+        {
+            throw new UsageException($"--methods: {e.Message}");
+        }
+        try
+        {
+            foreach (var s in skipped) console.WriteLine($"skipped {s}");
+            int window = model.Config.MaxSeqLen;
+            console.MarkupLineInterpolated($"uio eval: {methods.Count} method(s) on {Path.GetFileName(o.Model)} (trained window {window}), task(s) {string.Join(", ", tasks)}, seed {o.Seed}");
+            Directory.CreateDirectory(o.Out);
+            var written = new List<string>();
+            string command = "uio eval " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1));
+            foreach (string task in tasks)
+            {
+                var record = EvalRecord.For(task, methods, lengths, task is "passkey" or "niah" ? depths : [], task == "perplexity" ? 0 : o.Trials,
+                    o.Seed, o.Model, o.Data, command);
+                if (task == "perplexity")
+                {
+                    var text = tokenizer.Encode(File.ReadAllText(o.Data), addBos: true);
+                    if (lengths.Max() > text.Length) throw new UsageException($"--lengths: {lengths.Max()} tokens asked, but --data holds only {text.Length}");
+                    var cells = WithProgress(console, "perplexity", p => Evaluator.Perplexity(methods, text, lengths, p));
+                    Print(console, EvalOutput.PerplexityTable(cells, window));
+                    Print(console, EvalOutput.PerplexityTable(cells, window, tail: true));
+                    written.Add(Save(o.Out, "perplexity.csv", EvalOutput.PerplexityCsv(cells)));
+                    written.Add(Save(o.Out, "perplexity.svg", EvalOutput.PerplexitySvg(cells)));
+                }
+                else
+                {
+                    var retrieval = Task(task, o, tokenizer);
+                    var cells = WithProgress(console, task, p => Evaluator.Retrieval(methods, retrieval, lengths, depths, o.Trials, o.Seed, p));
+                    Print(console, EvalOutput.AccuracyByLength(task, cells, window));
+                    if (retrieval.UsesDepth) Print(console, EvalOutput.AccuracyByDepth(task, cells));
+                    written.Add(Save(o.Out, $"{task}.csv", EvalOutput.RetrievalCsv(cells)));
+                    written.Add(Save(o.Out, $"{task}.svg", EvalOutput.AccuracySvg(task, cells)));
+                }
+                written.Add(Save(o.Out, $"{task}.run.json", EvalOutput.RecordJson(record)));
+            }
+            console.MarkupLineInterpolated($"{EvalOutput.OutOfRangeMarker.Trim()} = some query read a key beyond the method's trained range (extrapolation)");
+            console.MarkupLineInterpolated($"wrote {string.Join(", ", written)}");
+            return 0;
+        }
+        finally
+        {
+            foreach (var m in methods) m.Dispose();
+        }
+    });
 
-        int streamingWindow = Math.Max(1, model.Config.MaxSeqLen - StreamingSinks);
-        var methods = new List<string> { $"base (window {model.Config.MaxSeqLen})", $"StreamingLLM ({StreamingSinks} sinks + {streamingWindow})" };
-        if (uio is not null) methods.Add($"UIO {uio.Config.Compression}x");
-        var results = methods.ToDictionary(m => m, _ => new List<(double X, double Y)>());
-        string metric = o.Task == "perplexity" ? "perplexity" : "passkey accuracy";
+    private static IRetrievalTask Task(string task, Options o, UioLlm.Model.Tokenizers.ITokenizer tokenizer)
+    {
+        string Shared(string? given, string option, params string[] parts) =>
+            CliSupport.RequireExists(given ?? CliSupport.FindData(parts) ?? CliSupport.FindDataFolder(parts)
+                ?? throw new UsageException($"{option}: give {string.Join('/', parts)} of the shared data"), option);
+        switch (task)
+        {
+            case "passkey":
+                return new PasskeyRetrieval(PasskeyTemplate.Load(Shared(o.Template, "--template", "longctx", "passkey_and_niah_templates.json")),
+                    Haystack.FromFile(o.Data!), tokenizer);
+            case "niah":
+                return NeedleRetrieval.Load(Shared(o.Template, "--template", "longctx", "passkey_and_niah_templates.json"), Haystack.FromFile(o.Data!), tokenizer);
+            default:
+                var names = o.BabiLongTasks.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                try
+                {
+                    return new BabiLongRetrieval(Shared(o.Babi, "--babi", "longctx", "babi", "en"), Shared(o.BabiLongPrompts, "--babilong-prompts", "longctx", "babilong_prompts.json"),
+                        File.ReadAllText(o.Data!), tokenizer, names);
+                }
+                catch (ArgumentException e) when (e.ParamName == "taskNames")
+                {
+                    throw new UsageException($"--babilong-tasks: {e.Message}");
+                }
+        }
+    }
 
-        StreamingLlm NewStreaming() => new(model, streamingWindow, StreamingSinks);
+    private static T WithProgress<T>(IAnsiConsole console, string phase, Func<IProgress<EvalProgress>, T> run)
+    {
+        T result = default!;
+        if (!console.Profile.Capabilities.Interactive)
+        {
+            // Redirected: a plain line now and then instead of a bar.
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            double last = double.NegativeInfinity;
+            result = run(new InlineProgress(p =>
+            {
+                if (clock.Elapsed.TotalSeconds - last < 10 && p.Done < p.Total) return;
+                last = clock.Elapsed.TotalSeconds;
+                console.WriteLine($"[{clock.Elapsed.TotalSeconds,7:0.0}s] {phase}: {p.Done}/{p.Total} {p.Current}");
+            }));
+            return result;
+        }
         console.Progress().AutoClear(true).Start(ctx =>
         {
-            var task = ctx.AddTask(metric, maxValue: lengths.Count * methods.Count);
-            if (o.Task == "perplexity")
+            var bar = ctx.AddTask(phase, maxValue: 1);
+            result = run(new InlineProgress(p =>
             {
-                var ids = tokenizer.Encode(File.ReadAllText(o.Data), addBos: true);
-                foreach (int length in lengths)
-                {
-                    if (length > ids.Length) throw new UsageException($"--lengths: {length} tokens asked, but --data holds only {ids.Length}");
-                    var text = ids.AsSpan(0, length).ToArray();
-                    results[methods[0]].Add((length, Perplexity(BaseLogProbs(model, text))));
-                    task.Increment(1);
-                    using (var streaming = NewStreaming())
-                        results[methods[1]].Add((length, Perplexity(streaming.Feed(text))));
-                    task.Increment(1);
-                    if (uio is not null)
-                    {
-                        using var session = new UioSession(uio);
-                        results[methods[2]].Add((length, Perplexity(session.Feed(text))));
-                        task.Increment(1);
-                    }
-                }
-            }
-            else
-            {
-                string templatePath = o.Template ?? CliSupport.FindData("longctx", "passkey_and_niah_templates.json")
-                    ?? throw new UsageException("--template: give the passkey template file (longctx/passkey_and_niah_templates.json of the shared data)");
-                var passkey = new PasskeyTask(PasskeyTemplate.Load(CliSupport.RequireExists(templatePath, "--template")), Haystack.FromFile(o.Data), tokenizer);
-                foreach (int length in lengths)
-                {
-                    var samples = Enumerable.Range(0, o.Trials)
-                        .Select(i => passkey.Generate(o.Seed * 1000 + i, length, (i + 0.5) / o.Trials)).ToList();
-                    results[methods[0]].Add((length, samples.Count(s => BaseAnswers(model, tokenizer, s)) / (double)samples.Count));
-                    task.Increment(1);
-                    results[methods[1]].Add((length, samples.Count(s => StreamingAnswers(NewStreaming, tokenizer, s)) / (double)samples.Count));
-                    task.Increment(1);
-                    if (uio is not null)
-                    {
-                        results[methods[2]].Add((length, samples.Count(s => UioAnswers(uio, tokenizer, s)) / (double)samples.Count));
-                        task.Increment(1);
-                    }
-                }
-            }
+                bar.MaxValue = Math.Max(1, p.Total);
+                bar.Value = p.Done;
+                bar.Description = Markup.Escape($"{phase}: {p.Current}");
+            }));
         });
+        return result;
+    }
 
-        var table = new Table().AddColumn("context");
-        foreach (var m in methods) table.AddColumn(Markup.Escape(m));
-        var csv = new StringBuilder($"context,method,{metric.Replace(' ', '_')},beyond_uio_budget\n");
-        foreach (int length in lengths)
-        {
-            bool beyond = length > budget;
-            var row = new List<string> { length.ToString(CultureInfo.InvariantCulture) + (beyond ? " (past UIO's position budget)" : "") };
-            foreach (var m in methods)
-            {
-                double v = results[m].First(p => p.X == length).Y;
-                row.Add(v.ToString("0.###", CultureInfo.InvariantCulture));
-                csv.Append(CultureInfo.InvariantCulture, $"{length},{m},{v:0.######},{(beyond ? 1 : 0)}\n");
-            }
-            table.AddRow(row.ToArray());
-        }
+    /// <summary>Reports on the calling thread (Progress&lt;T&gt; would post to the thread pool).</summary>
+    private sealed class InlineProgress(Action<EvalProgress> report) : IProgress<EvalProgress>
+    {
+        public void Report(EvalProgress value) => report(value);
+    }
+
+    private static void Print(IAnsiConsole console, EvalTable t)
+    {
+        var table = new Table().Title(Markup.Escape(t.Title));
+        foreach (var c in t.Columns) table.AddColumn(new TableColumn(Markup.Escape(c)).RightAligned());
+        foreach (var row in t.Rows) table.AddRow(row.Select(Markup.Escape).ToArray());
         console.Write(table);
-        Directory.CreateDirectory(o.Out);
-        string csvPath = Path.Combine(o.Out, $"{o.Task}.csv"), svgPath = Path.Combine(o.Out, $"{o.Task}.svg");
-        AtomicFile.WriteText(csvPath, csv.ToString());
-        AtomicFile.WriteText(svgPath, SvgChart.Lines($"{metric} vs context length", "context (tokens)", metric, results));
-        console.MarkupLineInterpolated($"wrote {csvPath} and {svgPath}");
-        return 0;
-    });
+    }
+
+    private static string Save(string folder, string name, string text)
+    {
+        string path = Path.Combine(folder, name);
+        AtomicFile.WriteText(path, text);
+        return path;
+    }
+
+    private static void ListMethods(IAnsiConsole console)
+    {
+        var table = new Table().Title("long-context methods (uio eval --methods name:option=value:...,name,...)").AddColumn("method").AddColumn("what it does").AddColumn("options (default)");
+        foreach (var m in MethodRegistry.All)
+            table.AddRow(Markup.Escape(m.Name), Markup.Escape(m.Summary),
+                Markup.Escape(m.Options.Count == 0 ? "-" : string.Join("\n", m.Options.Select(p => $"{p.Name} ({p.Default}): {p.Meaning}"))));
+        console.Write(table);
+    }
 
     private static List<int> ParseLengths(string text)
     {
@@ -119,79 +188,24 @@ internal static class EvalCommand
         {
             string digits = part.TrimEnd('k', 'K');
             int scale = digits.Length < part.Length ? 1024 : 1;
-            if (!int.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out int n) || n <= 0 || n > int.MaxValue / scale)
-                throw new UsageException($"--lengths: '{part}' is not a positive length (e.g. 512, 4k, 16k)");
+            if (!int.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out int n) || n < 1 || n > int.MaxValue / scale || n * scale < 2)
+                throw new UsageException($"--lengths: '{part}' is not a length of at least 2 tokens (e.g. 512, 4k, 16k)");
             lengths.Add(n * scale);
         }
         if (lengths.Count == 0) throw new UsageException("--lengths: give at least one length, e.g. 1k,4k,16k");
-        return lengths;
+        return lengths.Distinct().Order().ToList();
     }
 
-    private static double Perplexity(double[] logProbs)
+    private static List<double> ParseDepths(string text)
     {
-        var scored = logProbs.Where(double.IsFinite).ToArray();
-        return Math.Exp(-scored.Average());
-    }
-
-    /// <summary>Log-probs from the base model reading the text window by window (each window starts fresh).</summary>
-    private static double[] BaseLogProbs(LlamaModel model, int[] text)
-    {
-        int window = model.Config.MaxSeqLen, vocab = model.Config.VocabSize;
-        var result = new double[text.Length];
-        result[0] = double.NaN;
-        for (int start = 0; start < text.Length; start += window)
+        var depths = new List<double>();
+        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
-            int n = Math.Min(window, text.Length - start);
-            using var tape = new Tape(model.Accelerator);
-            using var _ = tape.NoGrad();
-            var logits = model.Forward(tape, text.AsSpan(start, n)).Value.ToArray();
-            for (int t = 1; t < n; t++) result[start + t] = UioSession.LogSoftmaxAt(logits.AsSpan((t - 1) * vocab, vocab), text[start + t]);
-            if (start > 0) result[start] = double.NaN;   // the first token of a window has no context
+            if (!double.TryParse(part, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) || !(d >= 0 && d <= 1))
+                throw new UsageException($"--depths: '{part}' is not a depth in [0, 1] (e.g. 0,0.25,0.5,0.75,1)");
+            depths.Add(d);
         }
-        return result;
+        if (depths.Count == 0) throw new UsageException("--depths: give at least one depth in [0, 1]");
+        return depths.Distinct().Order().ToList();
     }
-
-    private static int[] Prompt(ITokenizer tokenizer, PasskeySample sample) => tokenizer.Encode(sample.Prompt, addBos: true);
-
-    private static bool Correct(ITokenizer tokenizer, int[] generated, PasskeySample sample) =>
-        tokenizer.Decode(generated).Contains(sample.Answer, StringComparison.Ordinal);
-
-    /// <summary>The base model sees only the last window of the prompt.</summary>
-    private static bool BaseAnswers(LlamaModel model, ITokenizer tokenizer, PasskeySample sample)
-    {
-        var ids = Prompt(tokenizer, sample);
-        int budget = Answer(tokenizer, sample);
-        int keep = Math.Min(ids.Length, model.Config.MaxSeqLen - budget);
-        var result = new Generator(model).Generate(ids.AsSpan(ids.Length - keep),
-            new GenerationOptions { MaxNewTokens = budget, Temperature = 0, StopTokens = [] });
-        return Correct(tokenizer, result.Tokens, sample);
-    }
-
-    private const int StreamingSinks = 4;
-
-    /// <summary>StreamingLLM reads the whole prompt through its sinks + rolling window, then answers greedily.</summary>
-    private static bool StreamingAnswers(Func<StreamingLlm> create, ITokenizer tokenizer, PasskeySample sample)
-    {
-        using var streaming = create();
-        streaming.Feed(Prompt(tokenizer, sample));
-        var generated = new List<int>();
-        for (int i = 0; i < Answer(tokenizer, sample); i++)
-        {
-            int next = Sampler.ArgMax(streaming.LastLogits);
-            generated.Add(next);
-            streaming.Feed([next]);
-        }
-        return Correct(tokenizer, generated.ToArray(), sample);
-    }
-
-    private static bool UioAnswers(UioModel uio, ITokenizer tokenizer, PasskeySample sample)
-    {
-        using var session = new UioSession(uio);
-        session.Prefill(Prompt(tokenizer, sample));
-        var result = session.Generate(new GenerationOptions { MaxNewTokens = Answer(tokenizer, sample), Temperature = 0, StopTokens = [] });
-        return Correct(tokenizer, result.Tokens, sample);
-    }
-
-    /// <summary>Tokens to generate: the answer's length plus a little room.</summary>
-    private static int Answer(ITokenizer tokenizer, PasskeySample sample) => tokenizer.Encode(" " + sample.Answer).Length + 2;
 }

@@ -129,21 +129,29 @@ public static class Program
 
     private static Command EvalCli(TextWriter output, TextWriter error)
     {
-        var model = new Option<string>("--model") { Description = "Base model: a Hugging Face folder, a .gguf or a llama2.c .bin", Required = true };
+        var model = new Option<string?>("--model") { Description = "Base model: a Hugging Face folder, a .gguf or a llama2.c .bin" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file (needed for llama2.c checkpoints)" };
-        var adapter = new Option<string?>("--adapter") { Description = "A trained UIO adapter folder, evaluated beside the base model" };
-        var task = new Option<string>("--task") { Description = "perplexity | passkey", Required = true };
-        var data = new Option<string>("--data") { Description = "Text: the document (perplexity) or the haystack (passkey)", Required = true };
-        var lengths = new Option<string>("--lengths") { Description = "Context lengths in tokens, e.g. 1k,4k,16k", DefaultValueFactory = _ => "1k,4k,16k" };
-        var outDir = new Option<string>("--out") { Description = "Folder for the CSV and SVG", DefaultValueFactory = _ => "eval" };
-        var template = new Option<string?>("--template") { Description = "Passkey template JSON (default: the shared data's)" };
-        var trials = new Option<int>("--trials") { Description = "Passkey prompts per length (needle depths spread evenly)", DefaultValueFactory = _ => 5 };
-        var seed = new Option<int>("--seed") { Description = "Seed for passkeys and haystack starts", DefaultValueFactory = _ => 0 };
+        var adapter = new Option<string?>("--adapter") { Description = "A trained adapter folder, for the methods that need one (uio)" };
+        var methods = new Option<string>("--methods") { Description = "all, or a comma-separated list: name or name:option=value:... (see --list-methods)", DefaultValueFactory = _ => "all" };
+        var task = new Option<string>("--task") { Description = "perplexity | passkey | niah | babilong, or a comma-separated list", DefaultValueFactory = _ => "perplexity" };
+        var data = new Option<string?>("--data") { Description = "Text: the document (perplexity) or the haystack / noise (retrieval tasks)" };
+        var lengths = new Option<string>("--lengths") { Description = "Context lengths in tokens, e.g. 512,1k,2k,4k", DefaultValueFactory = _ => "1k,4k,16k" };
+        var depths = new Option<string>("--depths") { Description = "Needle depths in [0, 1] (passkey, niah)", DefaultValueFactory = _ => "0,0.25,0.5,0.75,1" };
+        var outDir = new Option<string>("--out") { Description = "Folder for the CSV, SVG and run.json files", DefaultValueFactory = _ => "eval" };
+        var template = new Option<string?>("--template") { Description = "Passkey / needle template JSON (default: the shared data's longctx/passkey_and_niah_templates.json)" };
+        var babi = new Option<string?>("--babi") { Description = "bAbI folder (default: the shared data's longctx/babi/en)" };
+        var babiPrompts = new Option<string?>("--babilong-prompts") { Description = "BABILong prompts JSON (default: the shared data's longctx/babilong_prompts.json)" };
+        var babiTasks = new Option<string>("--babilong-tasks") { Description = "bAbI tasks to draw from", DefaultValueFactory = _ => "qa1,qa2,qa3,qa4,qa5" };
+        var trials = new Option<int>("--trials") { Description = "Retrieval prompts per length and depth", DefaultValueFactory = _ => 5 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the keys, haystack starts and bAbI draws", DefaultValueFactory = _ => 0 };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
-        var command = new Command("eval", "Perplexity or passkey accuracy versus context length: base model window vs UIO memory (CSV + SVG)");
-        foreach (var o in new Option[] { model, tokenizer, adapter, task, data, lengths, outDir, template, trials, seed, threads }) command.Options.Add(o);
-        command.SetAction(p => EvalCommand.Run(new EvalCommand.Options(p.GetValue(model)!, p.GetValue(tokenizer), p.GetValue(adapter), p.GetValue(task)!,
-            p.GetValue(data)!, p.GetValue(lengths)!, p.GetValue(outDir)!, p.GetValue(template), p.GetValue(trials), p.GetValue(seed), p.GetValue(threads)), output, error));
+        var list = new Option<bool>("--list-methods") { Description = "List the registered methods and their options, then exit" };
+        var command = new Command("eval", "Long-context methods side by side: perplexity vs length, passkey, needle in a haystack, BABILong (tables, CSV, SVG, run.json)");
+        foreach (var o in new Option[] { model, tokenizer, adapter, methods, task, data, lengths, depths, outDir, template, babi, babiPrompts, babiTasks, trials, seed, threads, list })
+            command.Options.Add(o);
+        command.SetAction(p => EvalCommand.Run(new EvalCommand.Options(p.GetValue(model), p.GetValue(tokenizer), p.GetValue(adapter), p.GetValue(methods)!,
+            p.GetValue(task)!, p.GetValue(data), p.GetValue(lengths)!, p.GetValue(depths)!, p.GetValue(outDir)!, p.GetValue(template), p.GetValue(babi),
+            p.GetValue(babiPrompts), p.GetValue(babiTasks)!, p.GetValue(trials), p.GetValue(seed), p.GetValue(threads), p.GetValue(list)), output, error));
         return command;
     }
 

@@ -214,35 +214,53 @@ public class CliModelCommandTests
     }
 
     [DataFact]
-    public void EvalWritesATableACsvAndAnSvgChartForBothTasks()
+    public void EvalRunsTheRegisteredMethodsOnEveryTaskWithTablesCsvSvgAndRunRecords()
     {
         string dir = Path.Combine(Path.GetTempPath(), $"uio-eval-{Guid.NewGuid():N}");
         try
         {
             string[] Eval(params string[] extra) => ["eval", "--model", Stories("stories260K.bin"), "--tokenizer", Stories("tok512.bin"),
                 "--out", dir, "--threads", "1", .. extra];
-            var (code, output, error) = Run(Eval("--task", "perplexity", "--data", TestData.File("text", "moby_dick_ch1.txt"), "--lengths", "64,1k"));
+            var (code, output, error) = Run(Eval("--task", "perplexity", "--methods", "base,streaming:sinks=2,full", "--data", TestData.File("text", "moby_dick_ch1.txt"), "--lengths", "64,1k"));
             Assert.True(code == 0, error);
-            Assert.Contains("base (window 512)", output);
+            Assert.Contains("streaming (sinks=2)", output);
+            Assert.Contains("1024 (2x)", output);
             var csv = File.ReadAllLines(Path.Combine(dir, "perplexity.csv"));
-            Assert.Equal("context,method,perplexity,beyond_uio_budget", csv[0]);
-            Assert.Equal(1 + 2 * 2, csv.Length);   // two lengths x (base window, StreamingLLM)
+            Assert.Equal("length,method,perplexity,tail_perplexity,out_of_trained_range,kv_bytes,seconds", csv[0]);
+            Assert.Equal(1 + 2 * 3, csv.Length);
             Assert.All(csv.Skip(1), line => Assert.True(double.Parse(line.Split(',')[2], System.Globalization.CultureInfo.InvariantCulture) > 1));
+            Assert.Equal("1", csv.Single(l => l.StartsWith("1024,full,", StringComparison.Ordinal)).Split(',')[4]);   // past the 512-token window
             var svg = System.Xml.Linq.XDocument.Load(Path.Combine(dir, "perplexity.svg"));
-            Assert.Equal(2, svg.Descendants().Count(e => e.Name.LocalName == "polyline"));
-            Assert.Contains("StreamingLLM", output);
+            Assert.Equal(3, svg.Descendants().Count(e => e.Name.LocalName == "polyline"));
+            using (var record = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "perplexity.run.json"))))
+                Assert.Equal("2", record.RootElement.GetProperty("Methods")[1].GetProperty("Options").GetProperty("sinks").GetString());
 
-            (code, output, error) = Run(Eval("--task", "passkey", "--data", TestData.File("text", "moby_dick.txt"), "--lengths", "200",
-                "--trials", "2", "--template", TestData.File("longctx", "passkey_and_niah_templates.json")));
+            (code, output, error) = Run(Eval("--task", "passkey,niah,babilong", "--methods", "base", "--data", TestData.File("text", "moby_dick.txt"),
+                "--lengths", "1k", "--trials", "1", "--depths", "0,1", "--template", TestData.File("longctx", "passkey_and_niah_templates.json"),
+                "--babi", TestData.File("longctx", "babi", "en"), "--babilong-prompts", TestData.File("longctx", "babilong_prompts.json")));
             Assert.True(code == 0, error);
-            Assert.True(File.Exists(Path.Combine(dir, "passkey.svg")));
+            foreach (var task in new[] { "passkey", "niah", "babilong" })
+            {
+                Assert.True(File.Exists(Path.Combine(dir, $"{task}.svg")), task);
+                Assert.Equal(task == "babilong" ? 2 : 3, File.ReadAllLines(Path.Combine(dir, $"{task}.csv")).Length);
+            }
+            Assert.Contains("babilong accuracy", output);
 
+            (code, output, _) = Run("eval", "--list-methods");
+            Assert.Equal(0, code);
+            Assert.Contains("lm-infinite", output);
             (code, _, error) = Run(Eval("--task", "perplexity", "--data", TestData.File("text", "moby_dick_ch1.txt"), "--lengths", "4q"));
             Assert.Equal(2, code);
             Assert.Contains("--lengths", error);
             (code, _, error) = Run(Eval("--task", "bleu", "--data", TestData.File("text", "moby_dick_ch1.txt")));
             Assert.Equal(2, code);
             Assert.Contains("--task", error);
+            (code, _, error) = Run(Eval("--methods", "full,ring", "--data", TestData.File("text", "moby_dick_ch1.txt"), "--lengths", "64"));
+            Assert.Equal(2, code);
+            Assert.Contains("--methods: unknown method 'ring'", error);
+            (code, _, error) = Run(Eval("--methods", "pi:factor=0.5", "--data", TestData.File("text", "moby_dick_ch1.txt"), "--lengths", "64"));
+            Assert.Equal(2, code);
+            Assert.Contains("option factor must lie in", error);
         }
         finally
         {

@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using UioLlm.Model.Autograd;
 using UioLlm.Model.Formats;
+using UioLlm.Model.Methods;
 using UioLlm.Model.Modules;
 
 namespace UioLlm.Model.Uio;
@@ -55,8 +56,8 @@ public sealed record UioAdapterBaseShape(int HiddenSize, int NumHiddenLayers, in
 /// </summary>
 public static class UioAdapter
 {
-    public const string WeightsFileName = "adapter_model.safetensors";
-    public const string ConfigFileName = "adapter_config.json";
+    public const string WeightsFileName = AdapterFolder.WeightsFileName;
+    public const string ConfigFileName = AdapterFolder.ConfigFileName;
     public const string PeftType = "UIO";
     public const string MemoryEmbeddingName = "uio.memory_embedding";
 
@@ -77,13 +78,8 @@ public static class UioAdapter
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrEmpty(folder);
-        Directory.CreateDirectory(folder);
-        var entries = NamedParameters(model).Select(p => SafetensorsEntry.FromTensor(p.Name, p.Parameter.Value)).ToList();
-        SafetensorsWriter.Write(Path.Combine(folder, WeightsFileName), entries, SafetensorsDType.F32,
-            new Dictionary<string, string> { ["format"] = "pt" });
         var manifest = new UioAdapterManifest(model.Config, UioAdapterBaseShape.Of(model.Base.Config), baseModelNameOrPath);
-        byte[] json = Encoding.UTF8.GetBytes(ToJson(manifest));
-        AtomicFile.Write(Path.Combine(folder, ConfigFileName), stream => stream.Write(json));
+        AdapterFolder.Save(folder, NamedParameters(model).Select(p => (p.Name, p.Parameter.Value)), ToJson(manifest));
     }
 
     /// <summary>The UIO settings recorded in <paramref name="folder"/>'s adapter_config.json, validated.</summary>
@@ -113,10 +109,6 @@ public static class UioAdapter
         string configPath = Path.Combine(folder, ConfigFileName);
         CheckBaseShape(manifest, baseModel.Config, configPath);
 
-        string weightsPath = Path.Combine(folder, WeightsFileName);
-        if (!File.Exists(weightsPath)) throw new ModelFormatException(weightsPath, $"adapter weights are missing: expected {WeightsFileName} in '{folder}'");
-        var file = SafetensorsFile.Read(weightsPath);
-
         var config = configure?.Invoke(manifest.Config) ?? manifest.Config;
         if (config.SegmentLength != manifest.Config.SegmentLength || config.MemoryTokens != manifest.Config.MemoryTokens ||
             config.EncoderRank != manifest.Config.EncoderRank || config.TransferRank != manifest.Config.TransferRank || config.TransferHead != manifest.Config.TransferHead)
@@ -124,7 +116,8 @@ public static class UioAdapter
         var model = new UioModel(baseModel, config);
         try
         {
-            CopyTensors(file, model);
+            AdapterFolder.LoadTensors(folder, NamedParameters(model).Select(p => (p.Name, p.Parameter.Value)),
+                $"ranks: encoder {model.Config.EncoderRank}, transfer {model.Config.TransferRank}; base hidden_size {model.Base.Config.Dim}");
             return model;
         }
         catch
@@ -154,26 +147,6 @@ public static class UioAdapter
             }
         }
         yield return (MemoryEmbeddingName, model.MemoryEmbedding);
-    }
-
-    /// <summary>Fills every parameter of <paramref name="model"/> from the file, checking names and shapes.</summary>
-    private static void CopyTensors(SafetensorsFile file, UioModel model)
-    {
-        var expected = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var (name, parameter) in NamedParameters(model))
-        {
-            expected.Add(name);
-            var info = file.Find(name) ?? throw new ModelFormatException(file.Path, $"tensor '{name}' is missing");
-            long[] want = parameter.Value.Shape.ToArray().Select(d => (long)d).ToArray();
-            if (!info.Shape.SequenceEqual(want))
-                throw new ModelFormatException(file.Path,
-                    $"tensor '{name}' has shape {info.ShapeString}, expected [{string.Join(", ", want)}] (ranks: encoder {model.Config.EncoderRank}, transfer {model.Config.TransferRank}; base hidden_size {model.Base.Config.Dim})");
-            parameter.Value.CopyFrom(file.ReadTensor(info));
-        }
-        // A tensor the model has no place for means the file belongs to another layout (e.g. more layers).
-        var extra = file.Tensors.FirstOrDefault(t => !expected.Contains(t.Name));
-        if (extra is not null)
-            throw new ModelFormatException(file.Path, $"unexpected tensor '{extra.Name}' {extra.ShapeString}: a UIO adapter for {model.Layers.Count} layers has only {expected.Count} tensors");
     }
 
     /// <summary>The recorded base shape must equal the base model's, field by field.</summary>

@@ -54,12 +54,13 @@ public sealed class UioModel : IDisposable
         layers = new UioLayerAdapters[c.Layers];
         for (int l = 0; l < layers.Length; l++)
         {
-            string p = $"uio.layers.{l}.";
+            // In-memory names are the adapter file's names (UioAdapter.LoraTensorName).
+            string p = $"base_model.model.model.layers.{l}.self_attn.";
             layers[l] = new UioLayerAdapters(
-                new Lora(acc, c.Dim, c.Heads * c.HeadDim, config.EncoderRank, config.EncoderAlpha, rng, p + "encoder.q_proj"),
-                new Lora(acc, c.Dim, c.KvDim, config.EncoderRank, config.EncoderAlpha, rng, p + "encoder.v_proj"),
-                new Lora(acc, c.Dim, c.KvDim, config.TransferRank, config.TransferAlpha, rng, p + "transfer.k_proj"),
-                new Lora(acc, c.Dim, c.KvDim, config.TransferRank, config.TransferAlpha, rng, p + "transfer.v_proj"));
+                new Lora(acc, c.Dim, c.Heads * c.HeadDim, config.EncoderRank, config.EncoderAlpha, rng, p + "q_proj.encoder"),
+                new Lora(acc, c.Dim, c.KvDim, config.EncoderRank, config.EncoderAlpha, rng, p + "v_proj.encoder"),
+                new Lora(acc, c.Dim, c.KvDim, config.TransferRank, config.TransferAlpha, rng, p + "k_proj.transfer"),
+                new Lora(acc, c.Dim, c.KvDim, config.TransferRank, config.TransferAlpha, rng, p + "v_proj.transfer"));
         }
     }
 

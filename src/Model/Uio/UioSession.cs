@@ -1,6 +1,7 @@
 using UioLlm.Kernels;
 using UioLlm.Model.Autograd;
 using UioLlm.Model.Generation;
+using UioLlm.Model.Methods;
 using UioLlm.Model.Modules;
 
 namespace UioLlm.Model.Uio;
@@ -12,7 +13,7 @@ namespace UioLlm.Model.Uio;
 /// the prefix, and their local rows are dropped. Segments that a call completes are compressed together in
 /// batches (segments compress independently), ahead of the decoder that reads them.
 /// </summary>
-public sealed class UioSession : IDisposable
+public sealed class UioSession : ILongContextSession
 {
     private readonly UioModel model;
     private readonly KvCache cache;
@@ -65,6 +66,12 @@ public sealed class UioSession : IDisposable
 
     /// <summary>Logits [vocab] after the last token fed; null before any.</summary>
     public ReadOnlySpan<float> LastLogits => lastLogits;
+
+    /// <summary>
+    /// True once the decoder has read memory rows + local tokens past the base's trained context (UIO.md, "Position
+    /// budget"; possible only with <see cref="UioConfig.AllowExtrapolation"/>, otherwise such a step throws).
+    /// </summary>
+    public bool OutOfTrainedRange { get; private set; }
 
     /// <summary>
     /// Feeds tokens and returns, for each, the log-probability the model gave it from everything before it
@@ -282,6 +289,7 @@ public sealed class UioSession : IDisposable
     private void Decode(ReadOnlySpan<int> chunk, Span<double> logProbs)
     {
         model.CheckPositionBudget(cache.PrefixLength, cache.Length - cache.PrefixLength + chunk.Length);
+        if (cache.Length + chunk.Length > model.ContextBudget) OutOfTrainedRange = true;
         EnsureRows(cache.Length + chunk.Length);
         using var tape = new Tape(model.Accelerator, "uio.decode");
         using var _ = tape.NoGrad();
@@ -308,15 +316,8 @@ public sealed class UioSession : IDisposable
         lastLogits = rows.Slice((chunk.Length - 1) * vocab, vocab).ToArray();
     }
 
-    /// <summary>log softmax(logits)[index], accumulated in double.</summary>
-    public static double LogSoftmaxAt(ReadOnlySpan<float> logits, int index)
-    {
-        float max = float.NegativeInfinity;
-        foreach (float v in logits) max = Math.Max(max, v);
-        double sum = 0;
-        foreach (float v in logits) sum += Math.Exp(v - max);
-        return logits[index] - max - Math.Log(sum);
-    }
+    /// <summary>log softmax(logits)[index], accumulated in double (kept for callers; the shared helper is <see cref="LogProbs.At"/>).</summary>
+    public static double LogSoftmaxAt(ReadOnlySpan<float> logits, int index) => LogProbs.At(logits, index);
 
     public void Dispose()
     {

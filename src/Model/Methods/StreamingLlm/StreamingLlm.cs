@@ -1,7 +1,10 @@
 using UioLlm.Kernels;
 using UioLlm.Model.Autograd;
+using UioLlm.Model.Methods;
 using UioLlm.Model.Modules;
 
+// The namespace stays UioLlm.Model.Baselines while the built-in demo (issue 12) still imports it; the file lives with
+// the other methods.
 namespace UioLlm.Model.Baselines;
 
 /// <summary>
@@ -18,7 +21,7 @@ namespace UioLlm.Model.Baselines;
 /// of a full cache more than LocalWindow rows past them, so no local layer sees a sink the stream puts
 /// out of its reach.
 /// </remarks>
-public sealed class StreamingLlm : IDisposable
+public sealed class StreamingLlm : ILongContextSession
 {
     private readonly LlamaModel model;
     private readonly Tensor[] keys;     // per layer, un-rotated [capacity, kv_heads, head_dim]
@@ -58,8 +61,17 @@ public sealed class StreamingLlm : IDisposable
     /// <summary>Tokens cached now.</summary>
     public int Length { get; private set; }
     public long TokensSeen { get; private set; }
-    /// <summary>Logits [vocab] after the last token fed; null before any.</summary>
+    /// <summary>Logits [vocab] after the last token fed; empty before any.</summary>
     public ReadOnlySpan<float> LastLogits => lastLogits;
+
+    /// <summary>Bytes of the cached keys and values (sinks and window, all layers).</summary>
+    public long KvBytes => 2L * keys.Length * Length * model.Config.KvDim * sizeof(float);
+
+    /// <summary>Only when the cache (sinks + window) is larger than the trained window and the stream has filled past it: positions are cache indices.</summary>
+    public bool OutOfTrainedRange => Capacity > model.Config.MaxSeqLen && TokensSeen > model.Config.MaxSeqLen;
+
+    /// <summary>Same as <see cref="Feed"/> (StreamingLLM has no cheaper path for a prompt).</summary>
+    public void Prefill(ReadOnlySpan<int> tokens) => Feed(tokens);
 
     /// <summary>Feeds tokens (in chunks of at most <see cref="ChunkLength"/>) and returns each one's log-probability (NaN for the first ever).</summary>
     public double[] Feed(ReadOnlySpan<int> tokens)
@@ -73,7 +85,7 @@ public sealed class StreamingLlm : IDisposable
             for (int t = 0; t < take; t++)
             {
                 ReadOnlySpan<float> before = t == 0 ? lastLogits : logits.AsSpan((t - 1) * vocab, vocab);
-                logProbs[done + t] = before.IsEmpty ? double.NaN : Uio.UioSession.LogSoftmaxAt(before, tokens[done + t]);
+                logProbs[done + t] = before.IsEmpty ? double.NaN : LogProbs.At(before, tokens[done + t]);
             }
             lastLogits = logits.AsSpan((take - 1) * vocab, vocab).ToArray();
             done += take;
