@@ -16,6 +16,13 @@ namespace UioLlm.Kernels;
 /// </remarks>
 public interface IKernels
 {
+    /// <summary>
+    /// Whether this backend runs <paramref name="op"/> on operands of this shape (the op's first tensor, e.g. q for
+    /// attention). Ops it does not support throw; callers that may meet such shapes ask first and fall back explicitly
+    /// (<see cref="KernelSupport.Choose"/>). The CPU backend supports everything.
+    /// </summary>
+    bool Supports(KernelOp op, ReadOnlySpan<int> shape) => true;
+
     // ---------------------------------------------------------------- matrix multiply
 
     /// <summary>
