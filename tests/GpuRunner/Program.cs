@@ -94,6 +94,12 @@ public static class Program
         {
             var results = PtxCompiler.CompileAll(architecture, isa);
             foreach (var r in results) Console.WriteLine("  " + r);
+            if (Environment.GetEnvironmentVariable("UIOLLM_PTX_DUMP") is { Length: > 0 } dump)
+            {
+                Directory.CreateDirectory(dump);
+                foreach (var r in results) File.WriteAllText(Path.Combine(dump, r.Kernel + ".ptx"), r.Ptx);
+                Console.WriteLine($"PTX written to {dump}");
+            }
             Console.WriteLine($"{results.Count} kernels compiled for {arch}");
             return 0;
         }
