@@ -61,7 +61,7 @@ public sealed class IlgpuModelTests
 
     private static float[] UioStep(Accelerator acc)
     {
-        const int l = 4, n = 2, segments = 3;
+        const int l = 4, n = 2, segments = 2;   // the encoder, the transfer head and the memory-prefix decoder, once each
         var weights = GradCheck.RandomWeights(GradCheck.TinyConfig() with { MaxSeqLen = 512 }, seed: 21, acc);
         var uio = new UioModel(new LlamaModel(weights), UioModelTests.Small(l: l, n: n), 21);
         UioModelTests.Randomise(uio, 22, std: 0.3f);

@@ -62,11 +62,8 @@ public static class IlgpuChildRun
                 }
             });
             bool finished = process.WaitForExit(limit);
-            if (!finished)
-            {
-                process.Kill(entireProcessTree: true);
-                process.WaitForExit();
-            }
+            if (!finished) process.Kill(entireProcessTree: true);
+            process.WaitForExit();   // without a timeout it also waits for the redirected stderr to be drained
             reader.Wait(TimeSpan.FromSeconds(10));
             string tail;
             lock (stderr) tail = stderr.ToString().Trim();

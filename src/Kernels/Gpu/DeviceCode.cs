@@ -73,11 +73,17 @@ public struct KeyIntervals
 /// </summary>
 public static class DeviceCode
 {
-    /// <summary>GEMM tile edge (a group is Tile x Tile threads).</summary>
+    /// <summary>GEMM tile edge: a group computes a GemmTile x GemmTile block of C.</summary>
     public const int GemmTile = 16;
 
+    /// <summary>Thread rows of a GEMM group (GemmTile x GemmRowThreads threads; each thread GemmTile / GemmRowThreads rows).</summary>
+    public const int GemmRowThreads = 4;
+
     /// <summary>Threads of a row-reduction group (RmsNorm, cross-entropy, sums of squares); a power of two.</summary>
-    public const int RowGroup = 128;
+    public const int RowGroup = 64;
+
+    /// <summary>Most threads any kernel puts in a group (the simulated CPU device is sized to it).</summary>
+    public const int MaxGroupThreads = 64;
 
     // ------------------------------------------------------------------------------------------ reductions
 
@@ -132,38 +138,58 @@ public static class DeviceCode
 
     // ------------------------------------------------------------------------------------------ GEMM
 
-    /// <summary>Shared-memory tiled GEMM for every transpose case; grid (ceil(N/16), ceil(M/16), batch), group 16 x 16.</summary>
+    /// <summary>
+    /// Shared-memory tiled GEMM for every transpose case: a 16 x 16 tile of C per group of 16 x 4 threads, each thread
+    /// four rows of one column. Grid (ceil(N/16), ceil(M/16), batch). With beta = 0, C is not read.
+    /// </summary>
     public static void Gemm(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmArgs p)
     {
-        var tileA = SharedMemory.Allocate<float>(GemmTile * (GemmTile + 1));
-        var tileB = SharedMemory.Allocate<float>(GemmTile * (GemmTile + 1));
+        const int stride = GemmTile + 1;
+        var tileA = SharedMemory.Allocate<float>(GemmTile * stride);
+        var tileB = SharedMemory.Allocate<float>(GemmTile * stride);
         int tx = Group.IdxX, ty = Group.IdxY;
-        int row = Grid.IdxY * GemmTile + ty, col = Grid.IdxX * GemmTile + tx;
+        int rowBase = Grid.IdxY * GemmTile, col = Grid.IdxX * GemmTile + tx;
         long z = Grid.IdxZ;
         long baseA = z * p.StrideA, baseB = z * p.StrideB;
-        float acc = 0f;
+        float acc0 = 0f, acc1 = 0f, acc2 = 0f, acc3 = 0f;
         for (int k0 = 0; k0 < p.K; k0 += GemmTile)
         {
-            int ak = k0 + tx;
-            float av = 0f;
-            if (row < p.M && ak < p.K)
-                av = p.TransA == 0 ? a[baseA + (long)row * p.Lda + ak] : a[baseA + (long)ak * p.Lda + row];
-            tileA[ty * (GemmTile + 1) + tx] = av;
-            int bk = k0 + ty;
-            float bv = 0f;
-            if (col < p.N && bk < p.K)
-                bv = p.TransB == 0 ? b[baseB + (long)bk * p.Ldb + col] : b[baseB + (long)col * p.Ldb + bk];
-            tileB[ty * (GemmTile + 1) + tx] = bv;
+            for (int r = ty; r < GemmTile; r += GemmRowThreads)
+            {
+                int row = rowBase + r, ak = k0 + tx;
+                float av = 0f;
+                if (row < p.M && ak < p.K)
+                    av = p.TransA == 0 ? a[baseA + (long)row * p.Lda + ak] : a[baseA + (long)ak * p.Lda + row];
+                tileA[r * stride + tx] = av;
+                int bk = k0 + r;
+                float bv = 0f;
+                if (col < p.N && bk < p.K)
+                    bv = p.TransB == 0 ? b[baseB + (long)bk * p.Ldb + col] : b[baseB + (long)col * p.Ldb + bk];
+                tileB[r * stride + tx] = bv;
+            }
             Group.Barrier();
             for (int kk = 0; kk < GemmTile; kk++)
-                acc += tileA[ty * (GemmTile + 1) + kk] * tileB[kk * (GemmTile + 1) + tx];
+            {
+                float bv = tileB[kk * stride + tx];
+                acc0 += tileA[ty * stride + kk] * bv;
+                acc1 += tileA[(ty + 4) * stride + kk] * bv;
+                acc2 += tileA[(ty + 8) * stride + kk] * bv;
+                acc3 += tileA[(ty + 12) * stride + kk] * bv;
+            }
             Group.Barrier();
         }
-        if (row < p.M && col < p.N)
-        {
-            long idx = z * p.StrideC + (long)row * p.Ldc + col;
-            c[idx] = p.Beta == 0f ? p.Alpha * acc : p.Alpha * acc + p.Beta * c[idx];
-        }
+        if (col >= p.N) return;
+        StoreC(c, p, z, rowBase + ty, col, acc0);
+        StoreC(c, p, z, rowBase + ty + 4, col, acc1);
+        StoreC(c, p, z, rowBase + ty + 8, col, acc2);
+        StoreC(c, p, z, rowBase + ty + 12, col, acc3);
+    }
+
+    private static void StoreC(ArrayView<float> c, in GemmArgs p, long z, int row, int col, float acc)
+    {
+        if (row >= p.M) return;
+        long idx = z * p.StrideC + (long)row * p.Ldc + col;
+        c[idx] = p.Beta == 0f ? p.Alpha * acc : p.Alpha * acc + p.Beta * c[idx];
     }
 
     // ------------------------------------------------------------------------------------------ elementwise

@@ -166,7 +166,7 @@ public sealed partial class IlgpuKernels : IKernels
                 M = m, N = n, K = k, Lda = lda, Ldb = ldb, Ldc = ldc, TransA = transA ? 1 : 0, TransB = transB ? 1 : 0,
                 StrideA = strideA, StrideB = strideB, StrideC = strideC, Alpha = alpha, Beta = beta,
             };
-            gemm(Config(CeilDiv(n, DeviceCode.GemmTile), CeilDiv(m, DeviceCode.GemmTile), count, DeviceCode.GemmTile, DeviceCode.GemmTile),
+            gemm(Config(CeilDiv(n, DeviceCode.GemmTile), CeilDiv(m, DeviceCode.GemmTile), count, DeviceCode.GemmTile, DeviceCode.GemmRowThreads),
                 V(a, a0, a.Length - a0), V(b, b0, b.Length - b0), V(c, c0, c.Length - c0), args);
         }
     }
