@@ -90,6 +90,14 @@ public interface IKernels
 
     void SwiGluBackward(Tensor gate, Tensor up, Tensor dh, Tensor? dGate, Tensor? dUp);
 
+    /// <summary>
+    /// Soft-capping: y = cap * tanh(x / cap) elementwise (Gemma 2 caps attention and final logits this way); y may alias x.
+    /// </summary>
+    void Softcap(Tensor x, float cap, Tensor y);
+
+    /// <summary>dx += dy * (1 - tanh(x / cap)^2): the derivative of <see cref="Softcap"/>.</summary>
+    void SoftcapBackward(Tensor x, float cap, Tensor dy, Tensor dx);
+
     // ---------------------------------------------------------------- embedding and loss
 
     /// <summary>output[t] = table[ids[t]]: table [V,d], output [T,d].</summary>

@@ -4,7 +4,7 @@ namespace UioLlm.Kernels;
 public enum KernelOp
 {
     MatMul, MatMulStrided, MatMulBackward, LoraMatMul, LoraMatMulBackward, Rope, RopeBackward, Attention, AttentionBackward,
-    RmsNorm, RmsNormBackward, SwiGlu, SwiGluBackward, Embedding, EmbeddingBackward, CrossEntropy, CrossEntropyBackward,
+    RmsNorm, RmsNormBackward, SwiGlu, SwiGluBackward, Softcap, SoftcapBackward, Embedding, EmbeddingBackward, CrossEntropy, CrossEntropyBackward,
     CrossEntropyWithGradient, AdamW, GlobalNorm, Add, Multiply, Scale, Axpy, Copy, Fill,
 }
 

@@ -224,6 +224,16 @@ public static class DeviceCode
         if (hasUp != 0) dUp[i] += d * g * s;
     }
 
+    // ------------------------------------------------------------------------------------------ soft-capping
+
+    public static void Softcap(Index1D i, ArrayView<float> x, ArrayView<float> y, float cap, float inv) => y[i] = cap * XMath.Tanh(x[i] * inv);
+
+    public static void SoftcapBackward(Index1D i, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dx, float inv)
+    {
+        float t = XMath.Tanh(x[i] * inv);
+        dx[i] += dy[i] * (1f - t * t);
+    }
+
     // ------------------------------------------------------------------------------------------ AdamW
 
     public static void AdamW(Index1D i, ArrayView<float> p, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, AdamWArgs k)

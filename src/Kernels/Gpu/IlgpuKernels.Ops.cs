@@ -196,6 +196,42 @@ public sealed partial class IlgpuKernels
         }
     }
 
+    // ------------------------------------------------------------------------------------------ soft-capping
+
+    private Action<Index1D, ArrayView<float>, ArrayView<float>, float, float>? softcap;
+    private Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, float>? softcapBackward;
+
+    public void Softcap(Tensor x, float cap, Tensor y)
+    {
+        const string op = "Softcap";
+        Device(op, x, "x");
+        CpuKernels.CheckSoftcap(op, acc, x, cap, y, "y");
+        OpsCheck.SameOrDisjoint(op, x, "x", y, "y");
+        if (x.Length == 0) return;
+        lock (acc.Sync)
+        {
+            softcap ??= dev.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, float, float>(DeviceCode.Softcap);
+            softcap(x.Length, V(x), V(y), cap, 1f / cap);
+        }
+    }
+
+    public void SoftcapBackward(Tensor x, float cap, Tensor dy, Tensor dx)
+    {
+        const string op = "SoftcapBackward";
+        Device(op, x, "x");
+        CpuKernels.CheckSoftcap(op, acc, x, cap, dx, "dx");
+        OpsCheck.On(op, acc, dy, "dy");
+        Guard.SameShape(op, x, "x", dy, "dy");
+        OpsCheck.Disjoint(op, x, "x", dx, "dx");
+        OpsCheck.Disjoint(op, dy, "dy", dx, "dx");
+        if (x.Length == 0) return;
+        lock (acc.Sync)
+        {
+            softcapBackward ??= dev.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, float>(DeviceCode.SoftcapBackward);
+            softcapBackward(x.Length, V(x), V(dy), V(dx), 1f / cap);
+        }
+    }
+
     // ------------------------------------------------------------------------------------------ embedding, loss
 
     public void Embedding(Tensor table, ReadOnlySpan<int> ids, Tensor output)

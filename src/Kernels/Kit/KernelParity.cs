@@ -406,6 +406,27 @@ public static class KernelParity
             });
         }
 
+        foreach (int n in tiny ? new[] { 1, 77 } : new[] { 1, 1000, 37 * 768 + 5 })
+        {
+            Add("Softcap", $"n={n} cap=30", c =>
+            {
+                var x = c.Pair(c.Uniform(n, -100, 100), n); var y = c.Random(n);
+                c.Reference.Kernels.Softcap(x.Ref, 30f, y.Ref);
+                c.Device.Kernels.Softcap(x.Dev, 30f, y.Dev);
+                c.Compare("y", y, 1e-5, 1e-5);
+                c.Reference.Kernels.Softcap(x.Ref, 30f, x.Ref);   // in place
+                c.Device.Kernels.Softcap(x.Dev, 30f, x.Dev);
+                c.Compare("x (in place)", x, 1e-5, 1e-5);
+            });
+            Add("SoftcapBackward", $"n={n} cap=30", c =>
+            {
+                var x = c.Pair(c.Uniform(n, -100, 100), n); var dy = c.Random(n); var dx = c.Random(n);
+                c.Reference.Kernels.SoftcapBackward(x.Ref, 30f, dy.Ref, dx.Ref);
+                c.Device.Kernels.SoftcapBackward(x.Dev, 30f, dy.Dev, dx.Dev);
+                c.Compare("dx", dx, 1e-5, 1e-5);
+            });
+        }
+
         // ------------------------------------------------------------------ embedding, loss
         foreach (var (t, v, d) in tiny ? new[] { (1, 5, 3), (7, 20, 9) } : new[] { (1, 5, 3), (37, 512, 288), (300, 50, 33) })
         {
