@@ -262,3 +262,37 @@ public sealed class IlgpuAcceleratorTests
         Assert.Equal(0, IlgpuKernels.AttentionBlock(widest + 1));
     }
 }
+
+/// <summary>A theory that needs a usable NVIDIA GPU (through ILGPU): skipped with the reason when there is none.</summary>
+public sealed class GpuTheoryAttribute : TheoryAttribute
+{
+    private static readonly Lazy<string?> reason = new(IlgpuAccelerator.CudaUnavailableReason);
+
+    public GpuTheoryAttribute()
+    {
+        if (reason.Value is { } why) Skip = "no GPU: " + why;
+    }
+}
+
+public sealed class GpuParityTests
+{
+    private static readonly Lazy<Accelerator> gpu = new(() => Accelerator.Create(AcceleratorKind.Cuda));
+
+    public static TheoryData<string> FullCases()
+    {
+        var data = new TheoryData<string>();
+        foreach (var c in KernelParity.Cases) data.Add(c.Name);
+        return data;
+    }
+
+    /// <summary>The full parity list on CUDA (through ILGPU) against the CPU kernels, where a GPU is present.</summary>
+    [GpuTheory]
+    [MemberData(nameof(FullCases))]
+    public void CudaMatchesTheCpuKernels(string name)
+    {
+        var c = KernelParity.Cases.Single(x => x.Name == name);
+        using var cpu = Accelerator.Create(AcceleratorKind.Cpu);
+        var r = KernelParity.Run(c, cpu, gpu.Value);
+        Assert.True(r.Passed, $"{r.Case}: {r.Detail}");
+    }
+}
