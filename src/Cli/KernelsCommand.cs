@@ -40,9 +40,9 @@ internal static class KernelsCommand
     /// `uio kernels --check [--op X] [--backend ilgpu-cpu|cuda|auto] [--size tiny|full]`: the op's parity cases on the
     /// device backend against the CPU kernels, one line per case with its time, then a summary. Exit 0 when all pass,
     /// 1 when some fail, 2 for a usage mistake or an unusable backend. --protocol prints machine-readable START/RESULT
-    /// lines (used by the crash-isolated CI run); --from N skips the cases before index N of the list.
+    /// lines (used by the crash-isolated CI run); --from N skips the cases before index N of the list, --count N runs at most N.
     /// </summary>
-    public static int Check(string? op, string backend, string size, int from, bool protocol, TextWriter output, TextWriter error)
+    public static int Check(string? op, string backend, string size, int from, bool protocol, TextWriter output, TextWriter error, int count = int.MaxValue)
     {
         if (op is not null && !UioLlm.Kernels.Kit.KernelCheck.Ops.Contains(op, StringComparer.OrdinalIgnoreCase))
         {
@@ -57,6 +57,11 @@ internal static class KernelsCommand
             default:
                 error.WriteLine($"uio kernels: --size must be tiny or full, got '{size}'");
                 return 2;
+        }
+        if (count <= 0)
+        {
+            error.WriteLine($"uio kernels: --count must be positive, got {count}");
+            return 2;
         }
         if (from < 0)
         {
@@ -83,7 +88,7 @@ internal static class KernelsCommand
         using (device)
         {
             using var reference = Accelerator.Create(AcceleratorKind.Cpu);
-            var cases = UioLlm.Kernels.Kit.KernelCheck.Select(paritySize, op).Where(c => c.Index >= from).ToList();
+            var cases = UioLlm.Kernels.Kit.KernelCheck.Select(paritySize, op).Where(c => c.Index >= from).Take(count).ToList();
             if (!protocol) output.WriteLine($"kernel check: {cases.Count} {size} case(s){(op is null ? "" : $" of {op}")} on {device.Description} against {reference.Description}");
             var results = UioLlm.Kernels.Kit.KernelCheck.Run(cases, reference, device, protocol ? output : null, protocol ? null : r =>
                 output.WriteLine($"{(r.Result.Passed ? "pass" : "FAIL")}  {r.Milliseconds,9:F1} ms  {r.Result.Case}: {r.Result.Detail}"));

