@@ -89,7 +89,7 @@ public static class Program
             _ => throw new ArgumentException($"--compile-only: expected sm_80 or sm_90, got '{arch}'"),
         };
         Console.WriteLine();
-        Console.WriteLine($"== PTX compile report ({arch}, PTX ISA 7.8)");
+        Console.WriteLine($"== PTX compile report (asked for {arch}, PTX ISA 7.8; ILGPU 1.5.3 emits sm_80 PTX at most, which the driver JITs for newer GPUs)");
         try
         {
             var results = PtxCompiler.CompileAll(architecture, isa);
