@@ -51,6 +51,8 @@ public class OpsBenchmarks
     [Benchmark] public void RmsNormBackward() => acc.Kernels.RmsNormBackward(x, w, rstd, y, dx, dw);
     [Benchmark] public void SwiGlu() => acc.Kernels.SwiGlu(gate, up, h);
     [Benchmark] public void SwiGluBackward() => acc.Kernels.SwiGluBackward(gate, up, h, dGate, dUp);
+    [Benchmark] public void Softcap() => acc.Kernels.Softcap(gate, 30f, h);
+    [Benchmark] public void SoftcapBackward() => acc.Kernels.SoftcapBackward(gate, 30f, up, dGate);
     [Benchmark] public void Rope() => acc.Kernels.Rope(qk, qk, positions, table);
     [Benchmark] public float CrossEntropy() => acc.Kernels.CrossEntropy(logits, targets, lse);
     [Benchmark] public void CrossEntropyBackward() => acc.Kernels.CrossEntropyBackward(logits, targets, lse, dLogits);

@@ -36,6 +36,68 @@ internal static class KernelsCommand
         return 0;
     }
 
+    /// <summary>
+    /// `uio kernels --check [--op X] [--backend ilgpu-cpu|cuda|auto] [--size tiny|full]`: the op's parity cases on the
+    /// device backend against the CPU kernels, one line per case with its time, then a summary. Exit 0 when all pass,
+    /// 1 when some fail, 2 for a usage mistake or an unusable backend. --protocol prints machine-readable START/RESULT
+    /// lines (used by the crash-isolated CI run); --from N skips the cases before index N of the list, --count N runs at most N.
+    /// </summary>
+    public static int Check(string? op, string backend, string size, int from, bool protocol, TextWriter output, TextWriter error, int count = int.MaxValue)
+    {
+        if (op is not null && !UioLlm.Kernels.Kit.KernelCheck.Ops.Contains(op, StringComparer.OrdinalIgnoreCase))
+        {
+            error.WriteLine($"uio kernels: --op '{op}' is not an op of the kernel contract; expected one of {string.Join(", ", UioLlm.Kernels.Kit.KernelCheck.Ops)}");
+            return 2;
+        }
+        UioLlm.Kernels.Kit.ParitySize paritySize;
+        switch (size.ToLowerInvariant())
+        {
+            case "tiny": paritySize = UioLlm.Kernels.Kit.ParitySize.Tiny; break;
+            case "full": paritySize = UioLlm.Kernels.Kit.ParitySize.Full; break;
+            default:
+                error.WriteLine($"uio kernels: --size must be tiny or full, got '{size}'");
+                return 2;
+        }
+        if (count <= 0)
+        {
+            error.WriteLine($"uio kernels: --count must be positive, got {count}");
+            return 2;
+        }
+        if (from < 0)
+        {
+            error.WriteLine($"uio kernels: --from must be 0 or more, got {from}");
+            return 2;
+        }
+        Accelerator device;
+        try
+        {
+            device = backend.ToLowerInvariant() switch
+            {
+                "ilgpu-cpu" => Accelerator.Create(AcceleratorKind.IlgpuCpu),
+                "cuda" => Accelerator.Create(AcceleratorKind.Cuda),
+                "auto" => UioLlm.Kernels.Gpu.IlgpuAccelerator.CudaUnavailableReason() is null ? Accelerator.Create(AcceleratorKind.Cuda) : Accelerator.Create(AcceleratorKind.IlgpuCpu),
+                "cpu" => Accelerator.Create(AcceleratorKind.Cpu, 1),
+                _ => throw new ArgumentException($"--backend must be ilgpu-cpu, cuda, auto or cpu, got '{backend}'"),
+            };
+        }
+        catch (Exception e) when (e is ArgumentException or AcceleratorUnavailableException)
+        {
+            error.WriteLine($"uio kernels: {e.Message}");
+            return 2;
+        }
+        using (device)
+        {
+            using var reference = Accelerator.Create(AcceleratorKind.Cpu);
+            var cases = UioLlm.Kernels.Kit.KernelCheck.Select(paritySize, op).Where(c => c.Index >= from).Take(count).ToList();
+            if (!protocol) output.WriteLine($"kernel check: {cases.Count} {size} case(s){(op is null ? "" : $" of {op}")} on {device.Description} against {reference.Description}");
+            var results = UioLlm.Kernels.Kit.KernelCheck.Run(cases, reference, device, protocol ? output : null, protocol ? null : r =>
+                output.WriteLine($"{(r.Result.Passed ? "pass" : "FAIL")}  {r.Milliseconds,9:F1} ms  {r.Result.Case}: {r.Result.Detail}"));
+            int failed = results.Count(r => !r.Result.Passed);
+            if (!protocol) output.WriteLine($"{results.Count - failed} passed, {failed} failed");
+            return failed == 0 ? 0 : 1;
+        }
+    }
+
     private sealed record Case(string Kernel, string Shape, double Flops, Func<Accelerator, Action> Prepare);
 
     /// <summary>One kernel's measurement: median milliseconds and the rate.</summary>
@@ -86,8 +148,9 @@ internal static class KernelsCommand
     {
         var t = acc.Allocate(shape);
         var r = new Random(1234);
-        var s = t.Span;
+        var s = new float[t.Length];
         for (int i = 0; i < s.Length; i++) s[i] = (float)(r.NextDouble() * 2 - 1);
+        t.CopyFrom(s);
         return t;
     }
 

@@ -17,10 +17,22 @@ public static class Program
         };
         var quick = new Option<bool>("--quick") { Description = "Smaller shapes, fewer repetitions" };
 
-        var kernels = new Command("kernels", "Show the compute device and measure the main kernels (GFLOP/s)");
-        kernels.Options.Add(threads);
-        kernels.Options.Add(quick);
-        kernels.SetAction(parse => KernelsCommand.Run(parse.GetValue(threads), parse.GetValue(quick), output, error));
+        var kernels = new Command("kernels", "Show the compute device and measure the main kernels (GFLOP/s); --check: parity of the GPU kernels");
+        var check = new Option<bool>("--check") { Description = "Run the parity cases (of --op, or all) on --backend against the CPU kernels, with times" };
+        var op = new Option<string?>("--op") { Description = "One op of the kernel contract (e.g. Attention, MatMulBackward)" };
+        var backend = new Option<string>("--backend")
+        {
+            Description = "ilgpu-cpu (ILGPU's CPU accelerator), cuda (ILGPU on an NVIDIA GPU), auto (cuda when usable) or cpu",
+            DefaultValueFactory = _ => "auto",
+        };
+        var size = new Option<string>("--size") { Description = "tiny (CPU-accelerator shapes) or full", DefaultValueFactory = _ => "tiny" };
+        var from = new Option<int>("--from") { Description = "Skip the cases before this index of the list", DefaultValueFactory = _ => 0 };
+        var count = new Option<int>("--count") { Description = "Run at most this many cases", DefaultValueFactory = _ => int.MaxValue };
+        var protocol = new Option<bool>("--protocol") { Description = "Machine-readable START/RESULT lines (for the crash-isolated test run)" };
+        foreach (var o in new Option[] { threads, quick, check, op, backend, size, from, count, protocol }) kernels.Options.Add(o);
+        kernels.SetAction(parse => parse.GetValue(check)
+            ? KernelsCommand.Check(parse.GetValue(op), parse.GetValue(backend)!, parse.GetValue(size)!, parse.GetValue(from), parse.GetValue(protocol), output, error, parse.GetValue(count))
+            : KernelsCommand.Run(parse.GetValue(threads), parse.GetValue(quick), output, error));
 
         var generate = GenerateCli(output, error);
         var tokenize = TokenizeCli(output, error);

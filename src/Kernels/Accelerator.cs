@@ -2,10 +2,15 @@ namespace UioLlm.Kernels;
 
 public enum AcceleratorKind
 {
-    /// <summary>The best usable backend: CUDA when a usable GPU is present, else CPU (the reason is in <see cref="Accelerator.FallbackReason"/>).</summary>
+    /// <summary>The best usable backend: CUDA (through ILGPU) when a usable NVIDIA GPU is present, else the CPU SIMD kernels
+    /// (the reason is in <see cref="Accelerator.FallbackReason"/>).</summary>
     Auto,
+    /// <summary>The CPU SIMD kernels.</summary>
     Cpu,
+    /// <summary>The ILGPU kernels on an NVIDIA GPU (PTX through ILGPU's CUDA backend).</summary>
     Cuda,
+    /// <summary>The same ILGPU kernels on ILGPU's CPU accelerator (a simulated GPU: for tests and for stepping through a kernel; slow).</summary>
+    IlgpuCpu,
 }
 
 /// <summary>Thrown when a requested backend cannot be used on this machine.</summary>
@@ -29,23 +34,29 @@ public abstract class Accelerator : IDisposable
             case AcceleratorKind.Cpu:
                 return new Cpu.CpuAccelerator(threads);
             case AcceleratorKind.Cuda:
-                return Cuda.CudaAccelerator.Open();
+                return Gpu.IlgpuAccelerator.OpenCuda();
+            case AcceleratorKind.IlgpuCpu:
+                return Gpu.IlgpuAccelerator.CreateCpu();
             case AcceleratorKind.Auto:
             {
-                string? reason;
-                try
+                string? reason = Environment.GetEnvironmentVariable("UIOLLM_NO_GPU") == "1"
+                    ? "UIOLLM_NO_GPU=1"
+                    : Gpu.IlgpuAccelerator.CudaUnavailableReason();
+                if (reason is null)
                 {
-                    if (Cuda.CudaAccelerator.UnavailableReason() is null) return Cuda.CudaAccelerator.Open();
-                    reason = Cuda.CudaAccelerator.UnavailableReason();
-                }
-                catch (Exception e) when (e is AcceleratorUnavailableException or Cuda.CudaException)
-                {
-                    reason = e.Message;
+                    try
+                    {
+                        return Gpu.IlgpuAccelerator.OpenCuda();
+                    }
+                    catch (AcceleratorUnavailableException e)
+                    {
+                        reason = e.Message;
+                    }
                 }
                 return new Cpu.CpuAccelerator(threads) { FallbackReason = $"CUDA not used: {reason}; using the CPU kernels" };
             }
             default:
-                throw new ArgumentOutOfRangeException(nameof(kind), kind, "expected Auto, Cpu or Cuda");
+                throw new ArgumentOutOfRangeException(nameof(kind), kind, "expected Auto, Cpu, Cuda or IlgpuCpu");
         }
     }
 

@@ -16,6 +16,13 @@ namespace UioLlm.Kernels;
 /// </remarks>
 public interface IKernels
 {
+    /// <summary>
+    /// Whether this backend runs <paramref name="op"/> on operands of this shape (the op's first tensor, e.g. q for
+    /// attention). Ops it does not support throw; callers that may meet such shapes ask first and fall back explicitly
+    /// (<see cref="KernelSupport.Choose"/>). The CPU backend supports everything.
+    /// </summary>
+    bool Supports(KernelOp op, ReadOnlySpan<int> shape) => true;
+
     // ---------------------------------------------------------------- matrix multiply
 
     /// <summary>
@@ -82,6 +89,14 @@ public interface IKernels
     void SwiGlu(Tensor gate, Tensor up, Tensor h);
 
     void SwiGluBackward(Tensor gate, Tensor up, Tensor dh, Tensor? dGate, Tensor? dUp);
+
+    /// <summary>
+    /// Soft-capping: y = cap * tanh(x / cap) elementwise (Gemma 2 caps attention and final logits this way); y may alias x.
+    /// </summary>
+    void Softcap(Tensor x, float cap, Tensor y);
+
+    /// <summary>dx += dy * (1 - tanh(x / cap)^2): the derivative of <see cref="Softcap"/>.</summary>
+    void SoftcapBackward(Tensor x, float cap, Tensor dy, Tensor dx);
 
     // ---------------------------------------------------------------- embedding and loss
 

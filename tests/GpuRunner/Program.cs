@@ -2,12 +2,12 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using UioLlm.Kernels;
-using UioLlm.Kernels.Cuda;
+using UioLlm.Kernels.Gpu;
+using UioLlm.Kernels.Kit;
 using UioLlm.Model;
 using UioLlm.Model.Generation;
 using UioLlm.Model.Modules;
 using UioLlm.Model.Uio;
-using UioLlm.Parity;
 using UioLlm.Training;
 using UioLlm.Training.Estimators;
 
@@ -15,21 +15,23 @@ namespace UioLlm.GpuRunner;
 
 /// <summary>
 /// Runs on a GPU machine (self-contained, no .NET needed there):
-///   1. the NVRTC compile report (registers, spills) for the device's architecture,
-///   2. the kernel parity suite, CUDA against the CPU kernels, ending with "N passed, N failed",
+///   1. the PTX compile report of every ILGPU kernel (lines, virtual registers, local memory),
+///   2. the kernel parity suite, the ILGPU kernels on CUDA against the CPU kernels, ending with "N passed, N failed",
 ///   3. kernel benchmarks (GFLOP/s, GB/s) and the end-to-end UIO training / inference step on the stories15M shape,
 ///   4. with --torch FILE (written by torch_compare.py), the ratio to PyTorch on the same shapes.
+/// Without a GPU: --compile-only [sm_80|sm_90] compiles every kernel to PTX; --cpu-accelerator runs the (tiny) parity
+/// suite on ILGPU's CPU accelerator instead of CUDA.
 /// Exit code: 0 when every parity case passed, 1 when some failed, 2 when CUDA is unusable.
 /// </summary>
 public static class Program
 {
-    private sealed record Options(bool Parity, bool Bench, bool EndToEnd, string? Filter, bool Verbose, bool Quick, string? Json, string? Torch);
+    private sealed record Options(bool Parity, bool Bench, bool EndToEnd, string? Filter, bool Verbose, bool Quick, string? Json, string? Torch, bool CpuAccelerator);
 
     public static int Main(string[] args)
     {
         CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
-        if (args.Length == 2 && args[0] == "--compile-only")
-            return CompileOnly(int.Parse(args[1].Replace("sm_", "", StringComparison.Ordinal), CultureInfo.InvariantCulture));
+        if (args.Length >= 1 && args[0] == "--compile-only")
+            return CompileOnly(args.Length > 1 ? args[1] : "sm_80");
 
         Options o;
         try
@@ -39,27 +41,28 @@ public static class Program
         catch (ArgumentException e)
         {
             Console.Error.WriteLine(e.Message);
-            Console.Error.WriteLine("usage: UioLlm.GpuRunner [--compile-only ARCH] | [--parity-only | --bench-only] [--filter TEXT] [--verbose] [--quick] [--json FILE] [--torch FILE] [--no-e2e]");
+            Console.Error.WriteLine("usage: UioLlm.GpuRunner [--compile-only sm_80|sm_90] | [--cpu-accelerator] [--parity-only | --bench-only] [--filter TEXT] [--verbose] [--quick] [--json FILE] [--torch FILE] [--no-e2e]");
             return 2;
         }
 
-        string? reason = CudaAccelerator.UnavailableReason();
+        string? reason = o.CpuAccelerator ? null : IlgpuAccelerator.CudaUnavailableReason();
         if (reason is not null)
         {
-            Console.WriteLine($"CUDA unavailable: {reason}");
+            Console.WriteLine($"CUDA unavailable: {reason} (--cpu-accelerator runs the parity suite on ILGPU's CPU accelerator)");
             Console.WriteLine("0 passed, 0 failed");
             return 2;
         }
-        using var gpu = CudaAccelerator.Open();
+        using var gpu = o.CpuAccelerator ? Accelerator.Create(AcceleratorKind.IlgpuCpu) : Accelerator.Create(AcceleratorKind.Cuda);
         using var cpu = Accelerator.Create(AcceleratorKind.Cpu);
         Console.WriteLine(gpu.Description);
         Console.WriteLine(cpu.Description);
 
-        CompileReport(gpu);
+        if (!o.CpuAccelerator) CompileOnly("sm_80");
         int failed = 0;
         if (o.Parity) failed = RunParity(cpu, gpu, o);
         var results = new List<BenchResult>();
-        if (o.Bench)
+        if (o.Bench && o.CpuAccelerator) Console.WriteLine("benchmarks skipped: ILGPU's CPU accelerator simulates a GPU thread by thread (correctness only)");
+        else if (o.Bench)
         {
             results.AddRange(Bench.Kernels(gpu, o.Quick));
             if (o.EndToEnd) results.AddRange(Bench.EndToEnd(gpu, o.Quick));
@@ -76,24 +79,31 @@ public static class Program
         return failed == 0 ? 0 : 1;
     }
 
-    /// <summary>--compile-only ARCH: NVRTC report for an architecture (e.g. 90), no GPU needed. Exit 1 on an error, warning or spill.</summary>
-    private static int CompileOnly(int arch)
+    /// <summary>--compile-only ARCH: every ILGPU kernel compiled to PTX for sm_80 or sm_90 (no GPU needed). Exit 1 when one fails.</summary>
+    private static int CompileOnly(string arch)
     {
+        var (architecture, isa) = arch switch
+        {
+            "sm_80" or "80" => (ILGPU.Runtime.Cuda.CudaArchitecture.SM_80, ILGPU.Runtime.Cuda.CudaInstructionSet.ISA_78),
+            "sm_90" or "90" => (ILGPU.Runtime.Cuda.CudaArchitecture.SM_90, ILGPU.Runtime.Cuda.CudaInstructionSet.ISA_78),
+            _ => throw new ArgumentException($"--compile-only: expected sm_80 or sm_90, got '{arch}'"),
+        };
+        Console.WriteLine();
+        Console.WriteLine($"== PTX compile report (asked for {arch}, PTX ISA 7.8; ILGPU 1.5.3 emits sm_80 PTX at most, which the driver JITs for newer GPUs)");
         try
         {
-            var results = CudaSources.CompileAll(arch);
-            int problems = 0;
-            foreach (var r in results)
-                foreach (string d in r.Diagnostics) { Console.WriteLine($"{r.Source}: {d}"); problems++; }
-            foreach (var u in results.SelectMany(r => r.Usage))
+            var results = PtxCompiler.CompileAll(architecture, isa);
+            foreach (var r in results) Console.WriteLine("  " + r);
+            if (Environment.GetEnvironmentVariable("UIOLLM_PTX_DUMP") is { Length: > 0 } dump)
             {
-                Console.WriteLine(u);
-                if (u.SpillStoreBytes + u.SpillLoadBytes > 0) problems++;
+                Directory.CreateDirectory(dump);
+                foreach (var r in results) File.WriteAllText(Path.Combine(dump, r.Kernel + ".ptx"), r.Ptx);
+                Console.WriteLine($"PTX written to {dump}");
             }
-            Console.WriteLine($"{results.Count} sources, {results.Sum(r => r.Usage.Count)} kernels compiled for sm_{arch}; {problems} problem(s)");
-            return problems == 0 ? 0 : 1;
+            Console.WriteLine($"{results.Count} kernels compiled for {arch}");
+            return 0;
         }
-        catch (CudaException e)
+        catch (InvalidOperationException e)
         {
             Console.WriteLine(e.Message);
             return 1;
@@ -102,7 +112,7 @@ public static class Program
 
     private static Options Parse(string[] args)
     {
-        bool parity = true, bench = true, e2e = true, verbose = false, quick = false;
+        bool parity = true, bench = true, e2e = true, verbose = false, quick = false, cpuAccelerator = false;
         string? filter = null, json = null, torch = null;
         for (int i = 0; i < args.Length; i++)
         {
@@ -117,40 +127,18 @@ public static class Program
                 case "--quick": quick = true; break;
                 case "--json": json = Value(); break;
                 case "--torch": torch = Value(); break;
+                case "--cpu-accelerator": cpuAccelerator = true; break;
                 default: throw new ArgumentException($"unknown option '{args[i]}'");
             }
         }
-        return new Options(parity, bench, e2e, filter, verbose, quick, json, torch);
-    }
-
-    private static void CompileReport(CudaAccelerator gpu)
-    {
-        Console.WriteLine();
-        Console.WriteLine($"== NVRTC compile report for sm_{gpu.Info.Architecture} ({gpu.Info.NvrtcLibrary})");
-        try
-        {
-            var results = CudaSources.CompileAll(gpu.Info.Architecture);
-            foreach (var r in results)
-                foreach (string d in r.Diagnostics) Console.WriteLine($"  {r.Source}: {d}");
-            foreach (string line in CudaSources.ResourceReport(results)) Console.WriteLine("  " + line);
-            if (results.All(r => !r.IsCubin))
-                foreach (var (source, kernel) in CudaKernels.AllKernels)
-                {
-                    var (regs, local) = gpu.FunctionResources(source, kernel);
-                    Console.WriteLine($"  {source,-18} {kernel,-34} {regs,4} regs  local {local,5} B (driver JIT)");
-                }
-        }
-        catch (CudaException e)
-        {
-            Console.WriteLine($"  compile failed: {e.Message}");
-        }
+        return new Options(parity, bench, e2e, filter, verbose, quick, json, torch, cpuAccelerator);
     }
 
     private static int RunParity(Accelerator cpu, Accelerator gpu, Options o)
     {
         Console.WriteLine();
-        Console.WriteLine("== Kernel parity: CUDA against the CPU kernels");
-        var cases = KernelParity.Cases.Where(c => o.Filter is null || c.Name.Contains(o.Filter, StringComparison.OrdinalIgnoreCase)).ToList();
+        Console.WriteLine($"== Kernel parity: {gpu.Description} against the CPU kernels");
+        var cases = KernelParity.For(gpu.Kind == AcceleratorKind.IlgpuCpu ? ParitySize.Tiny : ParitySize.Full).Where(c => o.Filter is null || c.Name.Contains(o.Filter, StringComparison.OrdinalIgnoreCase)).ToList();
         int passed = 0, failed = 0;
         var clock = Stopwatch.StartNew();
         foreach (var c in cases)
@@ -336,7 +324,7 @@ internal static class Bench
             Console.WriteLine($"  decode: {result.DecodeTokensPerSecond:F0} tokens/s");
             results.Add(new BenchResult("prefill 128 (tokens/s in GFLOP/s column)", promptLength / prefill * 1000, prefill / 1e9, 0));
         }
-        catch (Exception e) when (e is InvalidOperationException or CudaException or ArgumentException)
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or NotSupportedException)
         {
             Console.WriteLine($"  end-to-end step not run: {e.GetType().Name}: {e.Message}");
         }

@@ -40,9 +40,9 @@ internal static class GradCheck
     }
 
     /// <summary>Fills every weight of a freshly allocated model with small seeded values (norm gains near 1).</summary>
-    public static LlamaWeights RandomWeights(LlamaConfig config, int seed)
+    public static LlamaWeights RandomWeights(LlamaConfig config, int seed, Accelerator? accelerator = null)
     {
-        var weights = LlamaWeights.Allocate(TestBackend.Shared, config);
+        var weights = LlamaWeights.Allocate(accelerator ?? TestBackend.Shared, config);
         var rng = new Rng(seed);
         foreach (var (name, t) in weights.Named())
         {

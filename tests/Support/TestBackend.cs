@@ -3,8 +3,8 @@ using UioLlm.Kernels;
 namespace UioLlm.Tests.Support;
 
 /// <summary>
-/// The accelerator the kernel tests run on: CPU by default; UIOLLM_TEST_BACKEND=cuda runs the same
-/// parity suite against the CUDA backend.
+/// The accelerator the kernel, model, UIO and estimator tests run on: CPU by default; UIOLLM_TEST_BACKEND=gpu runs
+/// them on the ILGPU backend (CUDA when usable, else ILGPU's CPU accelerator), =cuda or =ilgpu-cpu names one.
 /// </summary>
 public static class TestBackend
 {
@@ -20,7 +20,12 @@ public static class TestBackend
         {
             null or "" or "cpu" => Accelerator.Create(AcceleratorKind.Cpu),
             "cuda" => Accelerator.Create(AcceleratorKind.Cuda),
-            _ => throw new InvalidOperationException($"UIOLLM_TEST_BACKEND='{name}': expected cpu or cuda"),
+            "ilgpu-cpu" => Accelerator.Create(AcceleratorKind.IlgpuCpu),
+            // The ILGPU backend: on CUDA when a usable NVIDIA GPU is present, else on ILGPU's CPU accelerator.
+            "gpu" => UioLlm.Kernels.Gpu.IlgpuAccelerator.CudaUnavailableReason() is null
+                ? Accelerator.Create(AcceleratorKind.Cuda)
+                : Accelerator.Create(AcceleratorKind.IlgpuCpu),
+            _ => throw new InvalidOperationException($"UIOLLM_TEST_BACKEND='{name}': expected cpu, gpu, cuda or ilgpu-cpu"),
         };
     }
 }

@@ -1,6 +1,4 @@
-using UioLlm.Kernels;
-
-namespace UioLlm.Parity;
+namespace UioLlm.Kernels.Kit;
 
 /// <summary>The outcome of one parity case: the worst error over every output it compares.</summary>
 public sealed record ParityResult(string Case, bool Passed, double MaxError, string Detail);
@@ -100,14 +98,29 @@ public sealed class ParityContext(Accelerator reference, Accelerator device, str
     }
 }
 
+/// <summary>Which list of shapes: the full suite for a real GPU, or tiny shapes for ILGPU's CPU accelerator (a simulated GPU, slow).</summary>
+public enum ParitySize
+{
+    /// <summary>Shapes that do not divide the tile sizes, up to a few hundred rows; for CUDA (the GPU runner) and CPU-against-CPU.</summary>
+    Full,
+    /// <summary>The same ops, transposes, masks and head layouts on shapes of one or two groups with ragged edges (CI on the CPU accelerator).</summary>
+    Tiny,
+}
+
 /// <summary>
-/// The kernel parity suite: every op of <see cref="IKernels"/>, forward and backward, on shapes that do not divide
-/// the tile sizes, batched and grouped-query cases and every mask kind, compared against the CPU kernels. Used by
-/// the GPU runner and, where a GPU exists, by xunit (tests/Kernels/CudaParityTests.cs).
+/// The kernel parity suite, the one list of cases per op: every op of <see cref="IKernels"/>, forward and backward,
+/// on shapes that do not divide the tile sizes, batched and grouped-query cases and every mask kind, compared against
+/// the CPU kernels. Read by the xunit suite (CPU against CPU, ILGPU's CPU accelerator against CPU), the GPU runner,
+/// and `uio kernels --op X --check`.
 /// </summary>
 public static class KernelParity
 {
-    public static IReadOnlyList<ParityCase> Cases { get; } = Build();
+    public static IReadOnlyList<ParityCase> Cases { get; } = Build(ParitySize.Full);
+
+    /// <summary>The tiny-shape list for ILGPU's CPU accelerator (every op, transpose case, mask kind and head layout).</summary>
+    public static IReadOnlyList<ParityCase> TinyCases { get; } = Build(ParitySize.Tiny);
+
+    public static IReadOnlyList<ParityCase> For(ParitySize size) => size == ParitySize.Tiny ? TinyCases : Cases;
 
     /// <summary>Run one case; an exception becomes a failed result naming it.</summary>
     public static ParityResult Run(ParityCase c, Accelerator reference, Accelerator device, int seed = 1234)
@@ -132,14 +145,15 @@ public static class KernelParity
         return h & 0x7fffffff;
     }
 
-    private static List<ParityCase> Build()
+    private static List<ParityCase> Build(ParitySize size)
     {
+        bool tiny = size == ParitySize.Tiny;
         var list = new List<ParityCase>();
         void Add(string op, string name, Action<ParityContext> body) =>
             list.Add(new ParityCase($"{op} {name}", op, body));
 
         // ------------------------------------------------------------------ GEMM
-        foreach (var (m, n, k) in new[] { (1, 1, 1), (7, 13, 5), (64, 64, 64), (130, 67, 259), (257, 300, 129), (1, 512, 288) })
+        foreach (var (m, n, k) in tiny ? new[] { (1, 1, 1), (7, 13, 5), (20, 17, 33) } : new[] { (1, 1, 1), (7, 13, 5), (64, 64, 64), (130, 67, 259), (257, 300, 129), (1, 512, 288) })
             foreach (bool ta in new[] { false, true })
                 foreach (bool tb in new[] { false, true })
                     foreach (var (alpha, beta) in new[] { (1f, 0f), (0.5f, 0.25f) })
@@ -154,37 +168,41 @@ public static class KernelParity
                         });
         foreach (bool tb in new[] { false, true })
         {
-            Add("MatMul", $"batched 3x37x41x19 rank3*rank3 {(tb ? "NT" : "NN")}", c =>
+            int bm1 = tiny ? 7 : 37, bn1 = tiny ? 9 : 41, bk1 = tiny ? 5 : 19;
+            Add("MatMul", $"batched 3x{bm1}x{bn1}x{bk1} rank3*rank3 {(tb ? "NT" : "NN")}", c =>
             {
-                var a = c.Random(3, 37, 19);
-                var b = c.Random(tb ? [3, 41, 19] : [3, 19, 41]);
-                var o = c.Random(3, 37, 41);
+                int bm = bm1, bn = bn1, bk = bk1;
+                var a = c.Random(3, bm, bk);
+                var b = c.Random(tb ? [3, bn, bk] : [3, bk, bn]);
+                var o = c.Random(3, bm, bn);
                 c.Reference.Kernels.MatMul(a.Ref, b.Ref, o.Ref, false, tb);
                 c.Device.Kernels.MatMul(a.Dev, b.Dev, o.Dev, false, tb);
                 c.Compare("c", o);
             });
             Add("MatMul", $"batched rank3 x broadcast rank2 {(tb ? "NT" : "NN")}", c =>
             {
-                var a = c.Random(2, 33, 70);
-                var b = c.Random(tb ? [45, 70] : [70, 45]);
-                var o = c.Random(2, 33, 45);
+                int bm = tiny ? 6 : 33, bn = tiny ? 11 : 45, bk = tiny ? 18 : 70;
+                var a = c.Random(2, bm, bk);
+                var b = c.Random(tb ? [bn, bk] : [bk, bn]);
+                var o = c.Random(2, bm, bn);
                 c.Reference.Kernels.MatMul(a.Ref, b.Ref, o.Ref, false, tb);
                 c.Device.Kernels.MatMul(a.Dev, b.Dev, o.Dev, false, tb);
                 c.Compare("c", o);
             });
             Add("MatMul", $"broadcast rank2 x batched rank3 T{(tb ? "T" : "N")}", c =>
             {
-                var a = c.Random(29, 17);
-                var b = c.Random(tb ? [4, 23, 29] : [4, 29, 23]);
-                var o = c.Random(4, 17, 23);
+                int bm = tiny ? 5 : 17, bn = tiny ? 7 : 23, bk = tiny ? 9 : 29;
+                var a = c.Random(bk, bm);
+                var b = c.Random(tb ? [4, bn, bk] : [4, bk, bn]);
+                var o = c.Random(4, bm, bn);
                 c.Reference.Kernels.MatMul(a.Ref, b.Ref, o.Ref, true, tb);
                 c.Device.Kernels.MatMul(a.Dev, b.Dev, o.Dev, true, tb);
                 c.Compare("c", o);
             });
         }
-        Add("MatMulStrided", "per-head blocks side by side (T=45, H=3, D=20)", c =>
+        Add("MatMulStrided", tiny ? "per-head blocks side by side (T=9, H=2, D=5)" : "per-head blocks side by side (T=45, H=3, D=20)", c =>
         {
-            int t = 45, h = 3, d = 20;
+            int t = tiny ? 9 : 45, h = tiny ? 2 : 3, d = tiny ? 5 : 20;
             var q = c.Random(t, h, d);
             var kk = c.Random(t, h, d);
             var s = c.Random(h, t, t);
@@ -200,9 +218,9 @@ public static class KernelParity
         });
         foreach (var (ta, tb) in new[] { (false, false), (false, true), (true, false), (true, true) })
         {
-            Add("MatMulBackward", $"rank2 67x45x33 {(ta ? "T" : "N")}{(tb ? "T" : "N")}", c =>
+            Add("MatMulBackward", $"rank2 {(tiny ? "9x7x5" : "67x45x33")} {(ta ? "T" : "N")}{(tb ? "T" : "N")}", c =>
             {
-                int m = 67, n = 45, k = 33;
+                int m = tiny ? 9 : 67, n = tiny ? 7 : 45, k = tiny ? 5 : 33;
                 var a = c.Random(ta ? [k, m] : [m, k]);
                 var b = c.Random(tb ? [n, k] : [k, n]);
                 var dc = c.Random(m, n);
@@ -215,7 +233,7 @@ public static class KernelParity
             });
             Add("MatMulBackward", $"rank3 x broadcast weight {(ta ? "T" : "N")}{(tb ? "T" : "N")}", c =>
             {
-                int bt = 3, m = 21, n = 19, k = 35;
+                int bt = 3, m = tiny ? 5 : 21, n = tiny ? 6 : 19, k = tiny ? 7 : 35;
                 var a = c.Random(ta ? [bt, k, m] : [bt, m, k]);
                 var b = c.Random(tb ? [n, k] : [k, n]);
                 var dc = c.Random(bt, m, n);
@@ -229,7 +247,7 @@ public static class KernelParity
         }
 
         // ------------------------------------------------------------------ LoRA
-        foreach (var (t, din, dout, r) in new[] { (37, 288, 288, 16), (5, 70, 33, 3), (2 * 33, 96, 130, 8) })
+        foreach (var (t, din, dout, r) in tiny ? new[] { (5, 12, 9, 3), (2 * 3, 8, 18, 2) } : new[] { (37, 288, 288, 16), (5, 70, 33, 3), (2 * 33, 96, 130, 8) })
         {
             Add("LoraMatMul", $"T={t} in={din} out={dout} r={r}", c =>
             {
@@ -258,12 +276,13 @@ public static class KernelParity
             foreach (var scaling in new[] { RopeScalingKind.None, RopeScalingKind.Yarn })
                 foreach (bool batched in new[] { false, true })
                 {
-                    string name = $"{layout} {scaling} {(batched ? "B=2 shared positions" : "T=37")}";
-                    RopeTable Table() => RopeTable.Create(48, 10000, scaling == RopeScalingKind.None ? null : new RopeScaling(scaling, 4, 512), layout);
-                    int[] shape = batched ? [2, 37, 3, 48] : [37, 3, 48];
+                    int rt = tiny ? 5 : 37, rh = tiny ? 2 : 3, rd = tiny ? 8 : 48;
+                    string name = $"{layout} {scaling} {(batched ? "B=2 shared positions" : $"T={rt}")}";
+                    RopeTable Table() => RopeTable.Create(rd, 10000, scaling == RopeScalingKind.None ? null : new RopeScaling(scaling, 4, 512), layout);
+                    int[] shape = batched ? [2, rt, rh, rd] : [rt, rh, rd];
                     Add("Rope", name, c =>
                     {
-                        var pos = c.Ints(37, 0, 5000);
+                        var pos = c.Ints(rt, 0, 5000);
                         var x = c.Random(shape); var y = c.Random(shape);
                         c.Reference.Kernels.Rope(x.Ref, y.Ref, pos, Table());
                         c.Device.Kernels.Rope(x.Dev, y.Dev, pos, Table());
@@ -274,7 +293,7 @@ public static class KernelParity
                     });
                     Add("RopeBackward", name, c =>
                     {
-                        var pos = c.Ints(batched ? 74 : 37, 0, 5000);
+                        var pos = c.Ints(batched ? 2 * rt : rt, 0, 5000);
                         var dy = c.Random(shape); var dx = c.Random(shape);
                         c.Reference.Kernels.RopeBackward(dy.Ref, dx.Ref, pos, Table());
                         c.Device.Kernels.RopeBackward(dy.Dev, dx.Dev, pos, Table());
@@ -283,7 +302,21 @@ public static class KernelParity
                 }
 
         // ------------------------------------------------------------------ attention
-        var masks = new (string Name, AttentionMask Mask, int Tq, int Tk)[]
+        var masks = tiny ? new (string Name, AttentionMask Mask, int Tq, int Tk)[]
+        {
+            ("none", AttentionMask.None, 5, 9),
+            ("causal", AttentionMask.CausalMask(), 9, 9),
+            ("causal prefix 3 bottom-right", AttentionMask.CausalMask(3), 6, 3 + 8),
+            ("window 4 sinks 2", AttentionMask.SlidingWindow(4, 2), 12, 12),
+            ("window 3 sinks 1 prefix 2", AttentionMask.SlidingWindow(3, 1, 2), 7, 9),
+            ("step expansion n=2 stride 3", AttentionMask.StepExpansion(2, 3), 8, 8),
+            ("step expansion prefix 2", AttentionMask.StepExpansion(2, 4, 2), 10, 12),
+            ("step expansion window 2", AttentionMask.StepExpansion(2, 3, window: 2), 8, 8),
+            ("block diagonal 4 shifted", AttentionMask.BlockDiagonal(4, causal: true, shiftUpperHalfHeads: true), 9, 9),
+            ("block diagonal 5 non-causal", AttentionMask.BlockDiagonal(5, causal: false), 10, 10),
+            ("decode 1 query causal", AttentionMask.CausalMask(), 1, 13),
+            ("decode 3 queries prefix", AttentionMask.CausalMask(2), 3, 10),
+        } : new (string Name, AttentionMask Mask, int Tq, int Tk)[]
         {
             ("none", AttentionMask.None, 37, 70),
             ("causal", AttentionMask.CausalMask(), 70, 70),
@@ -298,7 +331,8 @@ public static class KernelParity
             ("decode 1 query causal", AttentionMask.CausalMask(), 1, 77),
             ("decode 3 queries prefix", AttentionMask.CausalMask(8), 3, 40),
         };
-        var heads = new (int B, int Hq, int Hkv, int D)[] { (1, 4, 4, 48), (2, 4, 2, 64), (1, 6, 2, 100), (1, 2, 1, 128), (1, 2, 2, 256), (1, 3, 3, 17) };
+        var heads = tiny ? new (int B, int Hq, int Hkv, int D)[] { (1, 2, 2, 8), (2, 2, 1, 16), (1, 4, 2, 40), (1, 1, 1, 256), (1, 3, 3, 5) }
+            : new (int B, int Hq, int Hkv, int D)[] { (1, 4, 4, 48), (2, 4, 2, 64), (1, 6, 2, 100), (1, 2, 1, 128), (1, 2, 2, 256), (1, 3, 3, 17) };
         foreach (var (maskName, mask, tq, tk) in masks)
             foreach (var (b, hq, hkv, d) in heads)
             {
@@ -332,7 +366,7 @@ public static class KernelParity
             }
 
         // ------------------------------------------------------------------ norms, activations
-        foreach (var (rows, d) in new[] { (1, 7), (37, 288), (130, 1000), (3, 4097) })
+        foreach (var (rows, d) in tiny ? new[] { (1, 7), (5, 33), (3, 300) } : new[] { (1, 7), (37, 288), (130, 1000), (3, 4097) })
         {
             Add("RmsNorm", $"{rows}x{d}", c =>
             {
@@ -354,7 +388,7 @@ public static class KernelParity
                 c.Compare("dWeight", dw, 1e-4 * Math.Sqrt(rows), 1e-4);
             });
         }
-        foreach (int n in new[] { 1, 1000, 37 * 768 + 5 })
+        foreach (int n in tiny ? new[] { 1, 37, 1000 } : new[] { 1, 1000, 37 * 768 + 5 })
         {
             Add("SwiGlu", $"n={n}", c =>
             {
@@ -374,8 +408,29 @@ public static class KernelParity
             });
         }
 
+        foreach (int n in tiny ? new[] { 1, 77 } : new[] { 1, 1000, 37 * 768 + 5 })
+        {
+            Add("Softcap", $"n={n} cap=30", c =>
+            {
+                var x = c.Pair(c.Uniform(n, -100, 100), n); var y = c.Random(n);
+                c.Reference.Kernels.Softcap(x.Ref, 30f, y.Ref);
+                c.Device.Kernels.Softcap(x.Dev, 30f, y.Dev);
+                c.Compare("y", y, 1e-5, 1e-5);
+                c.Reference.Kernels.Softcap(x.Ref, 30f, x.Ref);   // in place
+                c.Device.Kernels.Softcap(x.Dev, 30f, x.Dev);
+                c.Compare("x (in place)", x, 1e-5, 1e-5);
+            });
+            Add("SoftcapBackward", $"n={n} cap=30", c =>
+            {
+                var x = c.Pair(c.Uniform(n, -100, 100), n); var dy = c.Random(n); var dx = c.Random(n);
+                c.Reference.Kernels.SoftcapBackward(x.Ref, 30f, dy.Ref, dx.Ref);
+                c.Device.Kernels.SoftcapBackward(x.Dev, 30f, dy.Dev, dx.Dev);
+                c.Compare("dx", dx, 1e-5, 1e-5);
+            });
+        }
+
         // ------------------------------------------------------------------ embedding, loss
-        foreach (var (t, v, d) in new[] { (1, 5, 3), (37, 512, 288), (300, 50, 33) })
+        foreach (var (t, v, d) in tiny ? new[] { (1, 5, 3), (7, 20, 9) } : new[] { (1, 5, 3), (37, 512, 288), (300, 50, 33) })
         {
             Add("Embedding", $"T={t} V={v} d={d}", c =>
             {
@@ -394,7 +449,7 @@ public static class KernelParity
                 c.Compare("dTable", dtable, 1e-5);
             });
         }
-        foreach (var (t, v) in new[] { (1, 7), (37, 512), (64, 32000), (5, 100) })
+        foreach (var (t, v) in tiny ? new[] { (1, 7), (5, 100), (3, 1000) } : new[] { (1, 7), (37, 512), (64, 32000), (5, 100) })
         {
             Add("CrossEntropy", $"T={t} V={v}", c =>
             {
@@ -432,7 +487,7 @@ public static class KernelParity
         }
 
         // ------------------------------------------------------------------ optimizer, reductions, elementwise
-        foreach (int n in new[] { 1, 777, 300_001 })
+        foreach (int n in tiny ? new[] { 1, 777 } : new[] { 1, 777, 300_001 })
         {
             Add("AdamW", $"n={n}", c =>
             {
@@ -447,12 +502,12 @@ public static class KernelParity
         }
         Add("GlobalNorm", "three tensors, one empty", c =>
         {
-            var a = c.Random(1000); var b = c.Random(300_001); var e = c.Random(0);
+            var a = c.Random(tiny ? 100 : 1000); var b = c.Random(tiny ? 3001 : 300_001); var e = c.Random(0);
             float r = c.Reference.Kernels.GlobalNorm([a.Ref, b.Ref, e.Ref]);
             float d = c.Device.Kernels.GlobalNorm([a.Dev, b.Dev, e.Dev]);
             c.CompareScalar("norm", r, d, 1e-5, 1e-5);
         });
-        foreach (int n in new[] { 1, 1025, 1 << 20 })
+        foreach (int n in tiny ? new[] { 1, 1025 } : new[] { 1, 1025, 1 << 20 })
         {
             Add("Add", $"n={n}", c =>
             {
