@@ -12,39 +12,14 @@ internal abstract class TextNormalizer
     public abstract string Normalize(string text);
 }
 
-/// <summary>NFC, NFD, NFKC, NFKD (Unicode normalization forms).</summary>
+/// <summary>NFC, NFD, NFKC, NFKD (Unicode normalization forms), through <see cref="UnicodeNormalization"/>.</summary>
 internal sealed class UnicodeNormalizer(NormalizationForm form) : TextNormalizer
 {
     public override string Normalize(string text)
     {
-        // ASCII is normalized in every form; the check is cheap next to Normalize's own scan.
+        // ASCII is normalized in every form.
         if (System.Text.Ascii.IsValid(text)) return text;
-        try
-        {
-            return text.IsNormalized(form) ? text : text.Normalize(form);
-        }
-        catch (ArgumentException)
-        {
-            // Unpaired surrogates: .NET refuses them; normalize around them (they stay as they are).
-            return NormalizeAroundLoneSurrogates(text);
-        }
-    }
-
-    private string NormalizeAroundLoneSurrogates(string text)
-    {
-        var sb = new StringBuilder(text.Length);
-        int start = 0;
-        for (int i = 0; i < text.Length; i++)
-        {
-            bool lone = char.IsSurrogate(text[i]) && !(char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1]));
-            if (char.IsHighSurrogate(text[i]) && !lone) { i++; continue; }
-            if (!lone) continue;
-            if (i > start) sb.Append(text[start..i].Normalize(form));
-            sb.Append(text[i]);
-            start = i + 1;
-        }
-        if (start < text.Length) sb.Append(text[start..].Normalize(form));
-        return sb.ToString();
+        return UnicodeNormalization.Normalize(text, form);
     }
 }
 

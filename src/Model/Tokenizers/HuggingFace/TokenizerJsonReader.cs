@@ -50,10 +50,24 @@ internal static class TokenizerJsonReader
         }
     }
 
+    /// <summary>Opens a tokenizer.json of any supported model type: BPE here, Unigram through <see cref="UnigramTokenizer"/>.</summary>
+    public static ITokenizer Load(string path)
+    {
+        using (var doc = Parse(path))
+        {
+            if (ModelType(doc.RootElement) != "Unigram") return new HuggingFaceTokenizer(ReadBpe(doc.RootElement, path));
+        }
+        return UnigramTokenizer.FromTokenizerJson(path);
+    }
+
     public static TokenizerJson ReadBpe(string path)
     {
         using var doc = Parse(path);
-        var root = doc.RootElement;
+        return ReadBpe(doc.RootElement, path);
+    }
+
+    public static TokenizerJson ReadBpe(JsonElement root, string path)
+    {
         if (root.ValueKind != JsonValueKind.Object) throw new ModelFormatException(path, $"expected a JSON object at the root, found {root.ValueKind}");
         var model = Required(root, "model", path, JsonValueKind.Object, "model");
         string type = ModelType(root);
@@ -213,6 +227,8 @@ internal static class TokenizerJsonReader
     private static TextNormalizer ReadNormalizer(JsonElement n, string path, string where)
     {
         string type = TypeOf(n, path, where);
+        if (type is "NFC" or "NFD" or "NFKC" or "NFKD" && UnicodeNormalization.Unavailable is { } why)
+            throw new ModelFormatException(path, $"{where} is {type}, which cannot run here: {why}");
         switch (type)
         {
             case "NFC": return new UnicodeNormalizer(NormalizationForm.FormC);
@@ -384,6 +400,9 @@ internal static class TokenizerJsonReader
     }
 
     // ---- decoders ----
+
+    /// <summary>The decoder chain of a tokenizer.json (spaces between tokens when it has none).</summary>
+    public static DecoderSpec ReadDecoderOf(JsonElement root, string path) => ReadDecoder(root, path);
 
     private static DecoderSpec ReadDecoder(JsonElement root, string path)
     {
