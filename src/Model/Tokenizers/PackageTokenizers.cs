@@ -227,7 +227,10 @@ public sealed class TiktokenEncoding : ITokenizer, ITokenBytes
         return new TiktokenEncoding(name, inner, table, specials.TryGetValue("<|endoftext|>", out int eot) ? eot : -1);
     }
 
-    /// <summary>Token bytes by rank from the data package's embedded "base64 rank" lines.</summary>
+    /// <summary>
+    /// Token bytes by rank from the data package's embedded file: a "Capacity: N" line, then one base64 token per
+    /// line in rank order (or tiktoken's own "base64 rank" lines).
+    /// </summary>
     private static List<byte[]> ReadRanks(string assemblyName, string resource)
     {
         var assembly = Assembly.Load(assemblyName);
@@ -240,11 +243,11 @@ public sealed class TiktokenEncoding : ITokenizer, ITokenBytes
         while (reader.ReadLine() is { } line)
         {
             lineNumber++;
-            if (line.Length == 0) continue;
+            if (line.Length == 0 || (lineNumber == 1 && line.StartsWith("Capacity:", StringComparison.Ordinal))) continue;
             int space = line.IndexOf(' ');
-            if (space <= 0 || !int.TryParse(line.AsSpan(space + 1), out int rank) || rank != byRank.Count)
-                throw new InvalidOperationException($"{resource} line {lineNumber}: expected 'base64 rank' with rank {byRank.Count}");
-            byRank.Add(Convert.FromBase64String(line[..space]));
+            if (space >= 0 && (!int.TryParse(line.AsSpan(space + 1), out int rank) || rank != byRank.Count))
+                throw new InvalidOperationException($"{resource} line {lineNumber}: expected rank {byRank.Count}");
+            byRank.Add(Convert.FromBase64String(space >= 0 ? line[..space] : line));
         }
         return byRank;
     }
