@@ -1,4 +1,6 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
+using System.Text;
 using UioLlm.Model.Tokenizers.HuggingFace;
 
 namespace UioLlm.Model.Tokenizers;
@@ -23,10 +25,33 @@ public sealed class HuggingFaceTokenizer : ITokenizer
 {
     private const int MaxCachedPieceLength = 128;
 
+    private static readonly UTF8Encoding Utf8 = new(false, false);
+
     private readonly TokenizerJson spec;
     private readonly WordCache cache = new();
+    private readonly ICoveringPattern? fastSplit;
+    private readonly byte[]?[]? byteLevelDecode;
 
-    internal HuggingFaceTokenizer(TokenizerJson spec) => this.spec = spec;
+    internal HuggingFaceTokenizer(TokenizerJson spec)
+    {
+        this.spec = spec;
+        // Split(covering regex, Isolated) alone or followed by a pass-through ByteLevel (Llama 3, Qwen, GPT-2 style):
+        // the pieces are walked directly, without lists.
+        fastSplit = spec.PreTokenizer switch
+        {
+            SplitPreTokenizer split => split.Covering,
+            SequencePreTokenizer { Steps: [SplitPreTokenizer split, ByteLevelPreTokenizer { PassesThrough: true }] } => split.Covering,
+            SequencePreTokenizer { Steps: [SplitPreTokenizer split] } => split.Covering,
+            _ => null,
+        };
+        // A lone ByteLevel decoder is a byte table: whole-sequence decoding needs no chain (the stream uses the chain).
+        if (spec.Decoder is ByteLevelDecoderSpec)
+        {
+            byteLevelDecode = new byte[]?[spec.Tokens.Length];
+            for (int id = 0; id < spec.Tokens.Length; id++)
+                if (spec.Tokens[id] is { } token) byteLevelDecode[id] = ByteLevelDecoderSpec.TokenBytes(token);
+        }
+    }
 
     /// <summary>Loads a tokenizer.json (BPE model). A tokenizer_config.json beside it supplies BOS / EOS.</summary>
     public static HuggingFaceTokenizer FromFile(string path) => new(TokenizerJsonReader.ReadBpe(path));
@@ -83,6 +108,17 @@ public sealed class HuggingFaceTokenizer : ITokenizer
     /// <summary>Decodes through the file's decoder chain; special tokens are kept (as Hugging Face's default) unless skipped.</summary>
     public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens)
     {
+        if (byteLevelDecode is not null)
+        {
+            var bytes = new System.Buffers.ArrayBufferWriter<byte>(Math.Max(16, ids.Length * 4));
+            foreach (int id in ids)
+            {
+                TokenBytes.CheckId(id, VocabSize);
+                if (skipSpecialTokens && IsSpecial(id)) continue;
+                if (byteLevelDecode[id] is { } b) bytes.Write(b);
+            }
+            return Utf8.GetString(bytes.WrittenSpan);
+        }
         var chain = new DecodeChain(spec.Decoder);
         foreach (int id in ids)
         {
@@ -154,21 +190,43 @@ public sealed class HuggingFaceTokenizer : ITokenizer
 
     private void EncodeStretch(Piece stretch, List<Piece> pieces, List<int> ids)
     {
+        if (fastSplit is not null)
+        {
+            int end = stretch.Start + stretch.Length;
+            for (int i = stretch.Start; i < end;)
+            {
+                int next = fastSplit.MatchEnd(stretch.Text, i, end);
+                EncodePiece(stretch.Text.AsSpan(i, next - i), ids);
+                i = next;
+            }
+            return;
+        }
+        if (spec.SplitAtWordStarts)
+        {
+            var text = stretch.Span;
+            int from = 0;
+            for (int k = 1; k < text.Length; k++)
+                if (text[k] == '\u2581' && text[k - 1] != '\u2581') { EncodePiece(text[from..k], ids); from = k; }
+            EncodePiece(text[from..], ids);
+            return;
+        }
         pieces.Clear();
         if (spec.PreTokenizer is null) pieces.Add(stretch);
         else spec.PreTokenizer.Split(stretch, pieces);
-        foreach (var piece in pieces)
+        foreach (var piece in pieces) EncodePiece(piece.Span, ids);
+    }
+
+    private void EncodePiece(ReadOnlySpan<char> span, List<int> ids)
+    {
+        if (span.Length == 0) return;
+        if (span.Length > MaxCachedPieceLength) { spec.Model.Encode(span, ids); return; }
+        if (!cache.TryGet(span, out int[] cached))
         {
-            var span = piece.Span;
-            if (span.Length > MaxCachedPieceLength) { spec.Model.Encode(span, ids); continue; }
-            if (!cache.TryGet(span, out int[] cached))
-            {
-                var one = new List<int>(4);
-                spec.Model.Encode(span, one);
-                cached = one.ToArray();
-                cache.Add(span, cached);
-            }
-            ids.AddRange(cached);
+            var one = new List<int>(4);
+            spec.Model.Encode(span, one);
+            cached = one.ToArray();
+            cache.Add(span, cached);
         }
+        ids.AddRange(cached);
     }
 }

@@ -11,6 +11,7 @@ internal sealed record AddedToken(int Id, string Content, bool Special, bool Nor
 internal sealed class AddedTokenMatcher
 {
     private readonly Dictionary<char, (string Text, AddedToken Token)[]> byFirstChar;
+    private readonly System.Buffers.SearchValues<char> firstChars;
 
     /// <summary><paramref name="tokens"/> with the text to look for (the content, or its normalized form).</summary>
     public AddedTokenMatcher(IEnumerable<(string Text, AddedToken Token)> tokens)
@@ -18,6 +19,7 @@ internal sealed class AddedTokenMatcher
         byFirstChar = tokens.Where(t => t.Text.Length > 0)
             .GroupBy(t => t.Text[0])
             .ToDictionary(g => g.Key, g => g.OrderByDescending(t => t.Text.Length).ToArray());
+        firstChars = System.Buffers.SearchValues.Create(byFirstChar.Keys.ToArray());
     }
 
     public bool IsEmpty => byFirstChar.Count == 0;
@@ -32,7 +34,10 @@ internal sealed class AddedTokenMatcher
         int i = start;
         while (i < end)
         {
-            if (!byFirstChar.TryGetValue(text[i], out var candidates)) { i++; continue; }
+            int skip = text.AsSpan(i, end - i).IndexOfAny(firstChars);
+            if (skip < 0) break;
+            i += skip;
+            var candidates = byFirstChar[text[i]];
             (string Text, AddedToken Token)? found = null;
             foreach (var c in candidates)
                 if (c.Text.Length <= end - i && text.AsSpan(i, c.Text.Length).SequenceEqual(c.Text)) { found = c; break; }

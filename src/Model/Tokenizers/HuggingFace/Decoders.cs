@@ -35,6 +35,17 @@ internal abstract class DecodeStage
 
 internal sealed class ByteLevelDecoderSpec : DecoderSpec
 {
+    private static readonly UTF8Encoding Utf8Bytes = new(false, false);
+
+    /// <summary>A token's bytes: its characters mapped back through the alphabet, or its UTF-8 if one is outside it.</summary>
+    public static byte[] TokenBytes(string token)
+    {
+        var bytes = new byte[token.Length];
+        for (int i = 0; i < token.Length; i++)
+            if (!ByteLevelAlphabet.TryToByte(token[i], out bytes[i])) return Utf8Bytes.GetBytes(token);
+        return bytes;
+    }
+
     public override bool Build(List<DecodeStage> stages, bool fused) { stages.Add(new ByteLevelStage()); return true; }
 
     /// <summary>

@@ -23,6 +23,9 @@ internal abstract class PreTokenizerStep
 /// <summary>Split: a pattern and a behaviour, optionally inverted (the non-matching stretches become the "matches").</summary>
 internal sealed class SplitPreTokenizer(SplitPattern pattern, SplitBehavior behavior, bool invert) : PreTokenizerStep
 {
+    /// <summary>The pattern when every match is a piece of its own (Isolated, not inverted, covering), else null.</summary>
+    public ICoveringPattern? Covering => behavior == SplitBehavior.Isolated && !invert ? pattern as ICoveringPattern : null;
+
     [ThreadStatic] private static List<(int, int)>? matchesScratch;
     [ThreadStatic] private static List<(int Start, int End, bool IsMatch)>? partsScratch;
 
@@ -114,6 +117,9 @@ internal sealed class SplitPreTokenizer(SplitPattern pattern, SplitBehavior beha
 /// </summary>
 internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) : PreTokenizerStep
 {
+    /// <summary>True when this step leaves pieces as they are (no prefix space, no split).</summary>
+    public bool PassesThrough => !addPrefixSpace && !useRegex;
+
     private static readonly SplitPreTokenizer Gpt2Split = new(new Gpt2Pattern(), SplitBehavior.Isolated, false);
 
     public override void Split(in Piece piece, List<Piece> output)
@@ -168,6 +174,8 @@ internal sealed class WhitespaceSplitPreTokenizer : PreTokenizerStep
 /// <summary>Sequence: each step applied to every piece the previous steps produced.</summary>
 internal sealed class SequencePreTokenizer(PreTokenizerStep[] steps) : PreTokenizerStep
 {
+    public IReadOnlyList<PreTokenizerStep> Steps => steps;
+
     [ThreadStatic] private static Stack<List<Piece>>? pool;
 
     public override void Split(in Piece piece, List<Piece> output)

@@ -27,6 +27,13 @@ internal abstract class SplitPattern
     }
 }
 
+/// <summary>A pattern whose matches cover any text, one after the other: the tokenizer walks them without lists.</summary>
+internal interface ICoveringPattern
+{
+    /// <summary>The end of the match that starts at <paramref name="start"/> (text[start..end) taken as the whole input).</summary>
+    int MatchEnd(string text, int start, int end);
+}
+
 /// <summary>A literal string: each occurrence is a match.</summary>
 internal sealed class LiteralPattern(string literal) : SplitPattern
 {
@@ -59,8 +66,10 @@ internal sealed class CharClassPattern(Func<Rune, bool> predicate) : SplitPatter
 }
 
 /// <summary>GPT-2's pattern (ByteLevel use_regex, or a Split with the same regex): every piece is a match.</summary>
-internal sealed class Gpt2Pattern : SplitPattern
+internal sealed class Gpt2Pattern : SplitPattern, ICoveringPattern
 {
+    public int MatchEnd(string text, int start, int end) => start + Gpt2PreTokenizer.PieceEnd(text.AsSpan(0, end), start) - start;
+
     public override void FindMatches(string text, int start, int end, List<(int, int)> matches)
     {
         var span = text.AsSpan(start, end - start);
@@ -79,7 +88,7 @@ internal sealed class Gpt2Pattern : SplitPattern
 /// <c>(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+</c>.
 /// Every position starts a match, so the matches cover the text.
 /// </summary>
-internal sealed class WordsDigitsPattern(int maxDigits) : SplitPattern
+internal sealed class WordsDigitsPattern(int maxDigits) : SplitPattern, ICoveringPattern
 {
     public const string Llama3Regex = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     public const string QwenRegex = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -95,7 +104,7 @@ internal sealed class WordsDigitsPattern(int maxDigits) : SplitPattern
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private int MatchEnd(string text, int i, int n)
+    public int MatchEnd(string text, int i, int n)
     {
         char c = text[i];
         // (?i:'s|'t|'re|'ve|'m|'ll|'d): case folding also maps U+017F (long s) to s.

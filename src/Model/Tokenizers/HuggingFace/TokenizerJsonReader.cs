@@ -21,6 +21,11 @@ internal sealed class TokenizerJson
     public required DecoderSpec Decoder { get; init; }
     public int BosId { get; init; } = -1;
     public int EosId { get; init; } = -1;
+    /// <summary>
+    /// No pre-tokenizer and no merge result holds a character other than U+2581 followed by U+2581: merges cannot
+    /// cross the point before such a U+2581, so the text may be cut there (word by word, cached) with the same ids.
+    /// </summary>
+    public bool SplitAtWordStarts { get; init; }
 }
 
 /// <summary>
@@ -135,6 +140,15 @@ internal static class TokenizerJsonReader
         var normalizedAdded = new AddedTokenMatcher(added.Where(a => a.Normalized)
             .Select(a => (normalizer is null ? a.Content : normalizer.Normalize(a.Content), a)));
 
+        bool splitAtWordStarts = preTokenizer is null && !byteLevel && merges.Count > 0;
+        if (splitAtWordStarts)
+            foreach (var (_, (_, mergedId)) in merges)
+            {
+                string t = tokens[mergedId]!;
+                for (int k = 1; k < t.Length && splitAtWordStarts; k++)
+                    if (t[k] == '\u2581' && t[k - 1] != '\u2581') splitAtWordStarts = false;
+                if (!splitAtWordStarts) break;
+            }
         var post = ReadPostProcessor(root, path, ids);
         var decoder = ReadDecoder(root, path);
         var (bos, eos) = ReadBosEos(path, ids, post);
@@ -153,6 +167,7 @@ internal static class TokenizerJsonReader
             Decoder = decoder,
             BosId = bos,
             EosId = eos,
+            SplitAtWordStarts = splitAtWordStarts,
         };
     }
 
