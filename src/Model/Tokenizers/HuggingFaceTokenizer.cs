@@ -188,6 +188,7 @@ public sealed class HuggingFaceTokenizer : ITokenizer
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: skip the slow first JIT tier
     private void EncodeStretch(Piece stretch, List<Piece> pieces, List<int> ids)
     {
         if (fastSplit is not null)
@@ -216,6 +217,7 @@ public sealed class HuggingFaceTokenizer : ITokenizer
         foreach (var piece in pieces) EncodePiece(piece.Span, ids);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void EncodePiece(ReadOnlySpan<char> span, List<int> ids)
     {
         if (span.Length == 0) return;

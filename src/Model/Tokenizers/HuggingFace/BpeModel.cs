@@ -66,6 +66,7 @@ internal sealed class BpeModel
     }
 
     /// <summary>Byte-level BPE straight from the UTF-8 bytes (no affixes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void EncodeBytes(ReadOnlySpan<char> piece, List<int> output)
     {
         byte[] rented = ArrayPool<byte>.Shared.Rent(Utf8.GetMaxByteCount(piece.Length));
@@ -91,6 +92,7 @@ internal sealed class BpeModel
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private bool TryWhole(ReadOnlySpan<byte> bytes, out int id)
     {
         Span<char> chars = bytes.Length <= 256 ? stackalloc char[bytes.Length] : new char[bytes.Length];
@@ -107,6 +109,7 @@ internal sealed class BpeModel
     }
 
     /// <summary>Character-level BPE: one symbol per code point, with affixes, byte fallback and the unknown token.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void EncodeChars(string text, List<int> output)
     {
         var ws = workspace ??= new BpeWorkspace();
@@ -176,6 +179,7 @@ internal sealed class BpeModel
     }
 
     /// <summary>Merges the linked symbols starting at <paramref name="head"/> and appends the resulting ids.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void MergeAll(BpeWorkspace ws, int head, List<int> output)
     {
         for (int k = head; ws.Next[k] >= 0; k = ws.Next[k]) TryQueue(ws, k, ws.Next[k]);
@@ -191,6 +195,7 @@ internal sealed class BpeModel
         for (int k = head; k >= 0; k = ws.Next[k]) output.Add(ws.Token[k]);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void TryQueue(BpeWorkspace ws, int left, int right)
     {
         if (merges.TryGetValue(PairKey(ws.Token[left], ws.Token[right]), out var merge))

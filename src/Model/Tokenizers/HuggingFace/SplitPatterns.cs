@@ -154,6 +154,7 @@ internal sealed class WordsDigitsPattern(int maxDigits) : SplitPattern, ICoverin
         return end - i >= 2 ? end - 1 : end; // leave the last space to the word that follows (one space alone stays)
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int LetterRun(string text, int j, int n)
     {
         while (j < n && CodePoints.Classify(text, j, n, out int w) == CharKind.Letter) j += w;
@@ -192,6 +193,7 @@ internal static class CodePoints
         return ClassifySlow(text, i, end, out width);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static CharKind ClassifySlow(string text, int i, int end, out int width)
     {
         char c = text[i];
