@@ -42,6 +42,7 @@ public sealed class HuggingFaceTokenizer : ITokenizer
             SplitPreTokenizer split => split.Covering,
             SequencePreTokenizer { Steps: [SplitPreTokenizer split, ByteLevelPreTokenizer { PassesThrough: true }] } => split.Covering,
             SequencePreTokenizer { Steps: [SplitPreTokenizer split] } => split.Covering,
+            ByteLevelPreTokenizer { SplitsOnly: true } => new Gpt2Pattern(),
             _ => null,
         };
         // A lone ByteLevel decoder is a byte table: whole-sequence decoding needs no chain (the stream uses the chain).

@@ -120,6 +120,9 @@ internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) 
     /// <summary>True when this step leaves pieces as they are (no prefix space, no split).</summary>
     public bool PassesThrough => !addPrefixSpace && !useRegex;
 
+    /// <summary>True when this step is exactly GPT-2's split (no prefix space).</summary>
+    public bool SplitsOnly => !addPrefixSpace && useRegex;
+
     private static readonly SplitPreTokenizer Gpt2Split = new(new Gpt2Pattern(), SplitBehavior.Isolated, false);
 
     public override void Split(in Piece piece, List<Piece> output)

@@ -68,7 +68,7 @@ internal sealed class CharClassPattern(Func<Rune, bool> predicate) : SplitPatter
 /// <summary>GPT-2's pattern (ByteLevel use_regex, or a Split with the same regex): every piece is a match.</summary>
 internal sealed class Gpt2Pattern : SplitPattern, ICoveringPattern
 {
-    public int MatchEnd(string text, int start, int end) => start + Gpt2PreTokenizer.PieceEnd(text.AsSpan(0, end), start) - start;
+    public int MatchEnd(string text, int start, int end) => Gpt2PreTokenizer.PieceEnd(text.AsSpan(0, end), start);
 
     public override void FindMatches(string text, int start, int end, List<(int, int)> matches)
     {

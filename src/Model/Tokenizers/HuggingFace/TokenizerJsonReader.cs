@@ -140,7 +140,9 @@ internal static class TokenizerJsonReader
         var normalizedAdded = new AddedTokenMatcher(added.Where(a => a.Normalized)
             .Select(a => (normalizer is null ? a.Content : normalizer.Normalize(a.Content), a)));
 
-        bool splitAtWordStarts = preTokenizer is null && !byteLevel && merges.Count > 0;
+        // (With ignore_merges a whole stretch found in the vocabulary is one token, and without U+2581 in the
+        // vocabulary unknown characters could fuse across the cut: neither may be cut.)
+        bool splitAtWordStarts = preTokenizer is null && !byteLevel && merges.Count > 0 && !ignoreMerges && vocab.ContainsKey("\u2581");
         if (splitAtWordStarts)
             foreach (var (_, (_, mergedId)) in merges)
             {
