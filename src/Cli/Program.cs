@@ -99,7 +99,7 @@ public static class Program
 
     private static Command TokenizeCli(TextWriter output, TextWriter error)
     {
-        var tokenizer = new Option<string>("--tokenizer") { Description = "tokenizer.model, tokenizer.bin, tokenizer.json, a .gguf or a GPT-2 folder", Required = true };
+        var tokenizer = new Option<string>("--tokenizer") { Description = "tokenizer.model, tokenizer.bin, tokenizer.json, a .gguf, a GPT-2 folder, or cl100k_base / o200k_base", Required = true };
         var text = new Option<string?>("--text") { Description = "Text to encode (or ids to decode)" };
         var file = new Option<string?>("--file") { Description = "Read the input from a file" };
         var noBos = new Option<bool>("--no-bos") { Description = "Do not add BOS" };

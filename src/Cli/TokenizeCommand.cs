@@ -10,7 +10,9 @@ internal static class TokenizeCommand
         {
             if ((text is null) == (file is null)) throw new UsageException("give exactly one of --text or --file");
             string input = text ?? File.ReadAllText(CliSupport.RequireExists(file!, "--file"));
-            var tokenizer = Tokenizer.Load(CliSupport.RequireExists(tokenizerPath, "--tokenizer"));
+            // cl100k_base / o200k_base name tiktoken encodings (shipped in packages) unless such a file exists.
+            bool tiktoken = TiktokenEncoding.Names.Contains(tokenizerPath) && !File.Exists(tokenizerPath) && !Directory.Exists(tokenizerPath);
+            var tokenizer = Tokenizer.Load(tiktoken ? tokenizerPath : CliSupport.RequireExists(tokenizerPath, "--tokenizer"));
             if (decode)
             {
                 var ids = new List<int>();

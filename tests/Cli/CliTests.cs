@@ -129,6 +129,15 @@ public class CliModelCommandTests
         Assert.Contains("--text or --file", error);
         (code, _, error) = Run("tokenize", "--tokenizer", Stories("stories260K.bin"), "--text", "x");
         Assert.Equal(2, code);
+
+        // tokenizer.json folders of today's model families, and a tiktoken encoding by name.
+        string llama3 = Path.GetDirectoryName(TestData.File("tokenizers", "hf-json", "llama3", "tokenizer.json"))!;
+        (code, output, error) = Run("tokenize", "--tokenizer", llama3, "--text", "Hello world");
+        Assert.True(code == 0, error);
+        Assert.Equal("128000 9906 1917", output.Trim());
+        (code, output, error) = Run("tokenize", "--tokenizer", "cl100k_base", "--text", "Hello world", "--no-bos");
+        Assert.True(code == 0, error);
+        Assert.Equal("9906 1917", output.Trim());
     }
 
     [DataFact]

@@ -19,6 +19,13 @@ public static class TokenizerFixtures
     private static readonly Lazy<ITokenizer> Gpt2GgufLazy = new(() =>
         GgufTokenizer.Load(TestData.File("tokenizers", "gpt2", "ggml-vocab-gpt-2.gguf")));
 
+    private static readonly Dictionary<string, Lazy<HuggingFaceTokenizer>> HfJsonLazy = new[] { "llama3", "qwen3", "spm-bpe-32k" }
+        .ToDictionary(f => f, f => new Lazy<HuggingFaceTokenizer>(() =>
+            HuggingFaceTokenizer.FromFile(TestData.File("tokenizers", "hf-json", f, "tokenizer.json"))));
+
+    /// <summary>A real tokenizer.json from ../shared/data/tokenizers/hf-json (llama3, qwen3, spm-bpe-32k), loaded once.</summary>
+    public static HuggingFaceTokenizer HfJson(string folder) => HfJsonLazy[folder].Value;
+
     public static SentencePieceTokenizer LlamaModel => LlamaModelLazy.Value;
     public static SentencePieceTokenizer LlamaBin => LlamaBinLazy.Value;
     public static ITokenizer LlamaGguf => LlamaGgufLazy.Value;

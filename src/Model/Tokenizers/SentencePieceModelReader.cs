@@ -9,7 +9,21 @@ internal static class SentencePieceModelReader
     // ModelProto fields.
     private const int PiecesField = 1, TrainerSpecField = 2, NormalizerSpecField = 3;
     // TrainerSpec.ModelType.BPE
-    private const int BpeModelType = 2;
+    private const int BpeModelType = 2, UnigramModelType = 1;
+
+    /// <summary>trainer_spec.model_type of a tokenizer.model (1 UNIGRAM, 2 BPE, 3 WORD, 4 CHAR), without validating the rest.</summary>
+    public static int ModelType(ReadOnlySpan<byte> data, string path)
+    {
+        var reader = new ProtobufReader(data, path, "ModelProto");
+        int type = UnigramModelType;
+        while (!reader.AtEnd)
+        {
+            var (field, wire) = reader.ReadKey();
+            if (field == TrainerSpecField && wire == 2) type = ReadTrainerSpec(reader.ReadBytes(), path).ModelType;
+            else reader.Skip(wire);
+        }
+        return type;
+    }
 
     public static SentencePieceVocab Read(string path)
     {
@@ -17,7 +31,11 @@ internal static class SentencePieceModelReader
         return Parse(data, path);
     }
 
-    public static SentencePieceVocab Parse(ReadOnlySpan<byte> data, string path)
+    /// <summary>
+    /// Parses a ModelProto. With <paramref name="unigram"/> the model must be UNIGRAM (encoded by
+    /// <see cref="UnigramTokenizer"/>, which needs only the pieces and special ids from here), otherwise BPE.
+    /// </summary>
+    public static SentencePieceVocab Parse(ReadOnlySpan<byte> data, string path, bool unigram = false)
     {
         var pieces = new List<string>();
         var scores = new List<float>();
@@ -48,11 +66,13 @@ internal static class SentencePieceModelReader
             }
         }
         if (pieces.Count == 0) throw new ModelFormatException(path, "not a SentencePiece model: no pieces (field 1 of ModelProto)");
-        if (trainer.ModelType != BpeModelType)
+        if (unigram && trainer.ModelType != UnigramModelType)
+            throw new ModelFormatException(path, $"trainer_spec.model_type is {ModelTypeName(trainer.ModelType)}, expected UNIGRAM");
+        if (!unigram && trainer.ModelType != BpeModelType)
             throw new ModelFormatException(path, $"trainer_spec.model_type is {ModelTypeName(trainer.ModelType)}, expected BPE (only BPE models are supported)");
-        if (normalizer.HasCharsMap)
+        if (normalizer.HasCharsMap && !unigram)
             throw new ModelFormatException(path, $"normalizer_spec '{normalizer.Name}' has a precompiled_charsmap; only the identity normalizer is supported");
-        if (trainer.TreatWhitespaceAsSuffix)
+        if (trainer.TreatWhitespaceAsSuffix && !unigram)
             throw new ModelFormatException(path, "trainer_spec.treat_whitespace_as_suffix is true; only prefix whitespace is supported");
 
         var vocab = new SentencePieceVocab

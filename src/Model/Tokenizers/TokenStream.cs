@@ -20,13 +20,24 @@ internal interface ITokenBytes
 }
 
 /// <summary>
+/// A tokenizer's own streaming decoder state, for decoders that are not a plain per-id byte mapping (tokenizer.json
+/// decoder chains): <see cref="Push"/> returns the text completed by one id, <see cref="Flush"/> the rest and resets.
+/// </summary>
+internal interface ITokenTextStream
+{
+    string Push(int id);
+    string Flush();
+}
+
+/// <summary>
 /// Decodes ids one at a time for streaming generation. <see cref="Push"/> returns the text that became complete;
 /// a character split over several byte tokens is held back until its last byte arrives. The concatenation of all
 /// <see cref="Push"/> results and <see cref="Flush"/> equals <see cref="ITokenizer.Decode"/> of the whole sequence.
 /// </summary>
 public sealed class TokenStream
 {
-    private readonly ITokenBytes source;
+    private readonly ITokenBytes source = null!;
+    private readonly ITokenTextStream? textStream;
     private readonly Decoder utf8 = new UTF8Encoding(false, false).GetDecoder();
     private readonly ArrayBufferWriter<byte> bytes = new(64);
     private char[] chars = new char[64];
@@ -34,9 +45,12 @@ public sealed class TokenStream
 
     internal TokenStream(ITokenBytes source) => this.source = source;
 
+    internal TokenStream(ITokenTextStream textStream) => this.textStream = textStream;
+
     /// <summary>Adds one id and returns the text completed by it (possibly empty).</summary>
     public string Push(int id)
     {
+        if (textStream is not null) return textStream.Push(id);
         TokenBytes.CheckId(id, source.VocabSize);
         bytes.ResetWrittenCount();
         source.AppendBytes(id, ref atStart, bytes);
@@ -46,6 +60,7 @@ public sealed class TokenStream
     /// <summary>Ends the sequence: returns what is still held back (U+FFFD for an incomplete character) and resets.</summary>
     public string Flush()
     {
+        if (textStream is not null) return textStream.Flush();
         bytes.ResetWrittenCount();
         string rest = DecodePending(flush: true);
         atStart = true;
