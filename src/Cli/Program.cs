@@ -113,13 +113,14 @@ public static class Program
         var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Steps between checkpoints (0: only at the end)", DefaultValueFactory = _ => 50 };
         var seed = new Option<int>("--seed") { Description = "Run seed", DefaultValueFactory = _ => 0 };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
-        var command = new Command("train", "Train a UIO adapter (encoder LoRA, transfer head, memory embedding) on text");
-        foreach (var o in new Option[] { model, tokenizer, data, output_, segment, memory, rank, alpha, estimator, window, segments, steps, lr, accumulate, checkpointEvery, seed, threads })
+        var deterministic = new Option<bool>("--deterministic-reduce") { Description = "Data parallel (under mpirun): add the documents' gradients in document order, so any number of ranks gives bit-identical results (slower)" };
+        var command = new Command("train", "Train a UIO adapter (encoder LoRA, transfer head, memory embedding) on text; under `mpirun -np N` data-parallel over N ranks");
+        foreach (var o in new Option[] { model, tokenizer, data, output_, segment, memory, rank, alpha, estimator, window, segments, steps, lr, accumulate, checkpointEvery, seed, threads, deterministic })
             command.Options.Add(o);
         command.SetAction(p => TrainCommand.Run(new TrainCommand.Options(p.GetValue(model)!, p.GetValue(tokenizer), p.GetValue(data) ?? [],
             p.GetValue(output_)!, p.GetValue(segment), p.GetValue(memory), p.GetValue(rank), p.GetValue(alpha), p.GetValue(estimator)!,
             p.GetValue(window), p.GetValue(segments), p.GetValue(steps), p.GetValue(lr), p.GetValue(accumulate), p.GetValue(checkpointEvery),
-            p.GetValue(seed), p.GetValue(threads)), output, error));
+            p.GetValue(seed), p.GetValue(threads), p.GetValue(deterministic)), output, error));
         return command;
     }
 
