@@ -29,6 +29,7 @@ public static class Program
         var eval = EvalCli(output, error);
         var bench = BenchCli(output, error);
         var demo = DemoCli(output, error);
+        var mpi = MpiCli(output, error);
 
         var root = new RootCommand("uio: long-context language models with compressed memory (UIO-LLMs). "
             + "With no command, runs the built-in demo (`uio demo`: passkey retrieval beyond the window, a few minutes, no download).");
@@ -40,6 +41,7 @@ public static class Program
         root.Subcommands.Add(train);
         root.Subcommands.Add(eval);
         root.Subcommands.Add(bench);
+        root.Subcommands.Add(mpi);
         root.SetAction(_ => DemoCommand.Run(new DemoCommand.Options(DefaultDemoFolder, Seed: 0, Threads: 0, Quick: false), output, error));
 
         var config = new InvocationConfiguration { Output = output, Error = error };
@@ -154,6 +156,20 @@ public static class Program
         command.Arguments.Add(suite);
         foreach (var o in new Option[] { json, threads, quick }) command.Options.Add(o);
         command.SetAction(p => BenchCommand.Run(p.GetValue(suite)!, p.GetValue(json), p.GetValue(threads), p.GetValue(quick), output, error));
+        return command;
+    }
+
+    private static Command MpiCli(TextWriter output, TextWriter error)
+    {
+        var action = new Argument<string>("ACTION") { Description = "check | bench", DefaultValueFactory = _ => "check" };
+        var threads = new Option<int>("--threads") { Description = "CPU threads per rank (0 = all cores)", DefaultValueFactory = _ => 1 };
+        var documents = new Option<int>("--documents") { Description = "bench: documents per step (the global batch, dealt over the ranks)", DefaultValueFactory = _ => 2 };
+        var json = new Option<string?>("--json") { Description = "Also write the results as JSON to this file (rank 0)" };
+        var quick = new Option<bool>("--quick") { Description = "bench: smaller shapes, fewer repetitions" };
+        var command = new Command("mpi", "Under `mpirun -np N`: check the MPI group (all-reduce, gradient reduction, ring attention vs single-process attention) or benchmark it (all-reduce bandwidth, data-parallel training step)");
+        command.Arguments.Add(action);
+        foreach (var o in new Option[] { threads, documents, json, quick }) command.Options.Add(o);
+        command.SetAction(p => MpiCommand.Run(p.GetValue(action)!, p.GetValue(threads), p.GetValue(documents), p.GetValue(json), p.GetValue(quick), output, error));
         return command;
     }
 
