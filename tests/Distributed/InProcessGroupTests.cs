@@ -1,6 +1,7 @@
 using UioLlm.Kernels;
 using UioLlm.Kernels.Distributed;
 using UioLlm.Model;
+using UioLlm.Model.Autograd;
 using UioLlm.Model.Modules;
 using UioLlm.Model.Uio;
 using UioLlm.Tests.Model;
@@ -98,6 +99,32 @@ public sealed class InProcessGroupTests : IDisposable
         }));
         Assert.Contains("every rank must hold the same shape", e.InnerException!.Message);
         Assert.Contains("rank 1", e.InnerException.Message);
+    }
+
+    [Theory]
+    [InlineData(2, 5)]
+    [InlineData(3, 4)]
+    public void SequenceParallelLogitsEqualTheWholeSequenceForward(int ranks, int t)
+    {
+        var model = new LlamaModel(GradCheck.RandomWeights(GradCheck.TinyConfig(), 31));
+        var ids = new Rng(32).Ints(ranks * t, 0, 37);
+        using var tape = new Tape(model.Accelerator);
+        var full = model.Forward(tape, ids).Value.ToArray();
+        var blocks = LocalGroup.Run(ranks, g =>
+        {
+            using var logits = SequenceParallel.Logits(model, g, ids.AsSpan(g.Rank * t, t));
+            return logits.ToArray();
+        });
+        for (int r = 0; r < ranks; r++)
+            Check.Close(full.AsSpan(r * t * 37, t * 37), blocks[r], 1e-5, 1e-4, $"logits of rank {r}");
+    }
+
+    [Fact]
+    public void SequenceParallelRefusesLocalLayers()
+    {
+        var model = new LlamaModel(GradCheck.RandomWeights(GradCheck.TinyConfig() with { LocalLayers = 1, LocalWindow = 4 }, 31));
+        var e = Assert.Throws<AggregateException>(() => LocalGroup.Run(1, g => SequenceParallel.Logits(model, g, [1, 2, 3])));
+        Assert.Contains("local", e.InnerException!.Message);
     }
 
     // ------------------------------------------------------------------ gradient reduction
