@@ -6,7 +6,7 @@ namespace UioLlm.Kernels.Distributed;
 /// global positions r*T .. r*T+T-1 (every rank holds a block of the same shape). The key/value blocks travel
 /// around the ring (rank r sends to r+1 and receives from r-1); each rank runs the flash attention kernel of its
 /// queries against every block it is handed and merges the partial results by their log-sum-exp (online
-/// softmax), so no rank ever holds more than two key/value blocks. Causal: query position p sees key positions
+/// softmax), so besides its own block no rank holds more than two key/value blocks at a time. Causal: query position p sees key positions
 /// &lt;= p (blocks after the rank's own are skipped, its own block is causal, earlier blocks are fully visible);
 /// otherwise every query sees every key.
 /// The backward pass sends the blocks around again together with their dK/dV accumulators; each rank adds its

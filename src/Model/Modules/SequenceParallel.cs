@@ -7,7 +7,7 @@ namespace UioLlm.Model.Modules;
 /// The full-attention model over a sequence sharded across the processes of a group (sequence parallelism):
 /// rank r holds tokens r*T .. r*T+T-1 of one long sequence; embeddings, norms, projections, RoPE (at the global
 /// positions) and the MLP are per token, and every layer's attention is <see cref="RingAttention"/>, so no rank
-/// holds more than two blocks of keys and values. This is the full-attention baseline for contexts whose KV
+/// holds more than its own and two passing blocks of keys and values. This is the full-attention baseline for contexts whose KV
 /// does not fit one machine. Tape-free (evaluation); global causal attention only (a model with local layers is
 /// refused).
 /// </summary>
