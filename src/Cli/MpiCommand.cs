@@ -24,11 +24,14 @@ namespace UioLlm.Cli;
 /// </summary>
 internal static class MpiCommand
 {
-    public static int Run(string action, int threads, int documents, string? json, bool quick, TextWriter output, TextWriter error)
+    /// <summary>What `uio mpi perplexity` reads: the model, the text and how many of its tokens.</summary>
+    public sealed record PerplexityOptions(string? Model, string? Tokenizer, string? Data, int Tokens);
+
+    public static int Run(string action, int threads, int documents, string? json, bool quick, PerplexityOptions perplexity, TextWriter output, TextWriter error)
     {
-        if (action is not ("check" or "bench"))
+        if (action is not ("check" or "bench" or "perplexity"))
         {
-            error.WriteLine($"uio mpi: ACTION must be check or bench, got '{action}'");
+            error.WriteLine($"uio mpi: ACTION must be check, bench or perplexity, got '{action}'");
             return 2;
         }
         if (threads < 0 || documents <= 0)
@@ -52,32 +55,35 @@ internal static class MpiCommand
         }
         ICommunicator group = mpi is not null ? mpi : SingleProcessCommunicator.Instance;
         var say = group.Rank == 0 ? output : TextWriter.Null;
-        int code;
-        try
+        int code = CliSupport.Guarded(group.Size > 1 ? $"mpi [rank {group.Rank}]" : "mpi", error, () =>
         {
-            using var acc = Accelerator.Create(AcceleratorKind.Cpu, threads);
-            int threadCount = ((UioLlm.Kernels.Cpu.CpuAccelerator)acc).Threads;
             var results = new Dictionary<string, object>
             {
                 ["ranks"] = group.Size,
-                ["threads_per_rank"] = threadCount,
                 ["library"] = mpi?.LibraryVersion ?? "none (single process)",
             };
-            say.WriteLine($"uio mpi {action}: {group.Description}; {acc.Description} per rank");
-            if (mpi is not null)
+            int result;
+            if (action == "perplexity")
             {
-                var hosts = Gather(group, mpi.Host);
-                say.WriteLine($"hosts: {string.Join(", ", hosts.Select((h, r) => $"rank {r} on {h}"))}");
+                result = Perplexity(group, perplexity, threads, say, results);
             }
-            code = action == "check" ? Check(group, acc, say, results) : Bench(group, acc, threadCount, documents, quick, say, results);
+            else
+            {
+                using var acc = Accelerator.Create(AcceleratorKind.Cpu, threads);
+                int threadCount = ((UioLlm.Kernels.Cpu.CpuAccelerator)acc).Threads;
+                results["threads_per_rank"] = threadCount;
+                say.WriteLine($"uio mpi {action}: {group.Description}; {acc.Description} per rank");
+                if (mpi is not null)
+                {
+                    var hosts = Gather(group, mpi.Host);
+                    say.WriteLine($"hosts: {string.Join(", ", hosts.Select((h, r) => $"rank {r} on {h}"))}");
+                }
+                result = action == "check" ? Check(group, acc, say, results) : Bench(group, acc, threadCount, documents, quick, say, results);
+            }
             if (json is not null && group.Rank == 0)
                 File.WriteAllText(json, JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
-        }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or IOException or UnauthorizedAccessException)
-        {
-            error.WriteLine($"uio mpi{(group.Size > 1 ? $" [rank {group.Rank}]" : "")}: {e.Message}");
-            code = 2;
-        }
+            return result;
+        });
         if (mpi is not null)
         {
             if (code == 2 && mpi.Size > 1) mpi.Abort(code);
@@ -258,6 +264,49 @@ internal static class MpiCommand
         group.AllGather(mine, all);
         return Enumerable.Range(0, group.Size)
             .Select(r => new string(all.Skip(r * width).Take(width).TakeWhile(c => c != 0).Select(c => (char)c).ToArray())).ToArray();
+    }
+
+    // ------------------------------------------------------------------ perplexity
+
+    /// <summary>
+    /// Perplexity of the first --tokens tokens of a text under the model with full attention over all of them,
+    /// the sequence split evenly over the ranks (<see cref="SequenceParallel"/>: ring attention in every layer).
+    /// </summary>
+    private static int Perplexity(ICommunicator group, PerplexityOptions p, int threads, TextWriter say, Dictionary<string, object> results)
+    {
+        if (p.Model is null) throw new UsageException("mpi perplexity: --model is required");
+        if (p.Data is null) throw new UsageException("mpi perplexity: --data is required (a text file)");
+        CliSupport.RequireExists(p.Data, "--data");
+        if (p.Tokens < 2 * group.Size || p.Tokens % group.Size != 0)
+            throw new UsageException($"--tokens must be a multiple of the {group.Size} rank(s) and at least {2 * group.Size}, got {p.Tokens}");
+        using var loaded = CliSupport.Open(p.Model, p.Tokenizer, threads);
+        say.WriteLine($"uio mpi perplexity: {group.Description}; {loaded.Accelerator.Description} per rank");
+        var ids = loaded.Tokenizer.Encode(File.ReadAllText(p.Data), addBos: true);
+        if (ids.Length < p.Tokens)
+            throw new UsageException($"--data: '{p.Data}' holds {ids.Length} tokens, fewer than --tokens {p.Tokens}");
+        int t = p.Tokens / group.Size, r = group.Rank, vocab = loaded.Model.Config.VocabSize;
+        var clock = Stopwatch.StartNew();
+        using var logits = SequenceParallel.Logits(loaded.Model, group, ids.AsSpan(r * t, t));
+        var rows = logits.ToArray();
+        // Negative log-likelihood of each next token that lies inside the --tokens (the last one has none).
+        Span<double> sums = [0, 0];
+        for (int i = 0; i < t && r * t + i + 1 < p.Tokens; i++)
+        {
+            var row = rows.AsSpan(i * vocab, vocab);
+            double max = double.NegativeInfinity, sum = 0;
+            foreach (float x in row) max = Math.Max(max, x);
+            foreach (float x in row) sum += Math.Exp(x - max);
+            sums[0] += max + Math.Log(sum) - row[ids[r * t + i + 1]];
+            sums[1] += 1;
+        }
+        group.AllReduceSum(sums);
+        double perplexity = Math.Exp(sums[0] / sums[1]), seconds = clock.Elapsed.TotalSeconds;
+        say.WriteLine($"perplexity of the first {p.Tokens} tokens of {Path.GetFileName(p.Data)}, full attention over all of them, "
+                      + $"{group.Size} rank(s) x {t} tokens (ring attention in every layer): {perplexity.ToString("F4", CultureInfo.InvariantCulture)} ({seconds:F2} s)");
+        results["tokens"] = p.Tokens;
+        results["perplexity"] = perplexity;
+        results["seconds"] = seconds;
+        return 0;
     }
 
     // ------------------------------------------------------------------ bench

@@ -161,15 +161,21 @@ public static class Program
 
     private static Command MpiCli(TextWriter output, TextWriter error)
     {
-        var action = new Argument<string>("ACTION") { Description = "check | bench", DefaultValueFactory = _ => "check" };
+        var action = new Argument<string>("ACTION") { Description = "check | bench | perplexity", DefaultValueFactory = _ => "check" };
+        var model = new Option<string?>("--model") { Description = "perplexity: the base model (a Hugging Face folder, a .gguf or a llama2.c .bin)" };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "perplexity: tokenizer file (needed for llama2.c checkpoints)" };
+        var data = new Option<string?>("--data") { Description = "perplexity: the text" };
+        var tokens = new Option<int>("--tokens") { Description = "perplexity: how many of its first tokens (a multiple of the ranks)", DefaultValueFactory = _ => 1024 };
         var threads = new Option<int>("--threads") { Description = "CPU threads per rank (0 = all cores)", DefaultValueFactory = _ => 1 };
         var documents = new Option<int>("--documents") { Description = "bench: documents per step (the global batch, dealt over the ranks)", DefaultValueFactory = _ => 2 };
         var json = new Option<string?>("--json") { Description = "Also write the results as JSON to this file (rank 0)" };
         var quick = new Option<bool>("--quick") { Description = "bench: smaller shapes, fewer repetitions" };
-        var command = new Command("mpi", "Under `mpirun -np N`: check the MPI group (all-reduce, gradient reduction, ring attention vs single-process attention) or benchmark it (all-reduce bandwidth, data-parallel training step)");
+        var command = new Command("mpi", "Under `mpirun -np N`: check the MPI group (all-reduce, gradient reduction, ring attention vs single-process attention), "
+            + "benchmark it (all-reduce bandwidth, data-parallel training step), or measure full-attention perplexity with the sequence split over the ranks");
         command.Arguments.Add(action);
-        foreach (var o in new Option[] { threads, documents, json, quick }) command.Options.Add(o);
-        command.SetAction(p => MpiCommand.Run(p.GetValue(action)!, p.GetValue(threads), p.GetValue(documents), p.GetValue(json), p.GetValue(quick), output, error));
+        foreach (var o in new Option[] { threads, documents, json, quick, model, tokenizer, data, tokens }) command.Options.Add(o);
+        command.SetAction(p => MpiCommand.Run(p.GetValue(action)!, p.GetValue(threads), p.GetValue(documents), p.GetValue(json), p.GetValue(quick),
+            new MpiCommand.PerplexityOptions(p.GetValue(model), p.GetValue(tokenizer), p.GetValue(data), p.GetValue(tokens)), output, error));
         return command;
     }
 

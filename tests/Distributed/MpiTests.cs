@@ -90,6 +90,33 @@ public sealed class MpiTests : IDisposable
     }
 
     [MpiDataFact]
+    public void SequenceParallelPerplexityOverTwoRanksEqualsOneProcess()
+    {
+        string Stories(string f) => TestData.File("models", "stories260K", f);
+        string[] Args(string json) =>
+        [
+            "mpi", "perplexity", "--model", Stories("stories260K.bin"), "--tokenizer", Stories("tok512.bin"),
+            "--data", TestData.File("text", "moby_dick_ch1.txt"), "--tokens", "256", "--threads", "1", "--json", json,
+        ];
+        string one = Path.Combine(root, "one.json"), two = Path.Combine(root, "two.json");
+        var (code, error) = InProcess(Args(one));
+        Assert.True(code == 0, error);
+        var (mpiCode, output) = MpiRun.Uio(2, Args(two));
+        Assert.True(mpiCode == 0, output);
+        double Perplexity(string json)
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(json));
+            return doc.RootElement.GetProperty("perplexity").GetDouble();
+        }
+        double a = Perplexity(one), b = Perplexity(two);
+        Assert.InRange(a, 2, 512);   // a trained model on English text: far below the vocabulary size
+        Assert.True(Math.Abs(a - b) <= 1e-5 * a, $"1 process {a}, 2 ranks {b}");
+        (mpiCode, output) = MpiRun.Uio(2, Args(two).Select(a => a == "256" ? "255" : a).ToArray());
+        Assert.Equal(2, mpiCode);
+        Assert.Contains("--tokens must be a multiple of the 2 rank(s)", output);
+    }
+
+    [MpiDataFact]
     public void TooFewDocumentsPerStepForTheRanksIsAClearErrorOnEveryRank()
     {
         var (code, output) = MpiRun.Uio(2, Train(Path.Combine(root, "run"), "--accumulate", "1"));
