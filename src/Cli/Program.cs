@@ -41,6 +41,7 @@ public static class Program
         var eval = EvalCli(output, error);
         var bench = BenchCli(output, error);
         var demo = DemoCli(output, error);
+        var mpi = MpiCli(output, error);
 
         var root = new RootCommand("uio: long-context language models with compressed memory (UIO-LLMs). "
             + "With no command, runs the built-in demo (`uio demo`: passkey retrieval beyond the window, a few minutes, no download).");
@@ -52,6 +53,7 @@ public static class Program
         root.Subcommands.Add(train);
         root.Subcommands.Add(eval);
         root.Subcommands.Add(bench);
+        root.Subcommands.Add(mpi);
         root.SetAction(_ => DemoCommand.Run(new DemoCommand.Options(DefaultDemoFolder, Seed: 0, Threads: 0, Quick: false), output, error));
 
         var config = new InvocationConfiguration { Output = output, Error = error };
@@ -129,13 +131,14 @@ public static class Program
         var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Steps between checkpoints (0: only at the end)", DefaultValueFactory = _ => 50 };
         var seed = new Option<int>("--seed") { Description = "Run seed", DefaultValueFactory = _ => 0 };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
-        var command = new Command("train", "Train a UIO adapter (encoder LoRA, transfer head, memory embedding) on text");
-        foreach (var o in new Option[] { model, tokenizer, data, output_, segment, memory, rank, alpha, estimator, window, segments, steps, lr, accumulate, checkpointEvery, seed, threads })
+        var deterministic = new Option<bool>("--deterministic-reduce") { Description = "Data parallel (under mpirun): add the documents' gradients in document order, so any number of ranks gives bit-identical results (slower)" };
+        var command = new Command("train", "Train a UIO adapter (encoder LoRA, transfer head, memory embedding) on text; under `mpirun -np N` data-parallel over N ranks");
+        foreach (var o in new Option[] { model, tokenizer, data, output_, segment, memory, rank, alpha, estimator, window, segments, steps, lr, accumulate, checkpointEvery, seed, threads, deterministic })
             command.Options.Add(o);
         command.SetAction(p => TrainCommand.Run(new TrainCommand.Options(p.GetValue(model)!, p.GetValue(tokenizer), p.GetValue(data) ?? [],
             p.GetValue(output_)!, p.GetValue(segment), p.GetValue(memory), p.GetValue(rank), p.GetValue(alpha), p.GetValue(estimator)!,
             p.GetValue(window), p.GetValue(segments), p.GetValue(steps), p.GetValue(lr), p.GetValue(accumulate), p.GetValue(checkpointEvery),
-            p.GetValue(seed), p.GetValue(threads)), output, error));
+            p.GetValue(seed), p.GetValue(threads), p.GetValue(deterministic)), output, error));
         return command;
     }
 
@@ -177,6 +180,26 @@ public static class Program
         command.Arguments.Add(suite);
         foreach (var o in new Option[] { json, threads, quick }) command.Options.Add(o);
         command.SetAction(p => BenchCommand.Run(p.GetValue(suite)!, p.GetValue(json), p.GetValue(threads), p.GetValue(quick), output, error));
+        return command;
+    }
+
+    private static Command MpiCli(TextWriter output, TextWriter error)
+    {
+        var action = new Argument<string>("ACTION") { Description = "check | bench | perplexity", DefaultValueFactory = _ => "check" };
+        var model = new Option<string?>("--model") { Description = "perplexity: the base model (a Hugging Face folder, a .gguf or a llama2.c .bin)" };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "perplexity: tokenizer file (needed for llama2.c checkpoints)" };
+        var data = new Option<string?>("--data") { Description = "perplexity: the text" };
+        var tokens = new Option<int>("--tokens") { Description = "perplexity: how many of its first tokens (a multiple of the ranks)", DefaultValueFactory = _ => 1024 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads per rank (0 = all cores)", DefaultValueFactory = _ => 1 };
+        var documents = new Option<int>("--documents") { Description = "bench: documents per step (the global batch, dealt over the ranks)", DefaultValueFactory = _ => 2 };
+        var json = new Option<string?>("--json") { Description = "Also write the results as JSON to this file (rank 0)" };
+        var quick = new Option<bool>("--quick") { Description = "bench: smaller shapes, fewer repetitions" };
+        var command = new Command("mpi", "Under `mpirun -np N`: check the MPI group (all-reduce, gradient reduction, ring attention vs single-process attention), "
+            + "benchmark it (all-reduce bandwidth, data-parallel training step), or measure full-attention perplexity with the sequence split over the ranks");
+        command.Arguments.Add(action);
+        foreach (var o in new Option[] { threads, documents, json, quick, model, tokenizer, data, tokens }) command.Options.Add(o);
+        command.SetAction(p => MpiCommand.Run(p.GetValue(action)!, p.GetValue(threads), p.GetValue(documents), p.GetValue(json), p.GetValue(quick),
+            new MpiCommand.PerplexityOptions(p.GetValue(model), p.GetValue(tokenizer), p.GetValue(data), p.GetValue(tokens)), output, error));
         return command;
     }
 

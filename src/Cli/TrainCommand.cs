@@ -1,7 +1,9 @@
 using Spectre.Console;
+using UioLlm.Kernels.Distributed;
 using UioLlm.Model.Uio;
 using UioLlm.Training;
 using UioLlm.Training.Data;
+using UioLlm.Training.Distributed;
 using UioLlm.Training.Estimators;
 
 namespace UioLlm.Cli;
@@ -10,11 +12,44 @@ namespace UioLlm.Cli;
 internal static class TrainCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string[] Data, string Out, int Segment, int Memory, int Rank, float Alpha,
-        string Estimator, int Window, int Segments, int Steps, float LearningRate, int Accumulate, int CheckpointEvery, int Seed, int Threads);
+        string Estimator, int Window, int Segments, int Steps, float LearningRate, int Accumulate, int CheckpointEvery, int Seed, int Threads,
+        bool DeterministicReduce = false);
 
     public static readonly string[] Estimators = ["uio", "incremental", "truncated", "full"];
 
-    public static int Run(Options o, TextWriter output, TextWriter error) => CliSupport.Guarded("train", error, () =>
+    /// <summary>
+    /// Under an MPI launcher (`mpirun -np N uio train ...`) every rank runs this command: MPI is initialised, each
+    /// step's documents are dealt out and the gradients all-reduced (<see cref="DataParallelReducer"/>), rank 0 prints
+    /// and writes the run folder (which every rank must see: a shared file system), and a failure on any rank ends
+    /// them all. <c>--deterministic-reduce</c> makes the result bit-identical for any number of ranks, 1 included.
+    /// </summary>
+    public static int Run(Options o, TextWriter output, TextWriter error)
+    {
+        MpiCommunicator? mpi = null;
+        if (MpiCommunicator.LaunchedByMpi)
+        {
+            try
+            {
+                mpi = MpiCommunicator.InitWorld();
+            }
+            catch (MpiUnavailableException e)
+            {
+                error.WriteLine($"uio train: started by an MPI launcher, but {e.Message}");
+                return 2;
+            }
+        }
+        ICommunicator? group = mpi is not null ? mpi : o.DeterministicReduce ? SingleProcessCommunicator.Instance : null;
+        var rankError = group is { Size: > 1 } ? new PrefixWriter(error, $"[rank {group.Rank}] ") : error;
+        int code = Train(o, group is { Rank: > 0 } ? TextWriter.Null : output, rankError, group);
+        if (mpi is not null)
+        {
+            if (code != 0 && mpi.Size > 1) mpi.Abort(code);   // the other ranks would wait for this one forever
+            mpi.Dispose();
+        }
+        return code;
+    }
+
+    private static int Train(Options o, TextWriter output, TextWriter error, ICommunicator? group) => CliSupport.Guarded("train", error, () =>
     {
         CliSupport.RequireExists(o.Model, "--model");
         if (o.Data.Length == 0) throw new UsageException("--data: give at least one text file, folder or .jsonl file");
@@ -37,11 +72,20 @@ internal static class TrainCommand
             : new UioConfig { SegmentLength = o.Segment, MemoryTokens = o.Memory, EncoderRank = o.Rank, EncoderAlpha = o.Alpha, TransferRank = o.Rank, TransferAlpha = o.Alpha };
         using var uio = new UioModel(model, config, o.Seed);
 
-        var corpus = TokenizedCorpus.Build(DocumentSource.FromPaths(o.Data), tokenizer, Path.Combine(o.Out, "token-cache"));
+        // Rank 0 fills the token cache first; the others then read it instead of writing the same files at once.
+        TokenizedCorpus BuildCorpus() => TokenizedCorpus.Build(DocumentSource.FromPaths(o.Data), tokenizer, Path.Combine(o.Out, "token-cache"));
+        TokenizedCorpus corpus = null!;
+        if (group is null || group.Rank == 0) corpus = BuildCorpus();
+        group?.Barrier();
+        if (group is not null && group.Rank > 0) corpus = BuildCorpus();
         var examples = new TrainingExamples(corpus, config.SegmentLength, o.Segments);
         if (examples.Count == 0)
             throw new UsageException($"no document is at least two segments long ({2 * config.SegmentLength + 1} tokens); {examples.SkippedShort} were skipped as too short");
         console.MarkupLineInterpolated($"[bold]uio train[/]: {corpus.Documents.Count} documents, {corpus.TotalTokens:N0} tokens, {examples.Count} examples of up to {o.Segments} segments ({examples.SkippedShort} too short); {accelerator.Description}");
+        if (group is not null)
+            console.MarkupLineInterpolated($"data parallel: {group.Description}; {o.Accumulate} documents per step dealt round-robin, gradients {(o.DeterministicReduce ? "gathered and added in document order (deterministic)" : "all-reduced in buckets")}");
+        if (group is { Size: > 1 } && o.Accumulate < group.Size)
+            throw new UsageException($"--accumulate {o.Accumulate}: with {group.Size} ranks each step needs at least {group.Size} documents (one per rank), got {o.Accumulate}");
         var data = new ShuffledExamples(examples, o.Seed);
         EstimatorFactory factory = o.Estimator switch
         {
@@ -64,6 +108,7 @@ internal static class TrainCommand
                         task.Value = p.Step;
                         task.Description = $"step {p.Step}/{p.TotalSteps} loss {p.Loss:F3} lr {p.LearningRate:E1} {p.TokensPerSecond:F0} tok/s";
                     }),
+                    GradientReducer = group is null ? null : new DataParallelReducer(group, o.DeterministicReduce),
                 };
                 var options = new TrainingOptions
                 {
@@ -78,6 +123,16 @@ internal static class TrainCommand
         console.MarkupLineInterpolated($"{(resume ? "resumed; " : "")}step {result.Step}{(result.Completed ? " (done)" : "")}; checkpoint: {result.Checkpoint}");
         return 0;
     });
+
+    /// <summary>Prefixes every line written (each rank's error lines name the rank).</summary>
+    private sealed class PrefixWriter(TextWriter inner, string prefix) : TextWriter
+    {
+        public override System.Text.Encoding Encoding => inner.Encoding;
+
+        public override void WriteLine(string? value) => inner.WriteLine(prefix + value);
+
+        public override void Write(char value) => inner.Write(value);
+    }
 
     /// <summary>Reports synchronously (System.Progress would post to the thread pool and reorder updates).</summary>
     private sealed class Progress(Action<TrainingProgress> report) : IProgress<TrainingProgress>

@@ -72,7 +72,8 @@ public sealed class Trainer : IDisposable
         optimizer = AdamW.ForUio(model, options.Optimizer());
         try
         {
-            metrics = new MetricsLog(RunFolder, resumeStep);
+            // With data parallelism only one process writes the run folder's files.
+            if (this.callbacks.GradientReducer is not { WritesRunFiles: false }) metrics = new MetricsLog(RunFolder, resumeStep);
         }
         catch
         {
@@ -173,28 +174,32 @@ public sealed class Trainer : IDisposable
 
         // Gradients are zeroed here too, in case an evaluation between steps left some behind.
         foreach (var p in parameters) p.ZeroGrad();
-        var estimator = estimators(Seeds.Derive(Options.Seed, step))
-            ?? throw new InvalidOperationException($"step {step}: the estimator factory returned null");
+        var grads = parameters.Select(p => p.Grad!).ToArray();
+        var reducer = callbacks.GradientReducer;
+        int stepSeed = Seeds.Derive(Options.Seed, step);
         double lossSum = 0;
         int segments = 0, tokens = 0;
         for (int d = 0; d < Options.DocumentsPerStep; d++)
         {
-            EstimateResult result;
-            if (data is ITargetedTrainingData targeted)
-            {
-                var (document, targets) = targeted.NextWithTargets();
-                result = estimator.Accumulate(model, document, targets);
-            }
-            else
-            {
-                result = estimator.Accumulate(model, data.Next());
-            }
+            // Every process draws every document (data positions stay equal); each computes its share. Each
+            // document has its own estimator, seeded from (step seed, d), so a document's gradient does not depend
+            // on which process computes it (document 0 keeps the step seed).
+            int[] document, targets = [];
+            if (data is ITargetedTrainingData targeted) (document, targets) = targeted.NextWithTargets();
+            else document = data.Next();
+            if (reducer is not null && !reducer.Computes(d)) continue;
+            var estimator = estimators(d == 0 ? stepSeed : Seeds.Derive(stepSeed, d))
+                ?? throw new InvalidOperationException($"step {step}: the estimator factory returned null");
+            var result = data is ITargetedTrainingData ? estimator.Accumulate(model, document, targets) : estimator.Accumulate(model, document);
+            int scored = data is ITargetedTrainingData ? result.ScoredSegments : result.Segments;
             lossSum += result.Loss;
-            segments += data is ITargetedTrainingData ? result.ScoredSegments : result.Segments;
+            segments += scored;
             tokens += result.Tokens;
+            reducer?.DocumentDone(d, grads, new StepTotals(result.Loss, scored, result.Tokens));
         }
+        if (reducer is not null)
+            (lossSum, segments, tokens) = reducer.Reduce(grads, new StepTotals(lossSum, segments, tokens), Options.DocumentsPerStep);
 
-        var grads = parameters.Select(p => p.Grad!).ToArray();
         if (segments == 0) throw new InvalidOperationException($"step {step}: no target was scored in the step's documents");
         float perToken = 1f / segments;
         foreach (var g in grads) kernels.Scale(g, perToken, g);
@@ -214,7 +219,7 @@ public sealed class Trainer : IDisposable
         sessionSeconds += seconds;
         sessionSteps++;
         var stepResult = new StepResult(step, loss, lr, norm, norm > Options.MaxGradNorm, Options.DocumentsPerStep, tokens, seconds);
-        Metrics.WriteStep(stepResult, Elapsed);
+        if (WritesRunFiles) Metrics.WriteStep(stepResult, Elapsed);
         callbacks.Progress?.Report(Progress(stepResult));
         return stepResult;
     }
@@ -225,7 +230,7 @@ public sealed class Trainer : IDisposable
         ThrowIfDisposed();
         if (callbacks.Evaluate is null) return;
         var values = callbacks.Evaluate(model, Step) ?? throw new InvalidOperationException($"step {Step}: the evaluation returned null");
-        Metrics.WriteEval(Step, values);
+        if (WritesRunFiles) Metrics.WriteEval(Step, values);
         lastEvaluatedStep = Step;
     }
 
@@ -233,6 +238,12 @@ public sealed class Trainer : IDisposable
     public string SaveCheckpoint()
     {
         ThrowIfDisposed();
+        if (!WritesRunFiles)
+        {
+            // Another process writes it; this one records where it will be.
+            lastCheckpoint = (Step, Checkpoint.FolderFor(RunFolder, Step));
+            return lastCheckpoint.Value.Folder;
+        }
         var state = new TrainerState
         {
             FormatVersion = TrainerState.CurrentFormatVersion,
@@ -262,6 +273,9 @@ public sealed class Trainer : IDisposable
         metrics?.Dispose();
         metrics = null;
     }
+
+    /// <summary>False on the processes of a data-parallel run that leave the run folder to another (see <see cref="IGradientReducer"/>).</summary>
+    private bool WritesRunFiles => callbacks.GradientReducer is not { WritesRunFiles: false };
 
     private MetricsLog Metrics => metrics ?? throw new ObjectDisposedException(nameof(Trainer));
 

@@ -20,4 +20,10 @@ public sealed class TrainerCallbacks
 
     /// <summary>Called with the folder of each checkpoint once it is complete.</summary>
     public Action<string>? CheckpointSaved { get; init; }
+
+    /// <summary>
+    /// Data parallelism (e.g. <see cref="Distributed.DataParallelReducer"/> over MPI): deals the step's documents out
+    /// and sums their gradients across processes after the backward passes; null for a single process.
+    /// </summary>
+    public IGradientReducer? GradientReducer { get; init; }
 }
