@@ -10,16 +10,33 @@ using UioLlm.Tests.Support;
 namespace UioLlm.Tests.Quantization;
 
 /// <summary>
-/// The quantised matrix-vector kernels (Q8_0, Q4_0, Q4_K) against the plain reference: dequantise every block
-/// (bit-exact with ggml, see <see cref="GgufDequantizationTests"/>) and sum the products in double.
+/// The quantised matrix-vector kernels (Q8_0, Q4_0, Q4_K) against the plain reference: dequantise every weight
+/// block (bit-exact with ggml, see <see cref="GgufDequantizationTests"/>), quantise the activations to 8 bits per
+/// block of 32 as ggml's quantize_row_q8_0 does, and sum the products in double.
 /// </summary>
 public class QuantizedMatVecTests
 {
     private static string Data(string file) => TestData.File("models", "quantized", file);
 
-    /// <summary>The reference: y[t, r] = sum_c W[r, c] x[t, c] in double over the dequantised weights; also sum |w x| per output.</summary>
-    private static (double[] Y, double[] Magnitude) Reference(QuantizedMatrix m, float[] x, int tokens)
+    /// <summary>The activations after 8-bit block quantisation, written out plainly: d = amax / 127, q = round(x / d).</summary>
+    private static double[] ReferenceActivations(float[] x)
     {
+        var result = new double[x.Length];
+        for (int b = 0; b < x.Length / 32; b++)
+        {
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = Math.Max(amax, Math.Abs(x[32 * b + j]));
+            float d = amax / 127;
+            float id = d != 0 ? 1f / d : 0f;
+            for (int j = 0; j < 32; j++) result[32 * b + j] = (double)d * MathF.Round(x[32 * b + j] * id, MidpointRounding.AwayFromZero);
+        }
+        return result;
+    }
+
+    /// <summary>The reference: y[t, r] = sum_c W[r, c] x'[t, c] in double over the dequantised weights and activations; also sum |w x'|.</summary>
+    private static (double[] Y, double[] Magnitude) Reference(QuantizedMatrix m, float[] input, int tokens)
+    {
+        var x = ReferenceActivations(input);
         var w = m.Dequantize();
         var y = new double[tokens * m.Rows];
         var mag = new double[tokens * m.Rows];
@@ -86,11 +103,19 @@ public class QuantizedMatVecTests
         var m = QuantizedMatrix.Quantize(format, w, rows, columns);
         var x = new Rng(41).Normal(columns);
         var (expected, magnitude) = Reference(m, x, 1);
+        var q = new sbyte[columns];
+        var scale = new float[columns / 32];
+        var sum = new float[columns / 32];
+        QuantizedMatrix.QuantizeActivations(x, q, scale, sum);
+        var dequantized = ReferenceActivations(x);
+        for (int b = 0; b < sum.Length; b++)
+            Assert.Equal(dequantized.Skip(32 * b).Take(32).Sum(), sum[b], 1e-5 * (1 + Math.Abs(sum[b])));
         fixed (byte* blocks = m.Blocks)
-        fixed (float* px = x)
+        fixed (sbyte* pq = q)
+        fixed (float* ps = scale)
             for (int r = 0; r < rows; r++)
             {
-                float got = QuantizedMatrix.DotScalar(format, blocks + r * m.RowBytes, px, columns);
+                float got = QuantizedMatrix.DotScalar(format, blocks + r * m.RowBytes, pq, ps, columns);
                 Assert.True(Math.Abs(got - expected[r]) <= 1e-5 * magnitude[r] + 1e-6, $"{format} row {r}: {got} vs {expected[r]}");
             }
         AssertParity(m, 2, 2, 42, $"{format} random");
@@ -158,7 +183,7 @@ public class QuantizedMatVecTests
     }
 
     [DataFact]
-    public void Kept_Q4_K_weights_give_the_float32_logits()
+    public void Kept_Q4_K_weights_give_close_to_the_float32_logits()
     {
         var acc = TestBackend.Shared;
         if (acc.Kind != AcceleratorKind.Cpu) return;
@@ -179,7 +204,9 @@ public class QuantizedMatVecTests
         {
             var q = quantizedModel.Infer([id], c1, b1).ToArray();
             var f = floatModel.Infer([id], c2, b2).ToArray();
-            Check.Close(f, q, 1e-4, 1e-3, "Q4_K decode logits");
+            // The kernels quantise activations to 8 bits (as llama.cpp does); on these random weights the logits
+            // are sums that mostly cancel, so compare whole vectors.
+            Check.RelativeNorm(Check.ToDouble(f), q, 0.05, "Q4_K decode logits");
         }
     }
 }

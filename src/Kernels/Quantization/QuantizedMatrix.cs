@@ -8,8 +8,9 @@ namespace UioLlm.Kernels.Quantization;
 /// <summary>
 /// A weight matrix W [rows, columns] kept block-quantised in host memory (ggml's Q8_0, Q4_0 or Q4_K layout, each
 /// row a run of blocks), with the matrix-vector kernel decoding needs: y = W x reads 1.06 (Q8_0), 0.56 (Q4_0) or
-/// 0.56 (Q4_K) bytes per weight instead of 4. Activations stay float32; each block's integers are widened and
-/// multiplied in float (AVX2 + FMA where the CPU has them, a scalar loop otherwise).
+/// 0.56 (Q4_K) bytes per weight instead of 4. As llama.cpp does, the activations are quantised to 8 bits per block
+/// of 32 and each block's integer dot product is formed with AVX2 (vpmaddubsw / vpmaddwd, one float conversion
+/// per block); a scalar loop serves CPUs without AVX2.
 /// </summary>
 public sealed class QuantizedMatrix
 {
@@ -97,7 +98,9 @@ public sealed class QuantizedMatrix
 
     /// <summary>
     /// y[t, r] = sum_c W[r, c] x[t, c] for every row t of x [T, columns] into y [T, rows] (as MatMul(x, W, y, transB)),
-    /// split over up to <paramref name="threads"/> threads by weight rows.
+    /// split over up to <paramref name="threads"/> threads by weight rows. As in llama.cpp, each row of x is first
+    /// quantised to 8 bits in blocks of 32 (<see cref="QuantizeActivations"/>), so the inner loop multiplies
+    /// integers (AVX2 vpmaddubsw / vpmaddwd) and converts to float once per block.
     /// </summary>
     public unsafe void MatVec(ReadOnlySpan<float> x, Span<float> y, int tokens = 1, int threads = 1)
     {
@@ -106,10 +109,17 @@ public sealed class QuantizedMatrix
             throw new ArgumentException($"QuantizedMatrix.MatVec: x has {x.Length} values, expected {tokens} x {Columns}", nameof(x));
         if (y.Length != (long)tokens * Rows)
             throw new ArgumentException($"QuantizedMatrix.MatVec: y has {y.Length} values, expected {tokens} x {Rows}", nameof(y));
-        fixed (float* px = x)
+        int blocks = Columns / 32;
+        var scratch = Activations.For(tokens * Columns, tokens * blocks);
+        for (int t = 0; t < tokens; t++)
+            QuantizeActivations(x.Slice(t * Columns, Columns), scratch.Q.AsSpan(t * Columns, Columns),
+                scratch.Scale.AsSpan(t * blocks, blocks), scratch.Sum.AsSpan(t * blocks, blocks));
+        fixed (sbyte* q = scratch.Q)
+        fixed (float* scale = scratch.Scale)
+        fixed (float* sum = scratch.Sum)
         fixed (float* py = y)
         {
-            var job = new Job(this, px, py, tokens);
+            var job = new Job(this, q, scale, sum, py, tokens);
             // Parts of at least 16 rows, a few per thread so that a late helper leaves work to the others.
             int parts = Math.Max(1, Math.Min(Rows / 16, threads * 4));
             if (threads <= 1 || parts == 1) job.Rows(0, Rows);
@@ -117,55 +127,115 @@ public sealed class QuantizedMatrix
         }
     }
 
-    private readonly unsafe struct Job(QuantizedMatrix m, float* x, float* y, int tokens)
+    /// <summary>
+    /// ggml's quantize_row_q8_0 on activations: per block of 32, d = amax / 127 and q = round(x / d) (half away
+    /// from zero), kept with d as float32 and sum = d * (sum of q), the dequantised block sum.
+    /// </summary>
+    public static void QuantizeActivations(ReadOnlySpan<float> x, Span<sbyte> q, Span<float> scale, Span<float> sum)
+    {
+        if (x.Length % 32 != 0 || q.Length != x.Length || scale.Length != x.Length / 32 || sum.Length != x.Length / 32)
+            throw new ArgumentException($"QuantizeActivations: {x.Length} values need {x.Length} codes and {x.Length / 32} scales and sums");
+        for (int b = 0; b < scale.Length; b++)
+        {
+            var xb = x.Slice(32 * b, 32);
+            float amax = 0;
+            foreach (float v in xb) amax = MathF.Max(amax, MathF.Abs(v));
+            float d = amax / 127;
+            float id = d != 0 ? 1f / d : 0f;
+            int total = 0;
+            for (int j = 0; j < 32; j++)
+            {
+                int v = (int)MathF.Round(xb[j] * id, MidpointRounding.AwayFromZero);
+                q[32 * b + j] = (sbyte)v;
+                total += v;
+            }
+            scale[b] = d;
+            sum[b] = d * total;
+        }
+    }
+
+    /// <summary>Per-thread buffers for the quantised activations, grown as needed.</summary>
+    private sealed class Activations
+    {
+        [ThreadStatic] private static Activations? current;
+        public sbyte[] Q = [];
+        public float[] Scale = [], Sum = [];
+
+        public static Activations For(int values, int blocks)
+        {
+            var a = current ??= new Activations();
+            if (a.Q.Length < values) a.Q = GC.AllocateArray<sbyte>(values, pinned: true);
+            if (a.Scale.Length < blocks)
+            {
+                a.Scale = GC.AllocateArray<float>(blocks, pinned: true);
+                a.Sum = GC.AllocateArray<float>(blocks, pinned: true);
+            }
+            return a;
+        }
+    }
+
+    private readonly unsafe struct Job(QuantizedMatrix m, sbyte* q, float* scale, float* sum, float* y, int tokens)
     {
         public void Rows(int from, int to)
         {
+            int blocks = m.Columns / 32;
             fixed (byte* w = m.data)
+            fixed (float* half = HalfToFloat)
             {
                 for (int r = from; r < to; r++)
                 {
                     byte* row = w + (long)r * m.RowBytes;
                     for (int t = 0; t < tokens; t++)
-                        y[(long)t * m.Rows + r] = Dot(m.Format, row, x + (long)t * m.Columns, m.Columns);
+                        y[(long)t * m.Rows + r] = Dot(m.Format, row, q + (long)t * m.Columns, scale + (long)t * blocks, sum + (long)t * blocks, m.Columns, half);
                 }
             }
         }
     }
 
-    /// <summary>One row's blocks dotted with x (<paramref name="n"/> weights).</summary>
-    internal static unsafe float Dot(QuantFormat format, byte* row, float* x, int n)
+    /// <summary>One row's blocks dotted with quantised activations (codes q, per-32 scales and dequantised sums; n weights).</summary>
+    internal static unsafe float Dot(QuantFormat format, byte* row, sbyte* q, float* scale, float* sum, int n, float* half)
     {
-        if (Fma.IsSupported && Avx2.IsSupported)
+        if (Avx2.IsSupported && Fma.IsSupported)
         {
             return format switch
             {
-                QuantFormat.Q8_0 => DotQ8_0Avx2(row, x, n),
-                QuantFormat.Q4_0 => DotQ4_0Avx2(row, x, n),
-                _ => DotQ4_KAvx2(row, x, n),
+                QuantFormat.Q8_0 => DotQ8_0Avx2(row, q, scale, n, half),
+                QuantFormat.Q4_0 => DotQ4_0Avx2(row, q, scale, sum, n, half),
+                _ => DotQ4_KAvx2(row, q, scale, sum, n, half),
             };
         }
-        return DotScalar(format, row, x, n);
+        return DotScalar(format, row, q, scale, n);
     }
 
-    /// <summary>The portable kernel: dequantise one block at a time and accumulate in float.</summary>
-    internal static unsafe float DotScalar(QuantFormat format, byte* row, float* x, int n)
+    /// <summary>The portable kernel: dequantise one weight block at a time, multiply by the dequantised activations.</summary>
+    internal static unsafe float DotScalar(QuantFormat format, byte* row, sbyte* q, float* scale, int n)
     {
         int be = QuantFormats.BlockElements(format), bb = QuantFormats.BlockBytes(format);
         Span<float> w = stackalloc float[256];
-        float sum = 0;
+        float total = 0;
         for (int b = 0; b < n / be; b++)
         {
             var block = w[..be];
             QuantFormats.Dequantize(format, new ReadOnlySpan<byte>(row + (long)b * bb, bb), block);
-            float* xb = x + b * be;
-            for (int i = 0; i < be; i++) sum += block[i] * xb[i];
+            for (int i = 0; i < be; i++)
+            {
+                int at = b * be + i;
+                total += block[i] * (q[at] * scale[at / 32]);
+            }
         }
-        return sum;
+        return total;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe float HalfAt(byte* p) => (float)BitConverter.UInt16BitsToHalf(*(ushort*)p);
+    /// <summary>Every half-precision bit pattern as float32 (256 KB): one load per block scale instead of a software conversion.</summary>
+    private static readonly float[] HalfToFloat = BuildHalfTable();
+
+    private static float[] BuildHalfTable()
+    {
+        var table = GC.AllocateArray<float>(65536, pinned: true);
+        for (int i = 0; i < table.Length; i++) table[i] = (float)BitConverter.UInt16BitsToHalf((ushort)i);
+        return table;
+    }
+
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Sum(Vector256<float> v)
@@ -176,78 +246,83 @@ public sealed class QuantizedMatrix
         return s.ToScalar();
     }
 
-    private static unsafe float DotQ8_0Avx2(byte* row, float* x, int n)
+    /// <summary>Sum of products of 32 unsigned bytes by 32 signed bytes, as 8 int32 lanes (vpmaddubsw, vpmaddwd).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> DotBytes(Vector256<byte> unsigned, Vector256<sbyte> signed) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(unsigned, signed), Vector256.Create((short)1));
+
+    // Q8_0: w = dw q_w, x = dx q_x, so a block adds dw dx sum(q_w q_x); the signs move onto q_x so that
+    // vpmaddubsw sees |q_w| unsigned (at most 128 * 127 * 2 per pair: no saturation).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static unsafe float DotQ8_0Avx2(byte* row, sbyte* q, float* scale, int n, float* half)
     {
         var acc = Vector256<float>.Zero;
-        for (int b = 0; b < n / 32; b++, row += 34, x += 32)
+        for (int b = 0; b < n / 32; b++, row += 34, q += 32)
         {
-            var d = Vector256.Create(HalfAt(row));
-            sbyte* q = (sbyte*)(row + 2);
-            var s = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q)), Avx.LoadVector256(x));
-            s = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q + 8)), Avx.LoadVector256(x + 8), s);
-            s = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q + 16)), Avx.LoadVector256(x + 16), s);
-            s = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q + 24)), Avx.LoadVector256(x + 24), s);
-            acc = Fma.MultiplyAdd(s, d, acc);
+            var w = Avx.LoadVector256((sbyte*)(row + 2));
+            var x = Avx.LoadVector256(q);
+            var dot = DotBytes(Avx2.Abs(w), Avx2.Sign(x, w));
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(dot), Vector256.Create(half[*(ushort*)row] * scale[b]), acc);
         }
         return Sum(acc);
     }
 
-    // Byte j of a Q4_0 block holds weight j (low nibble) and weight j + 16 (high nibble), both stored as q + 8.
-    private static unsafe float DotQ4_0Avx2(byte* row, float* x, int n)
+    // Q4_0: byte j holds weight j (low nibble) and j + 16 (high), stored as q + 8; a block adds
+    // dw (dx sum(q_stored q_x) - 8 dx sum(q_x)) = dw (dx dot - 8 blockSum).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static unsafe float DotQ4_0Avx2(byte* row, sbyte* q, float* scale, float* sum, int n, float* half)
     {
         var acc = Vector256<float>.Zero;
-        var mask = Vector256.Create(15);
-        var eight = Vector256.Create(8);
-        for (int b = 0; b < n / 32; b++, row += 18, x += 32)
+        float correction = 0;
+        var mask = Vector128.Create((byte)15);
+        for (int b = 0; b < n / 32; b++, row += 18, q += 32)
         {
-            var d = Vector256.Create(HalfAt(row));
-            byte* q = row + 2;
-            var v0 = Avx2.ConvertToVector256Int32(q);
-            var v1 = Avx2.ConvertToVector256Int32(q + 8);
-            var s = Avx.Multiply(Avx.ConvertToVector256Single(Avx2.Subtract(Avx2.And(v0, mask), eight)), Avx.LoadVector256(x));
-            s = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.Subtract(Avx2.And(v1, mask), eight)), Avx.LoadVector256(x + 8), s);
-            s = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.Subtract(Avx2.ShiftRightLogical(v0, 4), eight)), Avx.LoadVector256(x + 16), s);
-            s = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.Subtract(Avx2.ShiftRightLogical(v1, 4), eight)), Avx.LoadVector256(x + 24), s);
-            acc = Fma.MultiplyAdd(s, d, acc);
+            float d = half[*(ushort*)row];
+            var bytes = Sse2.LoadVector128(row + 2);
+            var w = Vector256.Create(Sse2.And(bytes, mask), Sse2.And(Sse2.ShiftRightLogical(bytes.AsUInt16(), 4).AsByte(), mask));
+            var dot = DotBytes(w, Avx.LoadVector256(q));
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(dot), Vector256.Create(d * scale[b]), acc);
+            correction += d * sum[b];
         }
-        return Sum(acc);
+        return Sum(acc) - 8 * correction;
     }
 
-    // A Q4_K block: half d, half dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles. Each 32 bytes hold two
-    // groups of 32 weights (low nibbles, then high nibbles); weight = d*sc*q - dmin*m, so a group contributes
-    // d*sc * sum(q x) - dmin*m * sum(x).
-    private static unsafe float DotQ4_KAvx2(byte* row, float* x, int n)
+    // Q4_K: 32 bytes hold groups g (low nibbles) and g + 1 (high nibbles) of 32 weights each; weight = d sc q - dmin m,
+    // so a group adds d sc dx dot(q, q_x) - dmin m sum_g.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static unsafe float DotQ4_KAvx2(byte* row, sbyte* q, float* scale, float* sum, int n, float* half)
     {
         var acc = Vector256<float>.Zero;
-        var mask = Vector256.Create(15);
+        float mins = 0;
+        var mask = Vector256.Create((byte)15);
         for (int b = 0; b < n / 256; b++, row += 144)
         {
-            float d = HalfAt(row), dmin = HalfAt(row + 2);
-            var scales = new ReadOnlySpan<byte>(row + 4, 12);
-            byte* q = row + 16;
-            for (int g = 0; g < 8; g += 2, q += 32, x += 64)
+            float d = half[*(ushort*)row], dmin = half[*(ushort*)(row + 2)];
+            byte* s = row + 4;
+            byte* w = row + 16;
+            for (int g = 0; g < 8; g += 2, w += 32, q += 64, scale += 2, sum += 2)
             {
-                var (sc1, m1) = QuantFormats.ScaleMinK4(g, scales);
-                var (sc2, m2) = QuantFormats.ScaleMinK4(g + 1, scales);
-                Vector256<float> lo = Vector256<float>.Zero, hi = Vector256<float>.Zero;
-                Vector256<float> xlo = Vector256<float>.Zero, xhi = Vector256<float>.Zero;
-                for (int k = 0; k < 32; k += 8)
+                // ggml's get_scale_min_k4 for groups g and g + 1.
+                int sc1, m1, sc2, m2;
+                if (g < 4)
                 {
-                    var v = Avx2.ConvertToVector256Int32(q + k);
-                    var a = Avx.LoadVector256(x + k);
-                    var c = Avx.LoadVector256(x + 32 + k);
-                    lo = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.And(v, mask)), a, lo);
-                    hi = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.ShiftRightLogical(v, 4)), c, hi);
-                    xlo = Avx.Add(xlo, a);
-                    xhi = Avx.Add(xhi, c);
+                    sc1 = s[g] & 63; m1 = s[g + 4] & 63;
+                    sc2 = s[g + 1] & 63; m2 = s[g + 5] & 63;
                 }
-                acc = Fma.MultiplyAdd(lo, Vector256.Create(d * sc1), acc);
-                acc = Fma.MultiplyAdd(hi, Vector256.Create(d * sc2), acc);
-                acc = Fma.MultiplyAdd(xlo, Vector256.Create(-(dmin * m1)), acc);
-                acc = Fma.MultiplyAdd(xhi, Vector256.Create(-(dmin * m2)), acc);
+                else
+                {
+                    sc1 = (s[g + 4] & 0xF) | ((s[g - 4] >> 6) << 4); m1 = (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
+                    sc2 = (s[g + 5] & 0xF) | ((s[g - 3] >> 6) << 4); m2 = (s[g + 5] >> 4) | ((s[g + 1] >> 6) << 4);
+                }
+                var bytes = Avx.LoadVector256(w);
+                var lo = DotBytes(Avx2.And(bytes, mask), Avx.LoadVector256(q));
+                var hi = DotBytes(Avx2.And(Avx2.ShiftRightLogical(bytes.AsUInt16(), 4).AsByte(), mask), Avx.LoadVector256(q + 32));
+                acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(lo), Vector256.Create(d * sc1 * scale[0]), acc);
+                acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(hi), Vector256.Create(d * sc2 * scale[1]), acc);
+                mins += dmin * m1 * sum[0] + dmin * m2 * sum[1];
             }
         }
-        return Sum(acc);
+        return Sum(acc) - mins;
     }
 
     // ggml's quantize_row_q8_0_ref: d = amax / 127, q = round(x / d).
