@@ -75,6 +75,8 @@ public class QuantizedMatVecTests
         { "stories260K-ff192.Q4_0.gguf", "blk.4.attn_k.weight", "Q4_0" },
         { "randB.Q4_K_M.gguf", "blk.0.ffn_up.weight", "Q4_K" },
         { "randB.Q4_K_M.gguf", "blk.0.ffn_down.weight", "Q4_K" },
+        { "randB.Q4_K_M.gguf", "output.weight", "Q6_K" },
+        { "randB.Q6_K.gguf", "blk.1.ffn_down.weight", "Q6_K" },
     };
 
     [DataTheory]
@@ -87,6 +89,7 @@ public class QuantizedMatVecTests
         Assert.Equal(type, format.ToString());
         var m = QuantizedMatrix.FromBlocks(format, (int)info.Shape[1], (int)info.Shape[0], g.ReadRawTensor(info));
         Assert.Equal(g.ReadTensor(info), m.Dequantize());
+        AssertPortableParity(m, 4);
         AssertParity(m, 1, 1, 1, $"{file} {tensor}");
         AssertParity(m, 1, 2, 2, $"{file} {tensor}");
         AssertParity(m, 3, 2, 3, $"{file} {tensor}");
@@ -96,11 +99,20 @@ public class QuantizedMatVecTests
     [InlineData(QuantFormat.Q8_0)]
     [InlineData(QuantFormat.Q4_0)]
     [InlineData(QuantFormat.Q4_K)]
-    public unsafe void The_portable_kernel_matches_the_reference_too(QuantFormat format)
+    public void The_portable_kernel_matches_the_reference_too(QuantFormat format)
     {
         const int rows = 5, columns = 512;
-        var w = new Rng(40).Normal(rows * columns);
-        var m = QuantizedMatrix.Quantize(format, w, rows, columns);
+        var m = QuantizedMatrix.Quantize(format, new Rng(40).Normal(rows * columns), rows, columns);
+        AssertPortableParity(m, rows);
+        AssertParity(m, 2, 2, 42, $"{format} random");
+    }
+
+    /// <summary>The scalar kernel (CPUs without AVX2) on the first rows, and the activation quantiser, against the reference.</summary>
+    private static unsafe void AssertPortableParity(QuantizedMatrix m, int rows)
+    {
+        var format = m.Format;
+        int columns = m.Columns;
+        rows = Math.Min(rows, m.Rows);
         var x = new Rng(41).Normal(columns);
         var (expected, magnitude) = Reference(m, x, 1);
         var q = new sbyte[columns];
@@ -118,7 +130,6 @@ public class QuantizedMatVecTests
                 float got = QuantizedMatrix.DotScalar(format, blocks + r * m.RowBytes, pq, ps, columns);
                 Assert.True(Math.Abs(got - expected[r]) <= 1e-5 * magnitude[r] + 1e-6, $"{format} row {r}: {got} vs {expected[r]}");
             }
-        AssertParity(m, 2, 2, 42, $"{format} random");
     }
 
     [DataTheory]
@@ -153,7 +164,8 @@ public class QuantizedMatVecTests
     [Fact]
     public void Bad_shapes_and_formats_are_refused()
     {
-        Assert.Contains("Q6_K", Assert.Throws<ArgumentException>(() => QuantizedMatrix.FromBlocks(QuantFormat.Q6_K, 1, 256, new byte[210])).Message);
+        Assert.Contains("Q5_K", Assert.Throws<ArgumentException>(() => QuantizedMatrix.FromBlocks(QuantFormat.Q5_K, 1, 256, new byte[176])).Message);
+        Assert.Contains("no Q6_K quantiser", Assert.Throws<ArgumentException>(() => QuantizedMatrix.Quantize(QuantFormat.Q6_K, new float[256], 1, 256)).Message);
         Assert.Contains("needs 68 bytes", Assert.Throws<ArgumentException>(() => QuantizedMatrix.FromBlocks(QuantFormat.Q8_0, 2, 32, new byte[67])).Message);
         Assert.Contains("multiple of 256", Assert.Throws<ArgumentException>(() => QuantizedMatrix.Quantize(QuantFormat.Q4_K, new float[64], 2, 32)).Message);
         var m = QuantizedMatrix.Quantize(QuantFormat.Q8_0, new float[64], 2, 32);
@@ -191,6 +203,8 @@ public class QuantizedMatVecTests
         using var kept = GgufCheckpoint.Load(path, acc, keepQuantized: true);
         using var plain = GgufCheckpoint.Load(path, acc);
         Assert.Contains(kept.Quantized.Values, m => m.Format == QuantFormat.Q4_K);
+        Assert.Contains(kept.Quantized.Values, m => m.Format == QuantFormat.Q6_K);   // the head and two matrices
+        Assert.Equal(15, kept.Quantized.Count);                                       // 2 x 7 projections + the head
         var quantizedModel = new LlamaModel(kept);
         var floatModel = new LlamaModel(plain);
         int[] ids = [1, 40, 300, 7, 99];

@@ -6,9 +6,9 @@ using System.Runtime.Intrinsics.X86;
 namespace UioLlm.Kernels.Quantization;
 
 /// <summary>
-/// A weight matrix W [rows, columns] kept block-quantised in host memory (ggml's Q8_0, Q4_0 or Q4_K layout, each
-/// row a run of blocks), with the matrix-vector kernel decoding needs: y = W x reads 1.06 (Q8_0), 0.56 (Q4_0) or
-/// 0.56 (Q4_K) bytes per weight instead of 4. As llama.cpp does, the activations are quantised to 8 bits per block
+/// A weight matrix W [rows, columns] kept block-quantised in host memory (ggml's Q8_0, Q4_0, Q4_K or Q6_K layout,
+/// each row a run of blocks), with the matrix-vector kernel decoding needs: y = W x reads 1.06 (Q8_0), 0.56 (Q4_0),
+/// 0.56 (Q4_K) or 0.82 (Q6_K) bytes per weight instead of 4. As llama.cpp does, the activations are quantised to 8 bits per block
 /// of 32 and each block's integer dot product is formed with AVX2 (vpmaddubsw / vpmaddwd, one float conversion
 /// per block); a scalar loop serves CPUs without AVX2.
 /// </summary>
@@ -26,7 +26,7 @@ public sealed class QuantizedMatrix
     }
 
     /// <summary>The formats that have a matrix-vector kernel.</summary>
-    public static bool HasKernel(QuantFormat format) => format is QuantFormat.Q8_0 or QuantFormat.Q4_0 or QuantFormat.Q4_K;
+    public static bool HasKernel(QuantFormat format) => format is QuantFormat.Q8_0 or QuantFormat.Q4_0 or QuantFormat.Q4_K or QuantFormat.Q6_K;
 
     public QuantFormat Format { get; }
     public int Rows { get; }
@@ -59,6 +59,8 @@ public sealed class QuantizedMatrix
     public static QuantizedMatrix Quantize(QuantFormat format, ReadOnlySpan<float> weights, int rows, int columns)
     {
         Check(format, rows, columns);
+        if (format == QuantFormat.Q6_K)
+            throw new ArgumentException("QuantizedMatrix.Quantize: no Q6_K quantiser here (Q6_K matrices come from GGUF files); use Q8_0, Q4_0 or Q4_K", nameof(format));
         if (weights.Length != (long)rows * columns)
             throw new ArgumentException($"QuantizedMatrix: {weights.Length} weights for [{rows}, {columns}]", nameof(weights));
         int be = QuantFormats.BlockElements(format), bb = QuantFormats.BlockBytes(format);
@@ -81,7 +83,7 @@ public sealed class QuantizedMatrix
     private static void Check(QuantFormat format, int rows, int columns)
     {
         if (!HasKernel(format))
-            throw new ArgumentException($"QuantizedMatrix: no matrix-vector kernel for {format} (kept quantised: Q8_0, Q4_0, Q4_K); dequantise it instead", nameof(format));
+            throw new ArgumentException($"QuantizedMatrix: no matrix-vector kernel for {format} (kept quantised: Q8_0, Q4_0, Q4_K, Q6_K); dequantise it instead", nameof(format));
         if (rows <= 0 || columns <= 0)
             throw new ArgumentException($"QuantizedMatrix: shape [{rows}, {columns}] must be positive");
         if (columns % QuantFormats.BlockElements(format) != 0)
@@ -201,7 +203,8 @@ public sealed class QuantizedMatrix
             {
                 QuantFormat.Q8_0 => DotQ8_0Avx2(row, q, scale, n, half),
                 QuantFormat.Q4_0 => DotQ4_0Avx2(row, q, scale, sum, n, half),
-                _ => DotQ4_KAvx2(row, q, scale, sum, n, half),
+                QuantFormat.Q4_K => DotQ4_KAvx2(row, q, scale, sum, n, half),
+                _ => DotQ6_KAvx2(row, q, scale, n, half),
             };
         }
         return DotScalar(format, row, q, scale, n);
@@ -323,6 +326,58 @@ public sealed class QuantizedMatrix
             }
         }
         return Sum(acc) - mins;
+    }
+
+    // Q6_K: each half of a block (128 weights) packs low nibbles in ql[64], 2 high bits in qh[32], weight =
+    // d sc (q - 32) with an int8 scale per 16 weights. Chunk k of 32 weights: q = nibble(ql[32 (k & 1) ...], k >> 1) |
+    // (bits 2k..2k+1 of qh) << 4; its two groups of 16 use scales sc[2k], sc[2k + 1].
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static unsafe float DotQ6_KAvx2(byte* row, sbyte* q, float* scale, int n, float* half)
+    {
+        var acc = Vector256<float>.Zero;
+        var low4 = Vector256.Create((byte)15);
+        var low2 = Vector256.Create((byte)3);
+        var offset = Vector256.Create((byte)32);
+        for (int b = 0; b < n / 256; b++, row += 210)
+        {
+            float d = half[*(ushort*)(row + 208)];
+            for (int h = 0; h < 2; h++)
+            {
+                byte* ql = row + 64 * h;
+                var qh = Avx.LoadVector256(row + 128 + 32 * h);
+                sbyte* sc = (sbyte*)(row + 192 + 8 * h);
+                var ql0 = Avx.LoadVector256(ql);
+                var ql1 = Avx.LoadVector256(ql + 32);
+                var hi0 = Avx2.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte();
+                var hi1 = Avx2.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte();
+                var c0 = Codes(ql0, qh, low4, low2);
+                var c1 = Codes(ql1, Avx2.ShiftRightLogical(qh.AsUInt16(), 2).AsByte(), low4, low2);
+                var c2 = Codes(hi0, Avx2.ShiftRightLogical(qh.AsUInt16(), 4).AsByte(), low4, low2);
+                var c3 = Codes(hi1, Avx2.ShiftRightLogical(qh.AsUInt16(), 6).AsByte(), low4, low2);
+                acc = Chunk(c0, q, sc[0], sc[1], d * scale[0], offset, acc);
+                acc = Chunk(c1, q + 32, sc[2], sc[3], d * scale[1], offset, acc);
+                acc = Chunk(c2, q + 64, sc[4], sc[5], d * scale[2], offset, acc);
+                acc = Chunk(c3, q + 96, sc[6], sc[7], d * scale[3], offset, acc);
+                q += 128;
+                scale += 4;
+            }
+        }
+        return Sum(acc);
+    }
+
+    /// <summary>6-bit codes: the low nibble of each byte of <paramref name="nibbles"/> | the low 2 bits of <paramref name="high"/> &lt;&lt; 4.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Codes(Vector256<byte> nibbles, Vector256<byte> high, Vector256<byte> low4, Vector256<byte> low2) =>
+        Avx2.Or(Avx2.And(nibbles, low4), Avx2.ShiftLeftLogical(Avx2.And(high, low2).AsUInt16(), 4).AsByte());
+
+    /// <summary>acc += scale * sum over 32 weights of sc_g (code - 32) x, with sc0 for the first 16 and sc1 for the rest.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector256<float> Chunk(Vector256<byte> codes, sbyte* q, sbyte sc0, sbyte sc1, float scale, Vector256<byte> offset, Vector256<float> acc)
+    {
+        var x = Avx.LoadVector256(q);
+        var pairs = Avx2.Subtract(Avx2.MultiplyAddAdjacent(codes, x), Avx2.MultiplyAddAdjacent(offset, x));
+        var dot = Avx2.MultiplyAddAdjacent(pairs, Vector256.Create(Vector128.Create((short)sc0), Vector128.Create((short)sc1)));
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(dot), Vector256.Create(scale), acc);
     }
 
     // ggml's quantize_row_q8_0_ref: d = amax / 127, q = round(x / d).

@@ -12,7 +12,7 @@ public static class GgufCheckpoint
 {
     /// <summary>Reads the model at <paramref name="path"/> onto <paramref name="accelerator"/>.</summary>
     /// <param name="keepQuantized">
-    /// Also keep every Q8_0, Q4_0 and Q4_K projection matrix in its quantised form
+    /// Also keep every Q8_0, Q4_0, Q4_K and Q6_K projection matrix in its quantised form
     /// (<see cref="LlamaWeights.Quantized"/>), which tape-free decoding on the CPU then multiplies by.
     /// </param>
     /// <exception cref="ModelFormatException">Not a llama GGUF, a key or tensor is missing, or a shape or type does not fit.</exception>
@@ -129,7 +129,7 @@ public static class GgufCheckpoint
         if (!w.Config.TiedEmbeddings) yield return ("output.weight", w.Output, 0);
     }
 
-    /// <summary>Keeps the file's blocks of a Q8_0 / Q4_0 / Q4_K matrix (rows moved like the float copy's for Q/K).</summary>
+    /// <summary>Keeps the file's blocks of a Q8_0 / Q4_0 / Q4_K / Q6_K matrix (rows moved like the float copy's for Q/K).</summary>
     private static void KeepQuantized(GgufFile file, string name, Tensor target, int ropeHeads, int headDim, LlamaWeights weights)
     {
         var info = file.FindTensor(name)!;
