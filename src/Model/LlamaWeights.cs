@@ -175,10 +175,14 @@ public sealed class LlamaWeights : IDisposable
         foreach (var (_, t) in Named()) t.Freeze();
     }
 
-    /// <summary>Allow the weights to change again (full-weight training does this); pre-packed copies are dropped.</summary>
+    /// <summary>
+    /// Allow the weights to change again (full-weight training does this); pre-packed copies are dropped, and so are
+    /// the quantised copies (<see cref="Quantized"/>), which would no longer match.
+    /// </summary>
     public void Unfreeze()
     {
         foreach (var (_, t) in Named()) t.Unfreeze();
+        quantized.Clear();
     }
 
     /// <summary>Frees the one block every weight tensor views.</summary>

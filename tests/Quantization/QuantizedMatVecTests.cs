@@ -207,6 +207,8 @@ public class QuantizedMatVecTests
         Assert.Equal(15, kept.Quantized.Count);                                       // 2 x 7 projections + the head
         var quantizedModel = new LlamaModel(kept);
         var floatModel = new LlamaModel(plain);
+        Assert.NotNull(quantizedModel.Head.Quantized);
+        Assert.Null(floatModel.Head.Quantized);
         int[] ids = [1, 40, 300, 7, 99];
         using var c1 = quantizedModel.NewCache(16);
         using var c2 = floatModel.NewCache(16);
@@ -222,5 +224,8 @@ public class QuantizedMatVecTests
             // are sums that mostly cancel, so compare whole vectors.
             Check.RelativeNorm(Check.ToDouble(f), q, 0.05, "Q4_K decode logits");
         }
+        // Weights that may change again drop their quantised copies (they would go stale).
+        _ = new LlamaModel(kept, trainable: true);
+        Assert.Empty(kept.Quantized);
     }
 }
