@@ -4,7 +4,8 @@ using UioLlm.Bench;
 // Side-by-side runners (quick Stopwatch medians, printed as tables):
 //   blas      [--quick] [--threads 1,2] [--sizes 512,2048,vocab,decode]   our MatMul vs OpenBLAS cblas_sgemm
 //   attention [--quick] [--threads 1,2]                                   attention forward/backward GFLOP/s vs our MatMul rate
-//   inference [--quick] [--threads 1,2]                                   decode and prefill tokens/s vs llama2.c run.c
+//   inference [--quick] [--threads 1,2] [--runc PATH] [--llama-cpp DIR] [--work DIR]
+//                                                                         decode/prefill tokens/s (f32 vs run.c), decode with Q8_0/Q4_0/Q4_K vs f32 and llama.cpp
 //   tokenizers [--quick]                                                  encode/decode MB/s on Moby Dick, both tokenizers
 //   uio-cost [--contexts 1024,4096,16384,65536] [--full-max 16384] [--threads 2]   UIO vs full attention: time and KV memory
 //   estimators [--quick] [--segments 8,16]                                the paper's Table 4: each estimator's gradient vs the exact one
@@ -46,7 +47,7 @@ if (args.Length > 0 && args[0] == "attention")
 }
 if (args.Length > 0 && args[0] == "inference")
 {
-    InferenceSideBySide.Run(Console.Out, args.Contains("--quick"), Threads());
+    InferenceSideBySide.Run(Console.Out, args.Contains("--quick"), Threads(), Value("--runc"), Value("--llama-cpp"), Value("--work"));
     return 0;
 }
 if (args.Length > 0 && args[0] == "tokenizers")

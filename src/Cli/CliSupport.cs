@@ -30,7 +30,7 @@ internal static class CliSupport
     /// Loads --model (any format) with its tokenizer on a new accelerator; refuses a tokenizer whose
     /// vocabulary does not match the model's.
     /// </summary>
-    public static LoadedModel Open(string modelPath, string? tokenizerPath, int threads)
+    public static LoadedModel Open(string modelPath, string? tokenizerPath, int threads, bool keepQuantized = false)
     {
         RequireExists(modelPath, "--model");
         if (threads < 0) throw new UsageException($"--threads must be 0 (all cores) or a positive number, got {threads}");
@@ -38,7 +38,7 @@ internal static class CliSupport
         var accelerator = Accelerator.Create(AcceleratorKind.Auto, threads);
         try
         {
-            var weights = ModelLoader.Load(modelPath, accelerator);
+            var weights = ModelLoader.Load(modelPath, accelerator, keepQuantized);
             if (tokenizer.VocabSize != weights.Config.VocabSize)
             {
                 weights.Dispose();

@@ -7,7 +7,7 @@ namespace UioLlm.Cli;
 internal static class GenerateCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string? Adapter, string? Prompt, string? PromptFile,
-        int MaxTokens, float Temperature, float TopP, int Seed, int Threads, bool AllowExtrapolation = false);
+        int MaxTokens, float Temperature, float TopP, int Seed, int Threads, bool AllowExtrapolation = false, bool KeepQuantized = false);
 
     public static int Run(Options o, TextWriter output, TextWriter error) => CliSupport.Guarded("generate", error, () =>
     {
@@ -15,7 +15,7 @@ internal static class GenerateCommand
         if (o.Prompt is not null && o.PromptFile is not null) throw new UsageException("give either --prompt or --prompt-file, not both");
         string prompt = o.PromptFile is not null ? File.ReadAllText(CliSupport.RequireExists(o.PromptFile, "--prompt-file")) : o.Prompt ?? "";
         var options = new GenerationOptions { MaxNewTokens = o.MaxTokens, Temperature = o.Temperature, TopP = o.TopP, Seed = o.Seed };
-        using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads);
+        using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads, o.KeepQuantized);
         var (model, tokenizer) = (loaded.Model, loaded.Tokenizer);
         // An empty prompt starts from BOS alone.
         int[] ids = prompt.Length == 0 ? [model.Config.BosId] : tokenizer.Encode(prompt, addBos: true);

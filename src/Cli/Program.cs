@@ -91,11 +91,15 @@ public static class Program
         var seed = new Option<int>("--seed") { Description = "Sampling seed", DefaultValueFactory = _ => 0 };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var extrapolate = new Option<bool>("--allow-extrapolation") { Description = "With --adapter: read past UIO's position budget (memories + local tokens beyond the base's trained context)" };
+        var keepQuantized = new Option<bool>("--keep-quantized")
+        {
+            Description = "For a quantised GGUF: keep Q8_0/Q4_0/Q4_K/Q6_K matrices quantised and decode with the quantised kernels (CPU)",
+        };
         var command = new Command("generate", "Stream text from a model (optionally through a UIO adapter)");
-        foreach (var o in new Option[] { model, tokenizer, adapter, prompt, promptFile, maxTokens, temperature, topP, seed, threads, extrapolate }) command.Options.Add(o);
+        foreach (var o in new Option[] { model, tokenizer, adapter, prompt, promptFile, maxTokens, temperature, topP, seed, threads, extrapolate, keepQuantized }) command.Options.Add(o);
         command.SetAction(p => GenerateCommand.Run(new GenerateCommand.Options(p.GetValue(model)!, p.GetValue(tokenizer), p.GetValue(adapter),
             p.GetValue(prompt), p.GetValue(promptFile), p.GetValue(maxTokens), p.GetValue(temperature), p.GetValue(topP), p.GetValue(seed),
-            p.GetValue(threads), p.GetValue(extrapolate)), output, error));
+            p.GetValue(threads), p.GetValue(extrapolate), p.GetValue(keepQuantized)), output, error));
         return command;
     }
 

@@ -13,6 +13,11 @@ public enum RopeScalingKind
     DynamicNtk,
     /// <summary>YaRN: per-frequency ramp between interpolation and extrapolation, plus an attention factor.</summary>
     Yarn,
+    /// <summary>
+    /// Llama 3.1: wavelengths longer than L / low_freq_factor are divided by the factor, those shorter than
+    /// L / high_freq_factor kept, and the band between blended smoothly.
+    /// </summary>
+    Llama3,
 }
 
 /// <summary>Which dimensions form a rotated pair.</summary>
@@ -24,8 +29,10 @@ public enum RopeLayout
     Interleaved,
 }
 
-/// <summary>Context extension settings. <paramref name="OriginalContext"/> is the pre-training length L.</summary>
-public sealed record RopeScaling(RopeScalingKind Kind, double Factor = 1.0, int OriginalContext = 4096, double BetaFast = 32, double BetaSlow = 1);
+/// <summary>Context extension settings. <paramref name="OriginalContext"/> is the pre-training length L;
+/// <paramref name="LowFreqFactor"/> and <paramref name="HighFreqFactor"/> are Llama 3's band edges (Llama3 only).</summary>
+public sealed record RopeScaling(RopeScalingKind Kind, double Factor = 1.0, int OriginalContext = 4096, double BetaFast = 32, double BetaSlow = 1,
+    double LowFreqFactor = 1, double HighFreqFactor = 4);
 
 /// <summary>
 /// The RoPE frequency table: one inverse frequency per rotated pair and the attention factor that
@@ -93,6 +100,24 @@ public sealed class RopeTable
             case RopeScalingKind.Linear:
                 for (int i = 0; i < half; i++) inv[i] /= s;
                 break;
+            case RopeScalingKind.Llama3:
+            {
+                if (!(scaling.HighFreqFactor > scaling.LowFreqFactor) || !(scaling.LowFreqFactor > 0) || double.IsInfinity(scaling.HighFreqFactor))
+                    throw new ArgumentOutOfRangeException(nameof(scaling), $"Llama 3 RoPE needs 0 < low_freq_factor < high_freq_factor, got {scaling.LowFreqFactor} and {scaling.HighFreqFactor}");
+                double l = scaling.OriginalContext;
+                double lowWavelength = l / scaling.LowFreqFactor, highWavelength = l / scaling.HighFreqFactor;
+                for (int i = 0; i < half; i++)
+                {
+                    double wavelength = 2 * Math.PI / inv[i];
+                    if (wavelength > lowWavelength) inv[i] /= s;
+                    else if (wavelength >= highWavelength)
+                    {
+                        double smooth = (l / wavelength - scaling.LowFreqFactor) / (scaling.HighFreqFactor - scaling.LowFreqFactor);
+                        inv[i] = (1 - smooth) * inv[i] / s + smooth * inv[i];
+                    }
+                }
+                break;
+            }
             case RopeScalingKind.Yarn:
             {
                 double l = scaling.OriginalContext;

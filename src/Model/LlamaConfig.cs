@@ -23,6 +23,11 @@ public sealed record LlamaConfig
     public float RopeTheta { get; init; } = 10000f;
     /// <summary>Context extension applied to RoPE; null for plain RoPE.</summary>
     public RopeScaling? RopeScaling { get; init; }
+    /// <summary>
+    /// True when the q, k and v projections carry a bias (Qwen2 / Qwen2.5; Hugging Face's attention_bias, which
+    /// for Llama also puts one on o_proj: that form is refused by the config reader).
+    /// </summary>
+    public bool AttentionBias { get; init; }
     /// <summary>True when the output head reuses the token embedding (tie_word_embeddings).</summary>
     public bool TiedEmbeddings { get; init; }
     public int BosId { get; init; } = 1;
@@ -34,7 +39,7 @@ public sealed record LlamaConfig
     /// visible to every query. 0 for both: every layer is global, exactly as without the setting.
     /// </summary>
     public int LocalWindow { get; init; }
-    /// <summary>How many leading layers are local (see <see cref="LocalWindow"/>); 0: none.</summary>
+    /// <summary>How many leading layers are local (see <see cref="LocalWindow"/>); 0: none; all of them: Mistral's sliding_window.</summary>
     public int LocalLayers { get; init; }
 
     /// <summary>The shape of llama2.c's stories15M (dim 288, 6 layers, 6 heads, vocabulary 32000, context 256, tied head).</summary>
@@ -100,7 +105,7 @@ public sealed record LlamaConfig
         Require(MaxSeqLen > 0, $"max_seq_len must be positive, got {MaxSeqLen}");
         Require(NormEps > 0 && float.IsFinite(NormEps), $"rms_norm_eps must be positive, got {NormEps}");
         Require(RopeTheta > 0 && float.IsFinite(RopeTheta), $"rope_theta must be positive, got {RopeTheta}");
-        Require(LocalLayers >= 0 && LocalLayers < Layers, $"LocalLayers ({LocalLayers}) must lie in [0, layers ({Layers})): at least one layer stays global");
+        Require(LocalLayers >= 0 && LocalLayers <= Layers, $"LocalLayers ({LocalLayers}) must lie in [0, layers ({Layers})] (all layers local: Mistral's sliding window)");
         Require(LocalWindow >= 0, $"LocalWindow must be >= 0, got {LocalWindow}");
         Require(LocalLayers == 0 || LocalWindow > 0, $"LocalLayers = {LocalLayers} needs a positive LocalWindow, got {LocalWindow}");
         Require(LocalLayers > 0 || LocalWindow == 0, $"LocalWindow = {LocalWindow} has no effect with LocalLayers = 0; set both or neither");
@@ -111,7 +116,7 @@ public sealed record LlamaConfig
     {
         get
         {
-            long perLayer = 2L * Dim + (long)Dim * Dim * 2 + 2L * KvDim * Dim + 3L * Dim * HiddenDim;
+            long perLayer = 2L * Dim + (long)Dim * Dim * 2 + 2L * KvDim * Dim + 3L * Dim * HiddenDim + (AttentionBias ? Dim + 2L * KvDim : 0);
             long head = TiedEmbeddings ? 0 : (long)VocabSize * Dim;
             return (long)VocabSize * Dim + Layers * perLayer + Dim + head;
         }

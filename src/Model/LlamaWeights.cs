@@ -1,4 +1,5 @@
 using UioLlm.Kernels;
+using UioLlm.Kernels.Quantization;
 
 namespace UioLlm.Model;
 
@@ -10,6 +11,9 @@ public sealed class LlamaLayerWeights
     public required Tensor Wk { get; init; }              // [kv_heads*hd, dim] self_attn.k_proj
     public required Tensor Wv { get; init; }              // [kv_heads*hd, dim] self_attn.v_proj
     public required Tensor Wo { get; init; }              // [dim, heads*hd]    self_attn.o_proj
+    public Tensor? Bq { get; init; }                      // [heads*hd]         self_attn.q_proj.bias (LlamaConfig.AttentionBias)
+    public Tensor? Bk { get; init; }                      // [kv_heads*hd]      self_attn.k_proj.bias
+    public Tensor? Bv { get; init; }                      // [kv_heads*hd]      self_attn.v_proj.bias
     public required Tensor FfnNorm { get; init; }         // [dim]              post_attention_layernorm
     public required Tensor W1 { get; init; }              // [hidden, dim]      mlp.gate_proj
     public required Tensor W2 { get; init; }              // [dim, hidden]      mlp.down_proj
@@ -77,12 +81,16 @@ public sealed class LlamaWeights : IDisposable
         for (int l = 0; l < layers.Length; l++)
         {
             string p = $"model.layers.{l}.";
+            bool bias = config.AttentionBias;
             layers[l] = new LlamaLayerWeights
             {
                 AttentionNorm = T(p + "input_layernorm.weight", d),
                 Wq = T(p + "self_attn.q_proj.weight", d, d),
+                Bq = bias ? T(p + "self_attn.q_proj.bias", d) : null,
                 Wk = T(p + "self_attn.k_proj.weight", kv, d),
+                Bk = bias ? T(p + "self_attn.k_proj.bias", kv) : null,
                 Wv = T(p + "self_attn.v_proj.weight", kv, d),
+                Bv = bias ? T(p + "self_attn.v_proj.bias", kv) : null,
                 Wo = T(p + "self_attn.o_proj.weight", d, d),
                 FfnNorm = T(p + "post_attention_layernorm.weight", d),
                 W1 = T(p + "mlp.gate_proj.weight", h, d),
@@ -122,8 +130,8 @@ public sealed class LlamaWeights : IDisposable
         yield return (TokenEmbedding.Name!, TokenEmbedding);
         foreach (var layer in Layers)
         {
-            foreach (var t in new[] { layer.AttentionNorm, layer.Wq, layer.Wk, layer.Wv, layer.Wo, layer.FfnNorm, layer.W1, layer.W2, layer.W3 })
-                yield return (t.Name!, t);
+            foreach (var t in new[] { layer.AttentionNorm, layer.Wq, layer.Bq, layer.Wk, layer.Bk, layer.Wv, layer.Bv, layer.Wo, layer.FfnNorm, layer.W1, layer.W2, layer.W3 })
+                if (t is not null) yield return (t.Name!, t);
         }
         yield return (FinalNorm.Name!, FinalNorm);
         if (!Config.TiedEmbeddings) yield return (Output.Name!, Output);
@@ -137,7 +145,28 @@ public sealed class LlamaWeights : IDisposable
         return null;
     }
 
-    /// <summary>Frees the one block every weight tensor views.</summary>
+    private readonly Dictionary<string, QuantizedMatrix> quantized = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Block-quantised copies of matrices, by Hugging Face name (a GGUF loaded with keepQuantized): tape-free
+    /// decoding on the CPU multiplies by these instead of the float32 tensors, which stay for everything else
+    /// (prefill, the tape, saving). Empty unless a loader or <see cref="KeepQuantized"/> filled it.
+    /// </summary>
+    public IReadOnlyDictionary<string, QuantizedMatrix> Quantized => quantized;
+
+    /// <summary>
+    /// Keeps <paramref name="matrix"/> as the quantised form of the matrix called <paramref name="name"/>. The
+    /// caller promises it encodes the same weights as the float32 tensor (a loader stores both from one file).
+    /// </summary>
+    public void KeepQuantized(string name, QuantizedMatrix matrix)
+    {
+        ArgumentNullException.ThrowIfNull(matrix);
+        var t = Find(name) ?? throw new ArgumentException($"LlamaWeights: no tensor '{name}'", nameof(name));
+        if (t.Rank != 2 || t.Dim(0) != matrix.Rows || t.Dim(1) != matrix.Columns)
+            throw new ArgumentException($"LlamaWeights: quantised '{name}' is [{matrix.Rows}, {matrix.Columns}], the tensor is {t.ShapeString}", nameof(matrix));
+        quantized[name] = matrix;
+    }
+
     /// <summary>
     /// Promise that no weight changes from now on (<see cref="Tensor.Freeze"/>): the CPU kernels then keep the
     /// matrices pre-packed for the GEMM. A frozen <see cref="Modules.LlamaModel"/> does this; write into the
@@ -148,10 +177,14 @@ public sealed class LlamaWeights : IDisposable
         foreach (var (_, t) in Named()) t.Freeze();
     }
 
-    /// <summary>Allow the weights to change again (full-weight training does this); pre-packed copies are dropped.</summary>
+    /// <summary>
+    /// Allow the weights to change again (full-weight training does this); pre-packed copies are dropped, and so are
+    /// the quantised copies (<see cref="Quantized"/>), which would no longer match.
+    /// </summary>
     public void Unfreeze()
     {
         foreach (var (_, t) in Named()) t.Unfreeze();
+        quantized.Clear();
     }
 
     /// <summary>

@@ -72,6 +72,20 @@ public class CliModelCommandTests
     }
 
     [DataFact]
+    public void GenerateRunsAQuantisedGgufKeptQuantised()
+    {
+        // llama.cpp's own Q4_0 file (its tokenizer inside); llama-simple prints the same 20 tokens (llama-simple-A.txt).
+        string model = TestData.File("models", "quantized", "stories260K-ff192.Q4_0.gguf");
+        var (code, output, error) = Run("generate", "--model", model, "--prompt", "Once upon a time", "--temperature", "0",
+            "--max-tokens", "20", "--threads", "1", "--keep-quantized");
+        Assert.True(code == 0, error);
+        Assert.StartsWith("Once upon a time, there was a little girl named Lily. She loved to play outsid", output);
+        (code, output, error) = Run("info", TestData.File("models", "quantized", "randB.Q4_K_M.gguf"));
+        Assert.True(code == 0, error);
+        Assert.Contains("Q4_K", output);
+    }
+
+    [DataFact]
     public void GenerateExplainsMissingOrWrongInputs()
     {
         var (code, _, error) = Run("generate", "--model", "/no/such/model.bin");

@@ -134,14 +134,14 @@ public class GgufFileTests
     public void Unsupported_tensor_type_is_named()
     {
         using var dir = new TempDir();
-        var b = new GgufBuilder().Header(3, 1, 0).Tensor("blk.0.attn_q.weight", [32, 2], 2, 0).Pad(32);
+        var b = new GgufBuilder().Header(3, 1, 0).Tensor("blk.0.attn_q.weight", [32, 2], 20, 0).Pad(32);
         var bytes = b.ToArray().Concat(new byte[36]).ToArray();
-        string path = dir.File("q4.gguf");
+        string path = dir.File("iq4nl.gguf");
         File.WriteAllBytes(path, bytes);
         var g = GgufFile.Read(path);
         var t = g.FindTensor("blk.0.attn_q.weight")!;
-        Assert.Equal((GgufTensorType.Q4_0, 36L), (t.Type, t.ByteLength));
-        AssertFormatError(() => g.ReadTensor(t), path, "'blk.0.attn_q.weight'", "Q4_0 is not supported");
+        Assert.Equal((GgufTensorType.IQ4_NL, 36L), (t.Type, t.ByteLength));
+        AssertFormatError(() => g.ReadTensor(t), path, "'blk.0.attn_q.weight'", "IQ4_NL is not supported");
     }
 
     public static TheoryData<string, byte[], string> CorruptHeaders()

@@ -55,7 +55,7 @@ public class HfConfigTests
     [InlineData("\"hidden_size\": 4096,", "", "field 'hidden_size' is missing")]
     [InlineData("\"hidden_size\": 4096", "\"hidden_size\": \"big\"", "field 'hidden_size' is \"big\", expected an integer")]
     [InlineData("\"num_key_value_heads\": 32", "\"num_key_value_heads\": 5", "kv_heads")]
-    [InlineData("\"rope_scaling\": null", "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8}", "rope_scaling type 'llama3' is not supported")]
+    [InlineData("\"rope_scaling\": null", "\"rope_scaling\": {\"rope_type\": \"longrope\", \"factor\": 8}", "rope_scaling type 'longrope' is not supported")]
     [InlineData("\"rope_scaling\": null", "\"rope_scaling\": {\"type\": \"linear\"}", "field 'rope_scaling.factor' is missing")]
     [InlineData("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", "hidden_act 'gelu'")]
     [InlineData("\"use_cache\": true", "\"attention_bias\": true", "attention_bias is true")]

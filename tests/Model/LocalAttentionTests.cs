@@ -118,7 +118,7 @@ public sealed class LocalAttentionTests
     public void InvalidLocalSettingsAreRefused()
     {
         Assert.Contains("LocalWindow", Assert.Throws<ArgumentException>(() => (GradCheck.TinyConfig() with { LocalLayers = 1 }).Validate()).Message);
-        Assert.Contains("LocalLayers", Assert.Throws<ArgumentException>(() => (GradCheck.TinyConfig() with { LocalLayers = 2, LocalWindow = 4 }).Validate()).Message);
+        Assert.Contains("LocalLayers", Assert.Throws<ArgumentException>(() => (GradCheck.TinyConfig() with { LocalLayers = 3, LocalWindow = 4 }).Validate()).Message);
         Assert.Contains("LocalWindow", Assert.Throws<ArgumentException>(() => (GradCheck.TinyConfig() with { LocalWindow = 4 }).Validate()).Message);
         Local().Validate();
         GradCheck.TinyConfig().Validate();

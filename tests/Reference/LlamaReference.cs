@@ -30,18 +30,18 @@ internal static class LlamaReference
         {
             var layer = w.Layers[li];
             var n = x.Select(r => RmsNorm(r, layer.AttentionNorm.ToArray(), c.NormEps)).ToArray();
-            var q = n.Select(r => MatVec(layer.Wq.ToArray(), r, c.Heads * hd)).ToArray();
-            var k = n.Select(r => MatVec(layer.Wk.ToArray(), r, c.KvDim)).ToArray();
-            var v = n.Select(r => MatVec(layer.Wv.ToArray(), r, c.KvDim)).ToArray();
+            var q = n.Select(r => AddBias(MatVec(layer.Wq.ToArray(), r, c.Heads * hd), layer.Bq)).ToArray();
+            var k = n.Select(r => AddBias(MatVec(layer.Wk.ToArray(), r, c.KvDim), layer.Bk)).ToArray();
+            var v = n.Select(r => AddBias(MatVec(layer.Wv.ToArray(), r, c.KvDim), layer.Bv)).ToArray();
             for (int t = 0; t < T; t++)
             {
-                Rope(q[t], c.Heads, hd, memory + t, c.RopeTheta);
-                Rope(k[t], c.KvHeads, hd, memory + t, c.RopeTheta);
+                Rope(q[t], c.Heads, hd, memory + t, c);
+                Rope(k[t], c.KvHeads, hd, memory + t, c);
             }
             if (memory > 0)
             {
                 // Keys and values of [memory ; tokens]; memory keys rotated at their own positions 0..M-1.
-                var mk = memoryK![li].Select((row, m) => { var r = (double[])row.Clone(); Rope(r, c.KvHeads, hd, m, c.RopeTheta); return r; });
+                var mk = memoryK![li].Select((row, m) => { var r = (double[])row.Clone(); Rope(r, c.KvHeads, hd, m, c); return r; });
                 k = mk.Concat(k).ToArray();
                 v = memoryV![li].Concat(v).ToArray();
             }
@@ -115,13 +115,39 @@ internal static class LlamaReference
         return y;
     }
 
-    private static void Rope(double[] v, int heads, int hd, int pos, double theta)
+    private static double[] AddBias(double[] y, UioLlm.Kernels.Tensor? bias)
     {
+        if (bias is null) return y;
+        var b = bias.ToArray();
+        for (int i = 0; i < y.Length; i++) y[i] += b[i];
+        return y;
+    }
+
+    /// <summary>
+    /// The inverse frequency of pair i: theta^(-2i/hd), or with Llama 3 scaling (transformers'
+    /// _compute_llama3_parameters, written out here independently of RopeTable) its rescaled value.
+    /// </summary>
+    public static double InverseFrequency(LlamaConfig c, int i, int hd)
+    {
+        double inv = Math.Pow(c.RopeTheta, -2.0 * i / hd);
+        if (c.RopeScaling is not { Kind: UioLlm.Kernels.RopeScalingKind.Llama3 } s) return inv;
+        double wavelength = 2 * Math.PI / inv;
+        double lowWl = s.OriginalContext / s.LowFreqFactor, highWl = s.OriginalContext / s.HighFreqFactor;
+        if (wavelength < highWl) return inv;
+        if (wavelength > lowWl) return inv / s.Factor;
+        double smooth = (s.OriginalContext / wavelength - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor);
+        return (1 - smooth) * inv / s.Factor + smooth * inv;
+    }
+
+    private static void Rope(double[] v, int heads, int hd, int pos, LlamaConfig c)
+    {
+        if (c.RopeScaling is { Kind: not (UioLlm.Kernels.RopeScalingKind.None or UioLlm.Kernels.RopeScalingKind.Llama3) })
+            throw new NotSupportedException($"LlamaReference: RoPE scaling {c.RopeScaling.Kind}");
         int half = hd / 2;
         for (int h = 0; h < heads; h++)
             for (int i = 0; i < half; i++)
             {
-                double angle = pos * Math.Pow(theta, -2.0 * i / hd);
+                double angle = pos * InverseFrequency(c, i, hd);
                 double a = v[h * hd + i], b = v[h * hd + i + half];
                 v[h * hd + i] = a * Math.Cos(angle) - b * Math.Sin(angle);
                 v[h * hd + i + half] = a * Math.Sin(angle) + b * Math.Cos(angle);

@@ -155,6 +155,32 @@ public sealed partial class Tape
         return output;
     }
 
+    /// <summary>y[t] = x[t] + bias for every row t of x [T, n]; bias [n].</summary>
+    public Var AddBias(Var x, Var bias)
+    {
+        BeginOp("AddBias");
+        int rows = x.Value.Dim(0), n = x.Value.Dim(1);
+        if (bias.Value.Length != n)
+            throw new ArgumentException($"AddBias: bias has {bias.Value.Length} values, the rows have {n}", nameof(bias));
+        var y = Rent(x.Value.Shape, "add_bias");
+        var b = bias.Value.View(1, n);
+        for (int t = 0; t < rows; t++) K.Add(x.Value.Slice(t, 1), b, y.Slice(t, 1));
+        bool grad = NeedsGrad(x, bias);
+        var output = Output(y, grad);
+        if (grad)
+            Record("AddBias", output, () =>
+            {
+                var dy = output.Grad!;
+                if (x.GradForAccumulate() is { } dx) K.Axpy(1f, dy, dx);
+                if (bias.GradForAccumulate() is { } db)
+                {
+                    var row = db.View(1, n);
+                    for (int t = 0; t < rows; t++) K.Axpy(1f, dy.Slice(t, 1), row);
+                }
+            });
+        return output;
+    }
+
     /// <summary>y = s x.</summary>
     public Var Scale(Var x, float s)
     {

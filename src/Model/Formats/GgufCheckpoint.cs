@@ -1,16 +1,22 @@
 using UioLlm.Kernels;
+using UioLlm.Kernels.Quantization;
 
 namespace UioLlm.Model.Formats;
 
 /// <summary>
-/// Loads a llama-architecture GGUF model (llama.cpp's format) into <see cref="LlamaWeights"/>. Tensors must be
-/// F32, F16 or BF16. llama.cpp stores Q/K rows in interleaved RoPE order; they are permuted to Hugging Face order.
+/// Loads a llama-architecture GGUF model (llama.cpp's format) into <see cref="LlamaWeights"/>. Tensors may be
+/// F32, F16, BF16 or block-quantised (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, dequantised exactly as ggml does).
+/// llama.cpp stores Q/K rows in interleaved RoPE order; they are permuted to Hugging Face order.
 /// </summary>
 public static class GgufCheckpoint
 {
     /// <summary>Reads the model at <paramref name="path"/> onto <paramref name="accelerator"/>.</summary>
+    /// <param name="keepQuantized">
+    /// Also keep every Q8_0, Q4_0, Q4_K and Q6_K projection matrix in its quantised form
+    /// (<see cref="LlamaWeights.Quantized"/>), which tape-free decoding on the CPU then multiplies by.
+    /// </param>
     /// <exception cref="ModelFormatException">Not a llama GGUF, a key or tensor is missing, or a shape or type does not fit.</exception>
-    public static LlamaWeights Load(string path, Accelerator accelerator)
+    public static LlamaWeights Load(string path, Accelerator accelerator, bool keepQuantized = false)
     {
         ArgumentNullException.ThrowIfNull(accelerator);
         var file = GgufFile.Read(path);
@@ -19,7 +25,11 @@ public static class GgufCheckpoint
         try
         {
             foreach (var (ggufName, tensor, ropeHeads) in Mapping(weights))
+            {
                 LoadTensor(file, ggufName, tensor, ropeHeads, config.HeadDim);
+                if (keepQuantized && (ggufName != "token_embd.weight" || config.TiedEmbeddings))
+                    KeepQuantized(file, ggufName, tensor, ropeHeads, config.HeadDim, weights);
+            }
             return weights;
         }
         catch
@@ -67,6 +77,14 @@ public static class GgufCheckpoint
         {
             throw new ModelFormatException(file.Path, $"llama metadata does not describe a valid model: {e.Message}", e);
         }
+        // Tensors this loader would otherwise skip silently, computing another function than the file's.
+        foreach (var t in file.Tensors)
+        {
+            if (t.Name == "rope_freqs.weight")
+                throw new ModelFormatException(file.Path, "tensor 'rope_freqs.weight' (per-frequency RoPE factors, Llama 3.1-style scaling) is not supported in GGUF files; load the Hugging Face folder, whose rope_scaling llama3 is supported");
+            if (t.Name.EndsWith(".bias", StringComparison.Ordinal))
+                throw new ModelFormatException(file.Path, $"tensor '{t.Name}': biases are not supported in llama GGUF files");
+        }
         if (file.Metadata.ContainsKey("llama.rope.dimension_count") && file.GetInt("llama.rope.dimension_count") != config.HeadDim)
             throw new ModelFormatException(file.Path, $"llama.rope.dimension_count is {file.GetInt("llama.rope.dimension_count")}, but only full-head RoPE (head_dim {config.HeadDim}) is supported");
         return config;
@@ -109,6 +127,35 @@ public static class GgufCheckpoint
         }
         yield return ("output_norm.weight", w.FinalNorm, 0);
         if (!w.Config.TiedEmbeddings) yield return ("output.weight", w.Output, 0);
+    }
+
+    /// <summary>Keeps the file's blocks of a Q8_0 / Q4_0 / Q4_K / Q6_K matrix (rows moved like the float copy's for Q/K).</summary>
+    private static void KeepQuantized(GgufFile file, string name, Tensor target, int ropeHeads, int headDim, LlamaWeights weights)
+    {
+        var info = file.FindTensor(name)!;
+        if (target.Rank != 2 || GgufFile.QuantFormatOf(info.Type) is not { } format || !QuantizedMatrix.HasKernel(format)) return;
+        var bytes = file.ReadRawTensor(info);
+        if (ropeHeads > 0)
+        {
+            int rowBytes = (int)QuantFormats.ByteCount(format, target.Dim(1));
+            PermuteRows(bytes, ropeHeads, headDim, rowBytes);
+        }
+        weights.KeepQuantized(target.Name!, QuantizedMatrix.FromBlocks(format, target.Dim(0), target.Dim(1), bytes));
+    }
+
+    /// <summary>The row move of <see cref="RopePermutation.InterleavedToHalfSplit"/> on rows of raw bytes.</summary>
+    private static void PermuteRows(byte[] data, int heads, int headDim, int rowBytes)
+    {
+        int half = headDim / 2, block = headDim * rowBytes;
+        var scratch = new byte[block];
+        for (int h = 0; h < heads; h++)
+        {
+            var head = data.AsSpan(h * block, block);
+            head.CopyTo(scratch);
+            for (int i = 0; i < half; i++)
+            for (int j = 0; j < 2; j++)
+                scratch.AsSpan((2 * i + j) * rowBytes, rowBytes).CopyTo(head.Slice((j * half + i) * rowBytes, rowBytes));
+        }
     }
 
     /// <summary>

@@ -1,4 +1,5 @@
 using System.Numerics;
+using UioLlm.Kernels.Quantization;
 
 namespace UioLlm.Model.Formats;
 
@@ -236,21 +237,75 @@ public sealed class GgufFile
     /// <summary>The tensor called <paramref name="name"/>, or null.</summary>
     public GgufTensorInfo? FindTensor(string name) => tensorsByName.GetValueOrDefault(name);
 
-    /// <summary>The elements of an F32, F16 or BF16 tensor as float32, in file order (Shape[0] fastest).</summary>
+    /// <summary>
+    /// The elements of a tensor as float32, in file order (Shape[0] fastest): F32, F16 and BF16 are decoded, the
+    /// block-quantised types of <see cref="QuantFormat"/> (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K) dequantised
+    /// exactly as ggml does.
+    /// </summary>
     /// <exception cref="ModelFormatException">The type cannot be decoded, or the tensor is not this file's.</exception>
     public float[] ReadTensor(GgufTensorInfo info)
     {
-        ArgumentNullException.ThrowIfNull(info);
-        if (!tensorsByName.TryGetValue(info.Name, out var own) || own.Offset != info.Offset || own.ByteLength != info.ByteLength || own.Type != info.Type)
-            throw new ArgumentException($"tensor '{info.Name}' is not a tensor of {Path}", nameof(info));
+        CheckOwn(info);
+        if (QuantFormatOf(info.Type) is { } format)
+        {
+            if (info.ElementCount > Array.MaxLength)
+                throw new ModelFormatException(Path, $"tensor '{info.Name}' has {info.ElementCount} elements, more than one array can hold");
+            var values = new float[info.ElementCount];
+            QuantFormats.Dequantize(format, ReadRawTensor(info), values);
+            return values;
+        }
         var encoding = info.Type switch
         {
             GgufTensorType.F32 => FloatEncoding.F32,
             GgufTensorType.F16 => FloatEncoding.F16,
             GgufTensorType.BF16 => FloatEncoding.BF16,
-            _ => throw new ModelFormatException(Path, $"tensor '{info.Name}' {info.ShapeString}: type {info.Type} is not supported (readable types: F32, F16, BF16)"),
+            _ => throw new ModelFormatException(Path, $"tensor '{info.Name}' {info.ShapeString}: type {info.Type} is not supported (readable types: {ReadableTypes})"),
         };
         return FloatFileReader.Read(Path, info.Name, info.Offset, info.ByteLength / FloatFileReader.ElementBytes(encoding), encoding);
+    }
+
+    /// <summary>The tensor types <see cref="ReadTensor"/> decodes, for messages.</summary>
+    public const string ReadableTypes = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+
+    /// <summary>The stored bytes of a tensor, unchanged (for quantised tensors kept quantised in memory).</summary>
+    public byte[] ReadRawTensor(GgufTensorInfo info)
+    {
+        CheckOwn(info);
+        if (info.ByteLength > Array.MaxLength)
+            throw new ModelFormatException(Path, $"tensor '{info.Name}' has {info.ByteLength} bytes, more than one array can hold");
+        var bytes = new byte[info.ByteLength];
+        using var handle = File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        int got = 0;
+        while (got < bytes.Length)
+        {
+            int read = RandomAccess.Read(handle, bytes.AsSpan(got), info.Offset + got);
+            if (read == 0) throw new ModelFormatException(Path, $"tensor '{info.Name}' is cut short at file offset {info.Offset + got}");
+            got += read;
+        }
+        return bytes;
+    }
+
+    /// <summary>The block-quantisation format of a GGUF tensor type, or null for float and unsupported types.</summary>
+    public static QuantFormat? QuantFormatOf(GgufTensorType type) => type switch
+    {
+        GgufTensorType.Q4_0 => QuantFormat.Q4_0,
+        GgufTensorType.Q4_1 => QuantFormat.Q4_1,
+        GgufTensorType.Q5_0 => QuantFormat.Q5_0,
+        GgufTensorType.Q5_1 => QuantFormat.Q5_1,
+        GgufTensorType.Q8_0 => QuantFormat.Q8_0,
+        GgufTensorType.Q2_K => QuantFormat.Q2_K,
+        GgufTensorType.Q3_K => QuantFormat.Q3_K,
+        GgufTensorType.Q4_K => QuantFormat.Q4_K,
+        GgufTensorType.Q5_K => QuantFormat.Q5_K,
+        GgufTensorType.Q6_K => QuantFormat.Q6_K,
+        _ => null,
+    };
+
+    private void CheckOwn(GgufTensorInfo info)
+    {
+        ArgumentNullException.ThrowIfNull(info);
+        if (!tensorsByName.TryGetValue(info.Name, out var own) || own.Offset != info.Offset || own.ByteLength != info.ByteLength || own.Type != info.Type)
+            throw new ArgumentException($"tensor '{info.Name}' is not a tensor of {Path}", nameof(info));
     }
 
     /// <summary>Widens any boxed GGUF integer to long (uint64 values above long.MaxValue do not convert).</summary>

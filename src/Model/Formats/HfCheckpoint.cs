@@ -58,7 +58,7 @@ public static class HfCheckpoint
         ArgumentNullException.ThrowIfNull(folder);
         if (maxShardBytes < 0) throw new ArgumentOutOfRangeException(nameof(maxShardBytes), $"maxShardBytes must be >= 0, got {maxShardBytes}");
         // Before any file is written: a half-saved folder would load as a global-attention model.
-        weights.Config.RequireGlobalAttention("Hugging Face checkpoint (LlamaForCausalLM config.json)");
+        HfConfig.Family(weights.Config);
         Directory.CreateDirectory(folder);
         var entries = weights.Named().Select(x => SafetensorsEntry.FromTensor(x.Name, x.Tensor)).ToList();
         var metadata = new Dictionary<string, string> { ["format"] = "pt" };

@@ -5,10 +5,14 @@ using UioLlm.Kernels;
 
 namespace UioLlm.Model.Formats;
 
-/// <summary>Hugging Face config.json to and from <see cref="LlamaConfig"/> (model_type llama, or mistral with the same shape).</summary>
+/// <summary>
+/// Hugging Face config.json to and from <see cref="LlamaConfig"/>: the Llama family as transformers defines it for
+/// model_type llama (Llama 1-3.x, with rope_scaling linear, dynamic, yarn or llama3), mistral (sliding_window: every
+/// layer local) and qwen2 (q/k/v biases, often tied embeddings).
+/// </summary>
 public static class HfConfig
 {
-    private static readonly string[] SupportedModelTypes = ["llama", "mistral"];
+    private static readonly string[] SupportedModelTypes = ["llama", "mistral", "qwen2"];
 
     /// <summary>Reads and converts the config.json at <paramref name="path"/>.</summary>
     /// <exception cref="ModelFormatException">Invalid JSON, an unsupported model_type, or a missing or mistyped field.</exception>
@@ -35,14 +39,16 @@ public static class HfConfig
         using (doc)
         {
             var root = new JsonFields(doc.RootElement, source);
-            CheckArchitecture(root, source);
+            string modelType = CheckArchitecture(root, source);
             int maxPositions = root.Int("max_position_embeddings", 2048);
             int heads = root.Int("num_attention_heads");
+            int layers = root.Int("num_hidden_layers");
+            int window = SlidingWindow(root, modelType, maxPositions, source);
             var config = new LlamaConfig
             {
                 Dim = root.Int("hidden_size"),
                 HiddenDim = root.Int("intermediate_size"),
-                Layers = root.Int("num_hidden_layers"),
+                Layers = layers,
                 Heads = heads,
                 KvHeads = root.Int("num_key_value_heads", heads),
                 VocabSize = root.Int("vocab_size"),
@@ -51,6 +57,9 @@ public static class HfConfig
                 RopeTheta = (float)root.Double("rope_theta", 10000),
                 RopeScaling = ReadRopeScaling(root, maxPositions, source),
                 TiedEmbeddings = root.Bool("tie_word_embeddings", false),
+                AttentionBias = modelType == "qwen2",
+                LocalLayers = window > 0 ? layers : 0,
+                LocalWindow = window,
                 BosId = root.FirstInt("bos_token_id", 1),
                 EosId = root.FirstInt("eos_token_id", 2),
             };
@@ -68,23 +77,41 @@ public static class HfConfig
         }
     }
 
-    /// <summary>Rejects model types and options whose computation differs from the Llama decoder.</summary>
-    private static void CheckArchitecture(JsonFields root, string source)
+    /// <summary>Rejects model types and options whose computation differs from the Llama decoder; returns model_type.</summary>
+    private static string CheckArchitecture(JsonFields root, string source)
     {
         string modelType = root.String("model_type");
         if (!SupportedModelTypes.Contains(modelType))
-            throw new ModelFormatException(source, $"model_type '{modelType}' is not supported (expected {string.Join(" or ", SupportedModelTypes)})");
+            throw new ModelFormatException(source, $"model_type '{modelType}' is not supported (expected {string.Join(", ", SupportedModelTypes)})");
         string act = root.String("hidden_act", "silu");
         if (act != "silu") throw new ModelFormatException(source, $"hidden_act '{act}' is not supported (expected silu)");
-        foreach (var bias in new[] { "attention_bias", "mlp_bias" })
-            if (root.Bool(bias, false)) throw new ModelFormatException(source, $"{bias} is true, but biases are not supported");
-        if (root.Has("sliding_window"))
+        if (root.Bool("attention_bias", false))
+            throw new ModelFormatException(source, $"attention_bias is true (model_type {modelType}: biases on q, k, v and o_proj), but only Qwen2's q/k/v biases (model_type qwen2) are supported");
+        if (root.Bool("mlp_bias", false)) throw new ModelFormatException(source, "mlp_bias is true, but MLP biases are not supported");
+        if (root.Has("pretraining_tp") && root.Int("pretraining_tp") > 1)
+            throw new ModelFormatException(source, $"pretraining_tp {root.Int("pretraining_tp")} is not supported (expected 1)");
+        return modelType;
+    }
+
+    /// <summary>
+    /// The attention window of every layer (0: global). Mistral: sliding_window when shorter than the context.
+    /// Qwen2: ignored unless use_sliding_window, which (local upper layers from max_window_layers) is refused.
+    /// </summary>
+    private static int SlidingWindow(JsonFields root, string modelType, int maxPositions, string source)
+    {
+        if (modelType == "qwen2")
         {
-            int window = root.Int("sliding_window");
-            int positions = root.Int("max_position_embeddings", 2048);
-            if (window < positions)
-                throw new ModelFormatException(source, $"sliding_window {window} is shorter than max_position_embeddings {positions}; sliding-window attention is not supported");
+            if (root.Bool("use_sliding_window", false))
+                throw new ModelFormatException(source, "use_sliding_window is true (Qwen2's local upper layers from max_window_layers), which is not supported; set it to false");
+            return 0;
         }
+        if (!root.Has("sliding_window")) return 0;
+        int window = root.Int("sliding_window");
+        if (window <= 0) throw new ModelFormatException(source, $"field 'sliding_window' is {window}, expected a positive integer or null");
+        if (window >= maxPositions) return 0;
+        if (modelType != "mistral")
+            throw new ModelFormatException(source, $"sliding_window {window} is shorter than max_position_embeddings {maxPositions}, but model_type {modelType} has no sliding window (expected mistral)");
+        return window;
     }
 
     /// <summary>rope_scaling {rope_type|type, factor, original_max_position_embeddings[, beta_fast, beta_slow]}.</summary>
@@ -99,31 +126,60 @@ public static class HfConfig
             "linear" => RopeScalingKind.Linear,
             "dynamic" => RopeScalingKind.DynamicNtk,
             "yarn" => RopeScalingKind.Yarn,
-            _ => throw new ModelFormatException(source, $"rope_scaling type '{type}' is not supported (expected linear, dynamic or yarn)"),
+            "llama3" => RopeScalingKind.Llama3,
+            _ => throw new ModelFormatException(source, $"rope_scaling type '{type}' is not supported (expected default, linear, dynamic, yarn or llama3)"),
         };
         if (kind == RopeScalingKind.None) return null;
         double factor = scaling.Double("factor");
         if (!(factor >= 1) || !double.IsFinite(factor))
             throw new ModelFormatException(source, $"rope_scaling factor {factor} must be a finite number >= 1");
+        if (kind == RopeScalingKind.Llama3)
+        {
+            int l = scaling.Int("original_max_position_embeddings");
+            double low = scaling.Double("low_freq_factor"), high = scaling.Double("high_freq_factor");
+            if (!(low > 0) || !(high > low) || !double.IsFinite(high))
+                throw new ModelFormatException(source, $"rope_scaling low_freq_factor {low} and high_freq_factor {high} must satisfy 0 < low < high");
+            if (l <= 0) throw new ModelFormatException(source, $"rope_scaling original_max_position_embeddings {l} must be positive");
+            return new RopeScaling(kind, factor, l, LowFreqFactor: low, HighFreqFactor: high);
+        }
         int original = scaling.Int("original_max_position_embeddings", maxPositions);
         return new RopeScaling(kind, factor, original, scaling.Double("beta_fast", 32), scaling.Double("beta_slow", 1));
     }
 
-    /// <summary>config.json text for <paramref name="config"/>, as a LlamaForCausalLM with the given torch_dtype.</summary>
-    /// <exception cref="ArgumentException">The RoPE scaling has no Hugging Face equivalent.</exception>
-    /// <exception cref="NotSupportedException">The config has local layers (LlamaForCausalLM has no per-layer sliding window).</exception>
-    public static string ToJson(LlamaConfig config, SafetensorsDType dtype = SafetensorsDType.F32)
+    /// <summary>
+    /// The transformers family that expresses <paramref name="config"/>: qwen2 (q/k/v biases), mistral (every layer
+    /// local with one window), else llama.
+    /// </summary>
+    /// <exception cref="NotSupportedException">No family expresses it (local layers below the top, or biases with local layers).</exception>
+    public static (string ModelType, string Architecture) Family(LlamaConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
-        config.RequireGlobalAttention("Hugging Face config.json (LlamaForCausalLM)");
+        bool allLocal = config.LocalLayers > 0 && config.LocalLayers == config.Layers;
+        if (config.AttentionBias)
+        {
+            if (config.LocalLayers > 0)
+                throw new NotSupportedException($"Hugging Face config.json (Qwen2ForCausalLM) cannot express local attention together with q/k/v biases (LocalLayers = {config.LocalLayers})");
+            return ("qwen2", "Qwen2ForCausalLM");
+        }
+        if (allLocal) return ("mistral", "MistralForCausalLM");
+        config.RequireGlobalAttention("Hugging Face config.json (LlamaForCausalLM; MistralForCausalLM needs every layer local)");
+        return ("llama", "LlamaForCausalLM");
+    }
+
+    /// <summary>config.json text for <paramref name="config"/> in its family's form (<see cref="Family"/>), with the given torch_dtype.</summary>
+    /// <exception cref="ArgumentException">The RoPE scaling has no Hugging Face equivalent.</exception>
+    /// <exception cref="NotSupportedException">The config has local layers that no family expresses (see <see cref="Family"/>).</exception>
+    public static string ToJson(LlamaConfig config, SafetensorsDType dtype = SafetensorsDType.F32)
+    {
+        var (modelType, architecture) = Family(config);
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
         {
             json.WriteStartObject();
             json.WriteStartArray("architectures");
-            json.WriteStringValue("LlamaForCausalLM");
+            json.WriteStringValue(architecture);
             json.WriteEndArray();
-            json.WriteString("model_type", "llama");
+            json.WriteString("model_type", modelType);
             json.WriteNumber("hidden_size", config.Dim);
             json.WriteNumber("intermediate_size", config.HiddenDim);
             json.WriteNumber("num_hidden_layers", config.Layers);
@@ -135,6 +191,8 @@ public static class HfConfig
             json.WriteNumber("rope_theta", Shortest(config.RopeTheta));
             WriteRopeScaling(json, config.RopeScaling);
             json.WriteBoolean("tie_word_embeddings", config.TiedEmbeddings);
+            if (modelType == "mistral") json.WriteNumber("sliding_window", config.LocalWindow);
+            if (modelType == "qwen2") json.WriteBoolean("use_sliding_window", false);
             json.WriteNumber("bos_token_id", config.BosId);
             json.WriteNumber("eos_token_id", config.EosId);
             json.WriteString("hidden_act", "silu");
@@ -172,12 +230,18 @@ public static class HfConfig
             RopeScalingKind.Linear => "linear",
             RopeScalingKind.DynamicNtk => "dynamic",
             RopeScalingKind.Yarn => "yarn",
+            RopeScalingKind.Llama3 => "llama3",
             _ => throw new ArgumentException($"RoPE scaling {scaling.Kind} has no Hugging Face config equivalent", nameof(scaling)),
         };
         json.WriteStartObject("rope_scaling");
         json.WriteString("rope_type", type);
         json.WriteNumber("factor", scaling.Factor);
         json.WriteNumber("original_max_position_embeddings", scaling.OriginalContext);
+        if (scaling.Kind == RopeScalingKind.Llama3)
+        {
+            json.WriteNumber("low_freq_factor", scaling.LowFreqFactor);
+            json.WriteNumber("high_freq_factor", scaling.HighFreqFactor);
+        }
         if (scaling.Kind == RopeScalingKind.Yarn)
         {
             json.WriteNumber("beta_fast", scaling.BetaFast);

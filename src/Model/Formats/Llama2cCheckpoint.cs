@@ -57,6 +57,8 @@ public static class Llama2cCheckpoint
         ArgumentNullException.ThrowIfNull(path);
         var c = weights.Config;
         c.RequireGlobalAttention("llama2.c checkpoint");
+        if (c.AttentionBias)
+            throw new NotSupportedException("llama2.c checkpoint cannot express q/k/v biases (AttentionBias); saving would drop them. Save it as a Hugging Face folder instead.");
         AtomicFile.Write(path, stream =>
         {
             Span<byte> header = stackalloc byte[HeaderBytes];

@@ -20,14 +20,15 @@ public static class ModelLoader
 
     /// <summary>Reads the model at <paramref name="path"/> onto <paramref name="accelerator"/>.</summary>
     /// <exception cref="FileNotFoundException">Nothing exists at <paramref name="path"/>.</exception>
+    /// <param name="keepQuantized">For a GGUF: also keep Q8_0 / Q4_0 / Q4_K / Q6_K matrices quantised for CPU decoding (see <see cref="GgufCheckpoint.Load"/>).</param>
     /// <exception cref="ModelFormatException">The checkpoint is invalid for the detected format.</exception>
-    public static LlamaWeights Load(string path, Accelerator accelerator)
+    public static LlamaWeights Load(string path, Accelerator accelerator, bool keepQuantized = false)
     {
         ArgumentNullException.ThrowIfNull(accelerator);
         return Detect(path) switch
         {
             CheckpointFormat.HuggingFace => HfCheckpoint.Load(HfFolder(path), accelerator),
-            CheckpointFormat.Gguf => GgufCheckpoint.Load(path, accelerator),
+            CheckpointFormat.Gguf => GgufCheckpoint.Load(path, accelerator, keepQuantized),
             _ => Llama2cCheckpoint.Load(path, accelerator),
         };
     }

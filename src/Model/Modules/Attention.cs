@@ -14,11 +14,14 @@ public sealed partial class Attention
         Rope = rope;
         Layer = layer;
         Config = config;
-        Q = new Linear(weights.Wq, trainable);
-        K = new Linear(weights.Wk, trainable);
-        V = new Linear(weights.Wv, trainable);
+        Q = new Linear(weights.Wq, trainable) { Bias = BiasVar(weights.Bq, trainable) };
+        K = new Linear(weights.Wk, trainable) { Bias = BiasVar(weights.Bk, trainable) };
+        V = new Linear(weights.Wv, trainable) { Bias = BiasVar(weights.Bv, trainable) };
         O = new Linear(weights.Wo, trainable);
     }
+
+    private static Var? BiasVar(Tensor? bias, bool trainable) =>
+        bias is null ? null : trainable ? Var.Leaf(bias, requiresGrad: true) : Var.Constant(bias);
 
     public int Heads { get; }
     public int KvHeads { get; }
@@ -154,7 +157,11 @@ public sealed partial class LlamaBlock
     public IEnumerable<Var> Weights()
     {
         yield return AttentionNorm.Weight;
-        foreach (var (_, linear) in Projections()) yield return linear.Weight;
+        foreach (var (_, linear) in Projections())
+        {
+            yield return linear.Weight;
+            if (linear.Bias is { } bias) yield return bias;
+        }
         yield return FfnNorm.Weight;
     }
 

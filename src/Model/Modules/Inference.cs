@@ -65,16 +65,27 @@ public sealed class InferenceBuffers : IDisposable
 
 public sealed partial class Linear
 {
-    /// <summary>y = x W^T (+ the adapter's update) on plain tensors, outside any tape.</summary>
+    /// <summary>y = x W^T (+ the adapter's update) (+ the bias) on plain tensors, outside any tape.</summary>
     internal void Apply(IKernels kernels, Tensor x, Tensor y)
     {
         if (Adapter is null)
         {
-            kernels.MatMul(x, Weight.Value, y, transB: true);
-            return;
+            // One token on the CPU with the weight kept quantised: read the blocks, not the float32 copy.
+            if (Quantized is { } q && x.Dim(0) == 1 && x.Accelerator is UioLlm.Kernels.Cpu.CpuAccelerator cpu)
+                q.MatVec(x.Span, y.Span, 1, cpu.Threads);
+            else
+                kernels.MatMul(x, Weight.Value, y, transB: true);
         }
-        using var xa = InferenceBuffers.LoraScratch(x.Accelerator, x.Dim(0), Adapter.Rank);
-        kernels.LoraMatMul(x, Weight.Value, Adapter.A.Value, Adapter.B.Value, Adapter.Scale, y, xa);
+        else
+        {
+            using var xa = InferenceBuffers.LoraScratch(x.Accelerator, x.Dim(0), Adapter.Rank);
+            kernels.LoraMatMul(x, Weight.Value, Adapter.A.Value, Adapter.B.Value, Adapter.Scale, y, xa);
+        }
+        if (Bias is { } bias)
+        {
+            var b = bias.Value.View(1, y.Dim(1));
+            for (int t = 0; t < y.Dim(0); t++) kernels.Add(y.Slice(t, 1), b, y.Slice(t, 1));
+        }
     }
 }
 

@@ -35,6 +35,11 @@ public sealed class LlamaModel
         FinalNorm = new RmsNorm(weights.FinalNorm, c.NormEps, trainable);
         // A tied head shares the embedding's value AND its gradient.
         Head = c.TiedEmbeddings ? new Linear(Embedding) : new Linear(weights.Output, trainable);
+        // Quantised copies (GGUF with keepQuantized) serve tape-free decoding; a trainable model changes the
+        // weights, so it never uses them.
+        if (!trainable && weights.Quantized.Count > 0)
+            foreach (var linear in blocks.SelectMany(b => b.Projections().Select(p => p.Linear)).Append(Head))
+                if (weights.Quantized.TryGetValue(linear.Weight.Value.Name ?? "", out var q)) linear.Quantized = q;
     }
 
     public LlamaWeights Weights { get; }

@@ -58,6 +58,13 @@ public sealed partial class Linear(Var weight)
     public Linear(Tensor weight, bool trainable = false) : this(trainable ? Var.Leaf(weight, requiresGrad: true) : Var.Constant(weight)) { }
 
     public Var Weight { get; } = weight;
+    /// <summary>An optional bias [out] added to every output row (Qwen2's q/k/v projections); null for none.</summary>
+    public Var? Bias { get; init; }
+    /// <summary>
+    /// The weight kept block-quantised (a GGUF loaded with keepQuantized): tape-free single-token products on the
+    /// CPU use it instead of <see cref="Weight"/>; null for none.
+    /// </summary>
+    public UioLlm.Kernels.Quantization.QuantizedMatrix? Quantized { get; internal set; }
     public int InFeatures => Weight.Value.Dim(1);
     public int OutFeatures => Weight.Value.Dim(0);
     public Lora? Adapter { get; private set; }
@@ -79,12 +86,15 @@ public sealed partial class Linear(Var weight)
     }
 
     /// <summary>x [T, in] -> [T, out].</summary>
-    public Var Forward(Tape tape, Var x) =>
-        Adapter is null ? tape.Linear(x, Weight) : tape.Lora(x, Weight, Adapter.A, Adapter.B, Adapter.Scale);
+    public Var Forward(Tape tape, Var x)
+    {
+        var y = Adapter is null ? tape.Linear(x, Weight) : tape.Lora(x, Weight, Adapter.A, Adapter.B, Adapter.Scale);
+        return Bias is null ? y : tape.AddBias(y, Bias);
+    }
 
     /// <summary>Mean cross-entropy of the projection's output (the LM head's logits) against targets: fused when no adapter is attached.</summary>
     public Var CrossEntropy(Tape tape, Var x, ReadOnlySpan<int> targets) =>
-        Adapter is null ? tape.LinearCrossEntropy(x, Weight, targets) : tape.CrossEntropy(Forward(tape, x), targets);
+        Adapter is null && Bias is null ? tape.LinearCrossEntropy(x, Weight, targets) : tape.CrossEntropy(Forward(tape, x), targets);
 }
 
 /// <summary>Root-mean-square normalisation with a gain (frozen unless <paramref name="trainable"/>).</summary>
