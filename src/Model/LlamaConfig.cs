@@ -59,20 +59,15 @@ public sealed record LlamaConfig
     public bool IsLocal(int layer) => layer < LocalLayers;
 
     /// <summary>
-    /// How many of <paramref name="prefixLength"/> prefix keys (UIO memory before the own tokens) layer
-    /// <paramref name="layer"/> sees: all of them in a global layer, none in a local one. A local layer looks at
-    /// its last <see cref="LocalWindow"/> tokens only; a memory stands for text farther back than that, so the
-    /// layer reads exactly what it read in the base model (and a memory cannot flood a window of a few tokens).
-    /// </summary>
-    public int VisiblePrefix(int layer, int prefixLength) => IsLocal(layer) ? 0 : prefixLength;
-
-    /// <summary>
-    /// The decoder self-attention mask of layer <paramref name="layer"/>: causal, and for a local layer a sliding
-    /// window of <see cref="LocalWindow"/> own tokens; the first <paramref name="prefixLength"/> keys (memory,
-    /// cache prefix) are always visible. Pass the prefix a layer sees (<see cref="VisiblePrefix"/>).
+    /// The decoder self-attention mask of layer <paramref name="layer"/> over [<paramref name="prefixLength"/> prefix
+    /// keys ; own tokens] (the prefix: UIO memory or a cache prefix, at positions 0 .. P-1 before the own tokens).
+    /// A global layer is causal and sees the whole prefix. A local layer's sliding window of <see cref="LocalWindow"/>
+    /// counts positions over the whole sequence, prefix included: it sees a prefix row only when that row is
+    /// fewer than LocalWindow positions back, exactly as it would see a token there (for a Mistral-style window
+    /// longer than the context, everything; for a window of a few tokens, at most the last few memory rows).
     /// </summary>
     public AttentionMask DecoderMask(int layer, int prefixLength = 0) => IsLocal(layer)
-        ? AttentionMask.SlidingWindow(LocalWindow, sinks: 0, prefixLength: prefixLength)
+        ? AttentionMask.SlidingWindow(LocalWindow, sinks: 0, prefixLength: 0)
         : AttentionMask.CausalMask(prefixLength: prefixLength);
 
     /// <summary>

@@ -74,7 +74,7 @@ public sealed class LocalAttentionTests
     [Fact]
     public void MemoryStaysVisibleToALocalLayer()
     {
-        // UIO's decoder: per layer a key/value prefix that every query of a global layer sees; a local layer sees no prefix and windows its own tokens.
+        // UIO's decoder: per layer a key/value prefix that every query of a global layer sees; a local layer's window counts positions over [prefix ; tokens].
         using var weights = GradCheck.RandomWeights(Local(window: 2), seed: 72);
         var model = new LlamaModel(weights);
         var c = weights.Config;

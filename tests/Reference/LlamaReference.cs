@@ -15,7 +15,7 @@ internal static class LlamaReference
     /// Logits with a key/value prefix per layer (UIO's memory): memoryK[layer][m] and memoryV[layer][m] are
     /// un-rotated [kv_dim] rows. The sequence is [memory ; tokens] with RoPE from position 0, so memory key m
     /// is rotated at m and token t sits at M + t; in a global layer every token sees all memory and, causally,
-    /// the tokens; a local layer (li &lt; LocalLayers) sees no memory and only tokens t - LocalWindow + 1 .. t.
+    /// the tokens; a local layer (li &lt; LocalLayers) sees the positions M + t - LocalWindow + 1 .. M + t, memory rows included.
     /// </summary>
     public static double[,] Logits(LlamaWeights w, int[] ids, double[][][]? memoryK, double[][][]? memoryV)
     {
@@ -53,12 +53,10 @@ internal static class LlamaReference
                 {
                     int kvh = h / c.GroupSize;
                     var scores = new double[memory + t + 1];
-                    // First own token this query sees: 0, or in a local layer the start of its window.
-                    int firstOwn = li < c.LocalLayers ? Math.Max(0, t - c.LocalWindow + 1) : 0;
                     for (int s = 0; s <= memory + t; s++)
                     {
-                        // A local layer sees no memory at all (it stands for text beyond any local window).
-                        bool hidden = s < memory ? li < c.LocalLayers : s - memory < firstOwn;
+                        // A local layer's window counts positions over [memory ; tokens]: memory row s sits at position s.
+                        bool hidden = li < c.LocalLayers ? (memory + t) - s >= c.LocalWindow : false;
                         if (hidden) { scores[s] = double.NegativeInfinity; continue; }
                         double dot = 0;
                         for (int i = 0; i < hd; i++) dot += q[t][h * hd + i] * k[s][kvh * hd + i];

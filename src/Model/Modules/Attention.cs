@@ -40,7 +40,8 @@ public sealed partial class Attention
     /// other; with one, their keys and values are appended at row cache.Length and the queries attend to
     /// every stored token (the caller advances the cache after the last layer). A local layer
     /// (<see cref="LlamaConfig.LocalLayers"/>) sees only the last LocalWindow own tokens; the cache prefix or
-    /// <paramref name="prefix"/> (UIO memory) is visible to every query of a global layer and to none of a local one.
+    /// <paramref name="prefix"/> (UIO memory) is visible to every query of a global layer and, within its window of
+    /// positions, to a local one (<see cref="LlamaConfig.DecoderMask"/>).
     /// </summary>
     public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null, KvPrefix? prefix = null)
     {
@@ -49,11 +50,11 @@ public sealed partial class Attention
         var k = tape.Rope(tape.Reshape(K.Forward(tape, x), tokens, KvHeads, HeadDim), positions, Rope);
         var v = tape.Reshape(V.Forward(tape, x), tokens, KvHeads, HeadDim);
         if (cache is not null) (k, v) = AppendToCache(tape, k, v, cache);
-        var mask = Config.DecoderMask(Layer, prefixLength: cache is null ? 0 : Config.VisiblePrefix(Layer, cache.PrefixLength));
-        if (prefix is { } p && Config.VisiblePrefix(Layer, p.K.Value.Dim(0)) > 0)
+        var mask = Config.DecoderMask(Layer, prefixLength: cache?.PrefixLength ?? 0);
+        if (prefix is { } p)
         {
-            // Keys and values that come before every own token (UIO's memory): always visible to a global layer,
-            // gradients flow; a local layer does not see them (LlamaConfig.VisiblePrefix).
+            // Keys and values that come before every own token (UIO's memory): visible to every query of a global
+            // layer, to a local layer within its window of positions (LlamaConfig.DecoderMask); gradients flow.
             k = tape.ConcatRows(p.K, k);
             v = tape.ConcatRows(p.V, v);
             mask = Config.DecoderMask(Layer, prefixLength: p.K.Value.Dim(0));
@@ -80,9 +81,7 @@ public sealed partial class Attention
         var kernels = tape.Accelerator.Kernels;
         kernels.Copy(k.Value, cache.Keys(Layer).Slice(start, tokens));
         kernels.Copy(v.Value, cache.Values(Layer).Slice(start, tokens));
-        // A local layer skips the prefix rows it does not see (LlamaConfig.VisiblePrefix).
-        int skip = cache.PrefixLength - Config.VisiblePrefix(Layer, cache.PrefixLength);
-        return (Var.Constant(cache.Keys(Layer).Slice(skip, start + tokens - skip)), Var.Constant(cache.Values(Layer).Slice(skip, start + tokens - skip)));
+        return (Var.Constant(cache.Keys(Layer).Slice(0, start + tokens)), Var.Constant(cache.Values(Layer).Slice(0, start + tokens)));
     }
 }
 

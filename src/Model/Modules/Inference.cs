@@ -108,10 +108,9 @@ public sealed partial class Attention
         k.Rope(key.View(tokens, KvHeads, HeadDim), cache.Keys(Layer).Slice(start, tokens), positions, Rope);
         k.Copy(value, cache.Values(Layer).Slice(start, tokens));
         var attended = b.Attended.Slice(0, tokens);
-        int visible = Config.VisiblePrefix(Layer, cache.PrefixLength), skip = cache.PrefixLength - visible;
-        k.Attention(q3, cache.Keys(Layer).Slice(skip, start + tokens - skip), cache.Values(Layer).Slice(skip, start + tokens - skip),
+        k.Attention(q3, cache.Keys(Layer).Slice(0, start + tokens), cache.Values(Layer).Slice(0, start + tokens),
             attended.View(tokens, Heads, HeadDim), b.Lse.Slice(0, Heads * tokens).View(Heads, tokens),
-            Config.DecoderMask(Layer, prefixLength: visible));
+            Config.DecoderMask(Layer, prefixLength: cache.PrefixLength));
         O.Apply(k, attended, b.Delta.Slice(0, tokens));
     }
 }

@@ -33,7 +33,7 @@ public sealed class DemoRunner
     public const string DiagnosePhase = "diagnostics";
 
     /// <summary>Bumped whenever the base's pre-training changes, so a cached base from older code is not reused.</summary>
-    private const string BaseRecipe = "demo-base-2";
+    private const string BaseRecipe = "demo-base-3";
     private const string BaseFile = "model.safetensors", BaseManifest = "base.json";
 
     private readonly DemoSettings settings;
@@ -113,7 +113,7 @@ public sealed class DemoRunner
     public (int[] Tokens, int[] Targets) PretrainWindow(long index)
     {
         var random = new Data.SeededRandom(settings.Seed, stream: 500_000 + index);
-        if (random.NextDouble() < settings.RecallShare)
+        if (settings.RecallShare > 0 && random.NextDouble() < settings.RecallShare)
         {
             var drill = new RecallDrills(vocabulary).Drill(Seeds.Derive(settings.Seed + 5, index), settings.Window + 1);
             return (drill, drill[1..]);

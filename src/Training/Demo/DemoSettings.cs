@@ -80,7 +80,7 @@ public sealed record DemoSettings
     /// <summary>Share of pre-training windows that are key-value recall drills (<see cref="RecallDrills"/>) rather than passkey documents.</summary>
     public double RecallShare { get; init; }
     /// <summary>Optimizer steps of pre-training, each over <see cref="PretrainBatch"/> windows.</summary>
-    public int PretrainSteps { get; init; } = 6000;
+    public int PretrainSteps { get; init; } = 3000;
     public int PretrainBatch { get; init; } = 8;
     public float PretrainLearningRate { get; init; } = 3e-3f;
 
