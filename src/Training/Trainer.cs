@@ -68,6 +68,12 @@ public sealed class Trainer : IDisposable
         Options = options;
         RunFolder = Path.GetFullPath(runFolder);
         schedule = options.Schedule();
+        // Folders of saves or prunes that were interrupted (a kill during a save) are never checkpoints: remove them.
+        Checkpoint.CleanTemporaryFolders(RunFolder);
+        // A new run in a folder whose earlier run never completed its first checkpoint starts that run over
+        // (its metrics lines are dropped); a folder holding a checkpoint must be resumed instead.
+        if (resumeStep is null && !Checkpoint.HasCheckpoints(RunFolder) && File.Exists(Path.Combine(RunFolder, MetricsLog.JsonFileName)))
+            resumeStep = 0;
         parameters = model.TrainableParameters().ToArray();
         optimizer = AdamW.ForUio(model, options.Optimizer());
         try
@@ -287,7 +293,15 @@ public sealed class Trainer : IDisposable
         optimizer.Load(Path.Combine(folder, Checkpoint.OptimizerFileName));
         if (optimizer.StepCount != state.Step)
             throw new CheckpointFormatException(folder, $"optimizer state is at step {optimizer.StepCount}, the trainer state at step {state.Step}");
-        data.Position = state.DataPosition;
+        try
+        {
+            data.Position = state.DataPosition;
+        }
+        catch (ArgumentException e)
+        {
+            throw new CheckpointFormatException(Path.Combine(folder, Checkpoint.StateFileName),
+                $"data_position (epoch {state.DataPosition.Epoch}, index {state.DataPosition.Index}) does not fit the training data: {e.Message}", e);
+        }
         Step = state.Step;
         TokensSeen = state.TokensSeen;
         elapsedBeforeSession = state.ElapsedSeconds;
@@ -309,7 +323,7 @@ public sealed class Trainer : IDisposable
         if (Options.KeepCheckpoints == 0) return;
         var all = Checkpoint.List(RunFolder);
         foreach (var (step, folder) in all.Take(Math.Max(0, all.Count - Options.KeepCheckpoints)))
-            if (step != Step) Directory.Delete(folder, recursive: true);
+            if (step != Step) Checkpoint.Delete(folder);
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(disposed, this);

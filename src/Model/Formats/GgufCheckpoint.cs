@@ -15,11 +15,12 @@ public static class GgufCheckpoint
         ArgumentNullException.ThrowIfNull(accelerator);
         var file = GgufFile.Read(path);
         var config = ReadConfig(file);
-        var weights = LlamaWeights.Allocate(accelerator, config);
+        var weights = HfCheckpoint.Allocate(accelerator, config, file.Path);
         try
         {
             foreach (var (ggufName, tensor, ropeHeads) in Mapping(weights))
                 LoadTensor(file, ggufName, tensor, ropeHeads, config.HeadDim);
+            weights.RequireFinite(file.Path);
             return weights;
         }
         catch

@@ -163,7 +163,12 @@ public static class UioAdapter
             if (!info.Shape.SequenceEqual(want))
                 throw new ModelFormatException(file.Path,
                     $"tensor '{name}' has shape {info.ShapeString}, expected [{string.Join(", ", want)}] (ranks: encoder {model.Config.EncoderRank}, transfer {model.Config.TransferRank}; base hidden_size {model.Base.Config.Dim})");
-            parameter.Value.CopyFrom(file.ReadTensor(info));
+            float[] values = file.ReadTensor(info);
+            int bad = NonFinite.FirstIndex(values);
+            if (bad >= 0)
+                throw new ModelFormatException(file.Path,
+                    $"tensor '{name}' holds a non-finite weight: {NonFinite.Describe(values[bad])} at index {NonFinite.Coordinates(parameter.Value.Shape, bad)} (the adapter was saved from a diverged run, or the file is damaged)");
+            parameter.Value.CopyFrom(values);
         }
         // A tensor the model has no place for means the file belongs to another layout (e.g. more layers).
         var extra = file.Tensors.FirstOrDefault(t => !expected.Contains(t.Name));
