@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using Spectre.Console;
+using UioLlm.Model;
 using UioLlm.Model.Autograd;
 using UioLlm.Model.Baselines;
 using UioLlm.Model.Formats;
@@ -20,7 +21,7 @@ namespace UioLlm.Cli;
 internal static class EvalCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string? Adapter, string Task, string Data, string Lengths, string Out,
-        string? Template, int Trials, int Seed, int Threads);
+        string? Template, int Trials, int Seed, int Threads, string? MaxMemory = null);
 
     public static int Run(Options o, TextWriter output, TextWriter error) => CliSupport.Guarded("eval", error, () =>
     {
@@ -29,8 +30,10 @@ internal static class EvalCommand
         if (o.Task is not ("perplexity" or "passkey")) throw new UsageException($"--task must be perplexity or passkey, got '{o.Task}'");
         var lengths = ParseLengths(o.Lengths);
         CliSupport.RequirePositive(o.Trials, "--trials");
+        long memoryLimit = CliSupport.ParseMemory(o.MaxMemory);
+        CliSupport.RequireOutputFolder(o.Out, "--out");
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
-        using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads);
+        using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads, memoryLimit);
         var (model, tokenizer) = (loaded.Model, loaded.Tokenizer);
         using var uio = o.Adapter is null ? null : UioAdapter.Load(model, CliSupport.RequireExists(o.Adapter, "--adapter"));
 
@@ -126,7 +129,11 @@ internal static class EvalCommand
 
     private static double Perplexity(double[] logProbs)
     {
+        // NaN marks a token without context (the first of a window); a non-finite score of a token that had
+        // context never gets here (scoring throws a NonFiniteException).
         var scored = logProbs.Where(double.IsFinite).ToArray();
+        if (scored.Length == 0)
+            throw new UsageException($"--lengths: a context of {logProbs.Length} token(s) leaves no token to score; use lengths of at least 2");
         return Math.Exp(-scored.Average());
     }
 
@@ -174,6 +181,7 @@ internal static class EvalCommand
         var generated = new List<int>();
         for (int i = 0; i < Answer(tokenizer, sample); i++)
         {
+            NonFiniteException.ThrowIfAny(streaming.LastLogits, "StreamingLLM answer");
             int next = Sampler.ArgMax(streaming.LastLogits);
             generated.Add(next);
             streaming.Feed([next]);

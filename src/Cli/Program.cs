@@ -43,7 +43,16 @@ public static class Program
         root.SetAction(_ => DemoCommand.Run(new DemoCommand.Options(DefaultDemoFolder, Seed: 0, Threads: 0, Quick: false), output, error));
 
         var config = new InvocationConfiguration { Output = output, Error = error };
-        return root.Parse(args).Invoke(config);
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            // A mistake in the command line is a user mistake like any other: one line each, exit code 2.
+            string command = parsed.CommandResult.Command == root ? "uio" : "uio " + parsed.CommandResult.Command.Name;
+            foreach (var e in parsed.Errors) error.WriteLine($"{command}: {e.Message}");
+            error.WriteLine($"(see '{command} --help')");
+            return 2;
+        }
+        return parsed.Invoke(config);
     }
 
     private const string DefaultDemoFolder = "uio-demo";
@@ -113,13 +122,15 @@ public static class Program
         var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Steps between checkpoints (0: only at the end)", DefaultValueFactory = _ => 50 };
         var seed = new Option<int>("--seed") { Description = "Run seed", DefaultValueFactory = _ => 0 };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var keep = new Option<int>("--keep-checkpoints") { Description = "Keep only the newest N checkpoints (0: keep all)", DefaultValueFactory = _ => 3 };
+        var maxMemory = new Option<string?>("--max-memory") { Description = "Memory budget, e.g. 512M or 4G (weights, token cache, encoder graphs): stop with a clear error before passing it" };
         var command = new Command("train", "Train a UIO adapter (encoder LoRA, transfer head, memory embedding) on text");
-        foreach (var o in new Option[] { model, tokenizer, data, output_, segment, memory, rank, alpha, estimator, window, segments, steps, lr, accumulate, checkpointEvery, seed, threads })
+        foreach (var o in new Option[] { model, tokenizer, data, output_, segment, memory, rank, alpha, estimator, window, segments, steps, lr, accumulate, checkpointEvery, seed, threads, keep, maxMemory })
             command.Options.Add(o);
         command.SetAction(p => TrainCommand.Run(new TrainCommand.Options(p.GetValue(model)!, p.GetValue(tokenizer), p.GetValue(data) ?? [],
             p.GetValue(output_)!, p.GetValue(segment), p.GetValue(memory), p.GetValue(rank), p.GetValue(alpha), p.GetValue(estimator)!,
             p.GetValue(window), p.GetValue(segments), p.GetValue(steps), p.GetValue(lr), p.GetValue(accumulate), p.GetValue(checkpointEvery),
-            p.GetValue(seed), p.GetValue(threads)), output, error));
+            p.GetValue(seed), p.GetValue(threads), p.GetValue(keep), p.GetValue(maxMemory)), output, error));
         return command;
     }
 
@@ -136,10 +147,12 @@ public static class Program
         var trials = new Option<int>("--trials") { Description = "Passkey prompts per length (needle depths spread evenly)", DefaultValueFactory = _ => 5 };
         var seed = new Option<int>("--seed") { Description = "Seed for passkeys and haystack starts", DefaultValueFactory = _ => 0 };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var maxMemory = new Option<string?>("--max-memory") { Description = "Memory budget, e.g. 512M or 4G (weights, KV caches, memories): stop with a clear error before passing it" };
         var command = new Command("eval", "Perplexity or passkey accuracy versus context length: base model window vs UIO memory (CSV + SVG)");
-        foreach (var o in new Option[] { model, tokenizer, adapter, task, data, lengths, outDir, template, trials, seed, threads }) command.Options.Add(o);
+        foreach (var o in new Option[] { model, tokenizer, adapter, task, data, lengths, outDir, template, trials, seed, threads, maxMemory }) command.Options.Add(o);
         command.SetAction(p => EvalCommand.Run(new EvalCommand.Options(p.GetValue(model)!, p.GetValue(tokenizer), p.GetValue(adapter), p.GetValue(task)!,
-            p.GetValue(data)!, p.GetValue(lengths)!, p.GetValue(outDir)!, p.GetValue(template), p.GetValue(trials), p.GetValue(seed), p.GetValue(threads)), output, error));
+            p.GetValue(data)!, p.GetValue(lengths)!, p.GetValue(outDir)!, p.GetValue(template), p.GetValue(trials), p.GetValue(seed), p.GetValue(threads),
+            p.GetValue(maxMemory)), output, error));
         return command;
     }
 

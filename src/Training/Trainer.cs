@@ -207,10 +207,21 @@ public sealed class Trainer : IDisposable
         float norm = GradientClipping.ClipGlobalNorm(kernels, grads, Options.MaxGradNorm);
         double loss = lossSum / segments;
         if (!double.IsFinite(loss) || !float.IsFinite(norm))
-            throw new InvalidOperationException($"step {step}: the loss ({loss}) or gradient norm ({norm}) is not finite; the model diverged (try a lower learning rate)");
+        {
+            string diagnosis = DiagnoseNonFinite(step, loss, norm);
+            foreach (var p in parameters) p.ZeroGrad();
+            throw new NonFiniteException(diagnosis);
+        }
 
         float lr = schedule.At(step);
         optimizer.Step(lr);
+        foreach (var p in parameters)
+        {
+            int bad = NonFinite.FirstIndex(p.Value);
+            if (bad >= 0)
+                throw new NonFiniteException(
+                    $"step {step}: the AdamW update (learning rate {lr:G3}) made parameter group '{p.Name}' non-finite at index {bad}; the base weights and the gradient were finite, so the update itself overflowed: lower the learning rate (the last checkpoint holds the parameters before it)");
+        }
         foreach (var p in parameters) p.ZeroGrad();
 
         model.Accelerator.Synchronize();
@@ -308,6 +319,32 @@ public sealed class Trainer : IDisposable
         lastCheckpoint = (state.Step, folder);
         // A completed run had its final evaluation before its final checkpoint: do not repeat it.
         if (Step == Options.TotalSteps) lastEvaluatedStep = Step;
+    }
+
+    /// <summary>
+    /// Says why a step's loss or gradient norm is not finite: the base model's weights (damaged or diverged
+    /// weights: the run cannot continue on them), the trainable parameters (an earlier update), or else the
+    /// gradient of the first parameter group that holds a NaN or an infinity (the forward or backward pass overflowed).
+    /// </summary>
+    private string DiagnoseNonFinite(int step, double loss, float norm)
+    {
+        string what = $"step {step}: the loss ({loss}) or gradient norm ({norm}) is not finite";
+        foreach (var (name, tensor) in model.Base.Weights.Named())
+        {
+            int bad = NonFinite.FirstIndex(tensor);
+            if (bad >= 0) return $"{what}: the base model's weights hold a non-finite value (tensor '{name}', index {bad}); the base model is damaged, not the update";
+        }
+        foreach (var p in parameters)
+        {
+            int bad = NonFinite.FirstIndex(p.Value);
+            if (bad >= 0) return $"{what}: parameter group '{p.Name}' already holds a non-finite value (index {bad}), left by an earlier update; resume from an earlier checkpoint with a lower learning rate";
+        }
+        foreach (var p in parameters)
+        {
+            int bad = p.Grad is null ? -1 : NonFinite.FirstIndex(p.Grad);
+            if (bad >= 0) return $"{what}: the gradient of parameter group '{p.Name}' is non-finite (index {bad}) while the weights are finite: the forward or backward pass overflowed (the model diverged; try a lower learning rate, current peak {Options.PeakLearningRate:G3})";
+        }
+        return $"{what}: the weights and gradients are finite, so the loss itself overflowed (the model diverged; try a lower learning rate, current peak {Options.PeakLearningRate:G3})";
     }
 
     private TrainingProgress Progress(StepResult r)
