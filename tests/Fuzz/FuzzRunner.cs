@@ -88,7 +88,7 @@ public static class FuzzRunner
                         break;
                 }
                 if (log is not null && (i + 1) % 10000 == 0)
-                    log.WriteLine($"  {target.Name}: {i + 1}/{inputsPerTarget} ({clock.Elapsed.TotalSeconds:F0} s)");
+                    log.WriteLine($"  {target.Name}: {i + 1}/{inputsPerTarget} ({clock.Elapsed.TotalSeconds:F0} s): {report.Accepted} accepted, {report.Typed} typed, {report.Untyped} untyped, {report.Hangs} hangs, {report.BlowUps} over memory");
             }
             RestoreFolder(dir, originals);
             report.Seconds = clock.Elapsed.TotalSeconds;

@@ -108,6 +108,21 @@ public sealed class CheckpointReliabilityTests : IDisposable
         Assert.Contains(Checkpoint.StateFileName, e.Message);
     }
 
+    // Found by the fuzzer: a manifest with invalid UTF-8 inside a string.
+    [Fact]
+    public void AManifestThatIsNotUtf8IsACheckpointError()
+    {
+        string folder = SavedCheckpoint(10);
+        string manifest = Path.Combine(folder, Checkpoint.ManifestFileName);
+        byte[] bytes = File.ReadAllBytes(manifest);
+        int at = Array.IndexOf(bytes, (byte)'u');   // inside "uiollm-checkpoint"
+        bytes[at] = 0xFF;
+        File.WriteAllBytes(manifest, bytes);
+        var e = Assert.Throws<CheckpointFormatException>(() => Checkpoint.Verify(folder));
+        Assert.Contains("UTF-8", e.Message);
+        Assert.Contains(manifest, e.Message);
+    }
+
     internal static void ResignManifest(string folder)
     {
         string path = Path.Combine(folder, Checkpoint.ManifestFileName);

@@ -138,6 +138,45 @@ public class ReliabilityTests
         Assert.Contains("UTF-8", e.Message);
     }
 
+    // Found by the fuzzer: System.Text.Json reads invalid UTF-8 inside a string only when the string is read,
+    // and then throws an InvalidOperationException that names no file.
+    [Fact]
+    public void InvalidUtf8InTokenizerJsonNamesTheFile()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("tokenizer.json");
+        byte[] json = System.Text.Encoding.UTF8.GetBytes(TokenizerJson(ByteVocab()));
+        int at = Array.IndexOf(json, (byte)'"', Array.IndexOf(json, (byte)'v')) + 1;
+        json[at] = 0xC3;
+        json[at + 1] = 0x28;   // a lead byte followed by a non-continuation byte
+        File.WriteAllBytes(path, json);
+        var e = Assert.Throws<ModelFormatException>(() => Tokenizer.Load(path));
+        Assert.Contains("UTF-8", e.Message);
+        Assert.Contains(path, e.Message);
+    }
+
+    // Found by the fuzzer: a config.json declaring a model far larger than its safetensors reached the
+    // allocator ("parameters exceed one tensor's limit", an ArgumentException naming no file).
+    [Fact]
+    public void AnHfConfigLargerThanItsWeightsIsRefusedBeforeAllocating()
+    {
+        using var dir = new TempDir();
+        using var weights = FormatsTestSupport.RandomWeights(TestBackend.Shared);
+        string hf = Path.Combine(dir.Path, "hf");
+        HfCheckpoint.Save(weights, hf);
+        string config = Path.Combine(hf, "config.json");
+        var json = JsonNode.Parse(File.ReadAllText(config))!;
+        json["hidden_size"] = 65536;
+        json["num_attention_heads"] = 512;
+        json["num_key_value_heads"] = 512;
+        File.WriteAllText(config, json.ToJsonString());
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var e = Assert.Throws<ModelFormatException>(() => HfCheckpoint.Load(hf, TestBackend.Shared));
+        Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 50_000_000);
+        Assert.Contains("config.json", e.Message);
+        Assert.Contains("parameters", e.Message);
+    }
+
     [Fact]
     public void NonFiniteWeightsAreFoundOnLoadNamingTheTensorAndIndex()
     {
