@@ -48,8 +48,7 @@ public static class Program
         {
             // A mistake in the command line is a user mistake like any other: one line each, exit code 2.
             string command = parsed.CommandResult.Command == root ? "uio" : "uio " + parsed.CommandResult.Command.Name;
-            foreach (var e in parsed.Errors) error.WriteLine($"{command}: {e.Message}");
-            error.WriteLine($"(see '{command} --help')");
+            foreach (var e in parsed.Errors) error.WriteLine($"{command}: {e.Message} (see '{command} --help')");
             return 2;
         }
         return parsed.Invoke(config);

@@ -246,6 +246,7 @@ public class ReliabilityTests
         var (code, _, error) = Cli("generate", "--max-tokens", "many", "--model", "x");
         Assert.Equal(2, code);
         Assert.Contains("--max-tokens", error);
+        AssertOneLine(error);
         (code, _, error) = Cli("train", "--model", "x");
         Assert.Equal(2, code);
         Assert.Contains("--data", error);
