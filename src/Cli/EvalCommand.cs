@@ -17,7 +17,7 @@ internal static class EvalCommand
 {
     public sealed record Options(string? Model, string? Tokenizer, string? Adapter, string Methods, string Task, string? Data, string Lengths,
         string Depths, string Out, string? Template, string? Babi, string? BabiLongPrompts, string BabiLongTasks, int Trials, int Seed, int Threads,
-        bool ListMethods);
+        bool ListMethods, string? MaxMemory = null);
 
     public static readonly string[] Tasks = ["perplexity", "passkey", "niah", "babilong"];
 
@@ -41,7 +41,9 @@ internal static class EvalCommand
         CliSupport.RequirePositive(o.Trials, "--trials");
         if (o.Adapter is not null) CliSupport.RequireExists(o.Adapter, "--adapter");
 
-        using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads);
+        long memoryLimit = CliSupport.ParseMemory(o.MaxMemory);
+        CliSupport.RequireOutputFolder(o.Out, "--out");
+        using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads, memoryLimitBytes: memoryLimit);
         var (model, tokenizer) = (loaded.Model, loaded.Tokenizer);
         var skipped = new List<string>();
         List<SessionFactory> methods;

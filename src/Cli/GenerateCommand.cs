@@ -13,7 +13,7 @@ internal static class GenerateCommand
     {
         CliSupport.RequirePositive(o.MaxTokens, "--max-tokens");
         if (o.Prompt is not null && o.PromptFile is not null) throw new UsageException("give either --prompt or --prompt-file, not both");
-        string prompt = o.PromptFile is not null ? File.ReadAllText(CliSupport.RequireExists(o.PromptFile, "--prompt-file")) : o.Prompt ?? "";
+        string prompt = o.PromptFile is not null ? File.ReadAllText(CliSupport.RequireFile(o.PromptFile, "--prompt-file")) : o.Prompt ?? "";
         var options = new GenerationOptions { MaxNewTokens = o.MaxTokens, Temperature = o.Temperature, TopP = o.TopP, Seed = o.Seed };
         using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads, o.KeepQuantized);
         var (model, tokenizer) = (loaded.Model, loaded.Tokenizer);

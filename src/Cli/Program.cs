@@ -57,7 +57,15 @@ public static class Program
         root.SetAction(_ => DemoCommand.Run(new DemoCommand.Options(DefaultDemoFolder, Seed: 0, Threads: 0, Quick: false), output, error));
 
         var config = new InvocationConfiguration { Output = output, Error = error };
-        return root.Parse(args).Invoke(config);
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            // A mistake in the command line is a user mistake like any other: one line each, exit code 2.
+            string command = parsed.CommandResult.Command == root ? "uio" : "uio " + parsed.CommandResult.Command.Name;
+            foreach (var e in parsed.Errors) error.WriteLine($"{command}: {e.Message} (see '{command} --help')");
+            return 2;
+        }
+        return parsed.Invoke(config);
     }
 
     private const string DefaultDemoFolder = "uio-demo";
@@ -136,13 +144,15 @@ public static class Program
         var seed = new Option<int>("--seed") { Description = "Run seed", DefaultValueFactory = _ => 0 };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var deterministic = new Option<bool>("--deterministic-reduce") { Description = "Data parallel (under mpirun): add the documents' gradients in document order, so any number of ranks gives bit-identical results (slower)" };
+        var keep = new Option<int>("--keep-checkpoints") { Description = "Keep only the newest N checkpoints (0: keep all)", DefaultValueFactory = _ => 3 };
+        var maxMemory = new Option<string?>("--max-memory") { Description = "Memory budget, e.g. 512M or 4G (weights, token cache, encoder graphs): stop with a clear error before passing it" };
         var command = new Command("train", "Train a UIO adapter (encoder LoRA, transfer head, memory embedding) on text; under `mpirun -np N` data-parallel over N ranks");
-        foreach (var o in new Option[] { model, tokenizer, data, output_, segment, memory, rank, alpha, estimator, window, segments, steps, lr, accumulate, checkpointEvery, seed, threads, deterministic })
+        foreach (var o in new Option[] { model, tokenizer, data, output_, segment, memory, rank, alpha, estimator, window, segments, steps, lr, accumulate, checkpointEvery, seed, threads, deterministic, keep, maxMemory })
             command.Options.Add(o);
         command.SetAction(p => TrainCommand.Run(new TrainCommand.Options(p.GetValue(model)!, p.GetValue(tokenizer), p.GetValue(data) ?? [],
             p.GetValue(output_)!, p.GetValue(segment), p.GetValue(memory), p.GetValue(rank), p.GetValue(alpha), p.GetValue(estimator)!,
             p.GetValue(window), p.GetValue(segments), p.GetValue(steps), p.GetValue(lr), p.GetValue(accumulate), p.GetValue(checkpointEvery),
-            p.GetValue(seed), p.GetValue(threads), p.GetValue(deterministic)), output, error));
+            p.GetValue(seed), p.GetValue(threads), p.GetValue(deterministic), p.GetValue(keep), p.GetValue(maxMemory)), output, error));
         return command;
     }
 
@@ -165,12 +175,13 @@ public static class Program
         var seed = new Option<int>("--seed") { Description = "Seed of the keys, haystack starts and bAbI draws", DefaultValueFactory = _ => 0 };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var list = new Option<bool>("--list-methods") { Description = "List the registered methods and their options, then exit" };
+        var maxMemory = new Option<string?>("--max-memory") { Description = "Memory budget, e.g. 512M or 4G (weights, KV caches, memories): stop with a clear error before passing it" };
         var command = new Command("eval", "Long-context methods side by side: perplexity vs length, passkey, needle in a haystack, BABILong (tables, CSV, SVG, run.json)");
-        foreach (var o in new Option[] { model, tokenizer, adapter, methods, task, data, lengths, depths, outDir, template, babi, babiPrompts, babiTasks, trials, seed, threads, list })
+        foreach (var o in new Option[] { model, tokenizer, adapter, methods, task, data, lengths, depths, outDir, template, babi, babiPrompts, babiTasks, trials, seed, threads, list, maxMemory })
             command.Options.Add(o);
         command.SetAction(p => EvalCommand.Run(new EvalCommand.Options(p.GetValue(model), p.GetValue(tokenizer), p.GetValue(adapter), p.GetValue(methods)!,
             p.GetValue(task)!, p.GetValue(data), p.GetValue(lengths)!, p.GetValue(depths)!, p.GetValue(outDir)!, p.GetValue(template), p.GetValue(babi),
-            p.GetValue(babiPrompts), p.GetValue(babiTasks)!, p.GetValue(trials), p.GetValue(seed), p.GetValue(threads), p.GetValue(list)), output, error));
+            p.GetValue(babiPrompts), p.GetValue(babiTasks)!, p.GetValue(trials), p.GetValue(seed), p.GetValue(threads), p.GetValue(list), p.GetValue(maxMemory)), output, error));
         return command;
     }
 

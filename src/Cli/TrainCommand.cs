@@ -13,7 +13,7 @@ internal static class TrainCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string[] Data, string Out, int Segment, int Memory, int Rank, float Alpha,
         string Estimator, int Window, int Segments, int Steps, float LearningRate, int Accumulate, int CheckpointEvery, int Seed, int Threads,
-        bool DeterministicReduce = false);
+        bool DeterministicReduce = false, int KeepCheckpoints = 3, string? MaxMemory = null);
 
     public static readonly string[] Estimators = ["uio", "incremental", "truncated", "full"];
 
@@ -60,13 +60,20 @@ internal static class TrainCommand
             CliSupport.RequirePositive(value, name);
         if (o.Segments < 2) throw new UsageException($"--segments must be at least 2 (memory needs an earlier segment), got {o.Segments}");
         if (o.Threads < 0) throw new UsageException($"--threads must be 0 (all cores) or a positive number, got {o.Threads}");
+        CliSupport.RequirePositiveFinite(o.LearningRate, "--lr");
+        CliSupport.RequirePositiveFinite(o.Alpha, "--alpha");
+        if (o.CheckpointEvery < 0) throw new UsageException($"--checkpoint-every must be 0 (only at the end) or a positive number, got {o.CheckpointEvery}");
+        if (o.KeepCheckpoints < 0) throw new UsageException($"--keep-checkpoints must be 0 (keep all) or a positive number, got {o.KeepCheckpoints}");
+        long memoryLimit = CliSupport.ParseMemory(o.MaxMemory);
+        CliSupport.RequireOutputFolder(o.Out, "--out");
 
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
-        using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads);
+        using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads, memoryLimitBytes: memoryLimit);
         var (model, tokenizer, accelerator) = (loaded.Model, loaded.Tokenizer, loaded.Accelerator);
 
-        // Resume when the output folder already holds a complete checkpoint: its UIO settings win.
-        bool resume = Directory.Exists(Path.Combine(o.Out, "checkpoints")) && Directory.EnumerateDirectories(Path.Combine(o.Out, "checkpoints")).Any();
+        // Resume when the output folder already holds a checkpoint: its UIO settings win. Temporary folders of an
+        // interrupted save do not count (a run killed during its first save starts over; the trainer removes them).
+        bool resume = Checkpoint.HasCheckpoints(o.Out);
         var config = resume
             ? UioAdapter.ReadConfig(Path.Combine(Checkpoint.Locate(o.Out), Checkpoint.AdapterFolderName))
             : new UioConfig { SegmentLength = o.Segment, MemoryTokens = o.Memory, EncoderRank = o.Rank, EncoderAlpha = o.Alpha, TransferRank = o.Rank, TransferAlpha = o.Alpha };
@@ -78,6 +85,8 @@ internal static class TrainCommand
         if (group is null || group.Rank == 0) corpus = BuildCorpus();
         group?.Barrier();
         if (group is not null && group.Rank > 0) corpus = BuildCorpus();
+        // The token cache is held for the whole run: count it against --max-memory.
+        using var tokenReservation = accelerator.Memory.Reserve(corpus.TotalTokens * sizeof(int), $"the token cache ({corpus.TotalTokens:N0} tokens)");
         var examples = new TrainingExamples(corpus, config.SegmentLength, o.Segments);
         if (examples.Count == 0)
             throw new UsageException($"no document is at least two segments long ({2 * config.SegmentLength + 1} tokens); {examples.SkippedShort} were skipped as too short");
@@ -113,7 +122,7 @@ internal static class TrainCommand
                 var options = new TrainingOptions
                 {
                     TotalSteps = o.Steps, PeakLearningRate = o.LearningRate, DocumentsPerStep = o.Accumulate,
-                    CheckpointEvery = o.CheckpointEvery, Seed = o.Seed, BaseModelNameOrPath = o.Model,
+                    CheckpointEvery = o.CheckpointEvery, KeepCheckpoints = o.KeepCheckpoints, Seed = o.Seed, BaseModelNameOrPath = o.Model,
                 };
                 using var trainer = resume
                     ? Trainer.Resume(o.Out, uio, data, factory, callbacks)

@@ -74,6 +74,13 @@ public abstract class Accelerator : IDisposable
     /// <summary>Pooled scratch tensors.</summary>
     public ScratchPool Scratch { get; }
 
+    /// <summary>
+    /// The bytes this accelerator's tensors (and any reservations) hold, against an optional limit: with
+    /// <see cref="MemoryBudget.LimitBytes"/> set, an allocation that would pass it throws
+    /// <see cref="MemoryBudgetExceededException"/> before anything is allocated.
+    /// </summary>
+    public MemoryBudget Memory { get; } = new();
+
     /// <summary>A new zero-filled tensor.</summary>
     public Tensor Allocate(ReadOnlySpan<int> shape, string? name = null)
     {

@@ -8,6 +8,8 @@ public abstract class DeviceMemory : IDisposable
 {
     protected DeviceMemory(Accelerator accelerator, int length)
     {
+        // Counted (and refused over the budget) here, before the derived class allocates anything.
+        accelerator.Memory.Take((long)Math.Max(length, 1) * sizeof(float), "a tensor");
         Accelerator = accelerator;
         Length = length;
     }
@@ -37,6 +39,7 @@ public abstract class DeviceMemory : IDisposable
         if (IsDisposed) return;
         IsDisposed = true;
         Release();
+        Accelerator.Memory.Give((long)Math.Max(Length, 1) * sizeof(float));
         GC.SuppressFinalize(this);
     }
 

@@ -49,9 +49,9 @@ public sealed record LlamaConfig
     };
 
     /// <summary>Width of one attention head.</summary>
-    public int HeadDim => Dim / Heads;
-    /// <summary>Query heads per key/value head.</summary>
-    public int GroupSize => Heads / KvHeads;
+    public int HeadDim => Heads > 0 ? Dim / Heads : 0;
+    /// <summary>Query heads per key/value head (0 while <see cref="KvHeads"/> is not positive; <see cref="Validate"/> refuses that).</summary>
+    public int GroupSize => KvHeads > 0 ? Heads / KvHeads : 0;
     /// <summary>Rows of W_k and W_v: KvHeads * HeadDim.</summary>
     public int KvDim => KvHeads * HeadDim;
 
@@ -87,7 +87,7 @@ public sealed record LlamaConfig
     {
         void Require(bool ok, string what)
         {
-            if (!ok) throw new ArgumentException($"{source}: {what} (config {this})");
+            if (!ok) throw new ArgumentException($"{source}: {what} ({Summary})");
         }
         Require(Dim > 0, $"dim must be positive, got {Dim}");
         Require(HiddenDim > 0, $"hidden_dim must be positive, got {HiddenDim}");
@@ -99,12 +99,16 @@ public sealed record LlamaConfig
         Require(VocabSize > 0, $"vocab_size must be positive, got {VocabSize}");
         Require(MaxSeqLen > 0, $"max_seq_len must be positive, got {MaxSeqLen}");
         Require(NormEps > 0 && float.IsFinite(NormEps), $"rms_norm_eps must be positive, got {NormEps}");
-        Require(RopeTheta > 0 && float.IsFinite(RopeTheta), $"rope_theta must be positive, got {RopeTheta}");
+        Require(RopeTheta > 1 && float.IsFinite(RopeTheta), $"rope_theta must be a finite number greater than 1, got {RopeTheta}");
         Require(LocalLayers >= 0 && LocalLayers <= Layers, $"LocalLayers ({LocalLayers}) must lie in [0, layers ({Layers})] (all layers local: Mistral's sliding window)");
         Require(LocalWindow >= 0, $"LocalWindow must be >= 0, got {LocalWindow}");
         Require(LocalLayers == 0 || LocalWindow > 0, $"LocalLayers = {LocalLayers} needs a positive LocalWindow, got {LocalWindow}");
         Require(LocalLayers > 0 || LocalWindow == 0, $"LocalWindow = {LocalWindow} has no effect with LocalLayers = 0; set both or neither");
     }
+
+    /// <summary>The raw fields, for messages (no derived value, so it never divides by a zero field).</summary>
+    private string Summary => FormattableString.Invariant(
+        $"config: dim {Dim}, hidden_dim {HiddenDim}, layers {Layers}, heads {Heads}, kv_heads {KvHeads}, vocab_size {VocabSize}, max_seq_len {MaxSeqLen}, rope_theta {RopeTheta}");
 
     /// <summary>Parameters of the model (frozen weights), counting a tied head once.</summary>
     public long ParameterCount

@@ -125,6 +125,22 @@ public sealed class LlamaWeights : IDisposable
     /// Every distinct tensor with its Hugging Face name, in checkpoint order (a tied head is listed once,
     /// as the embedding).
     /// </summary>
+    /// <summary>
+    /// Throws a <see cref="ModelFormatException"/> naming <paramref name="source"/>, the first tensor holding a NaN
+    /// or an infinity, and the index of the first such value; loaders call it after reading every weight.
+    /// </summary>
+    public void RequireFinite(string source)
+    {
+        foreach (var (name, tensor) in Named())
+        {
+            int bad = NonFinite.FirstIndex(tensor);
+            if (bad < 0) continue;
+            float value = tensor.Memory.IsHostAccessible ? tensor.Span[bad] : tensor.ToArray()[bad];
+            throw new ModelFormatException(source,
+                $"tensor '{name}' holds a non-finite weight: {NonFinite.Describe(value)} at index {NonFinite.Coordinates(tensor.Shape, bad)} of shape [{string.Join(", ", tensor.Shape.ToArray())}] (the file is damaged, or was saved from a diverged model)");
+        }
+    }
+
     public IEnumerable<(string Name, Tensor Tensor)> Named()
     {
         yield return (TokenEmbedding.Name!, TokenEmbedding);

@@ -96,7 +96,9 @@ public static class Checkpoint
         {
             writeFiles(temp);
             WriteManifest(temp, step);
-            if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
+            // An older checkpoint of the same step is first renamed to a temporary name (one rename: a kill
+            // leaves either it or the new one in place, plus a temporary folder that the next start removes).
+            if (Directory.Exists(final)) DeleteViaTemporary(final);
             Directory.Move(temp, final);
         }
         finally
@@ -104,6 +106,48 @@ public static class Checkpoint
             if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
         }
         return final;
+    }
+
+    /// <summary>
+    /// True for the name of a folder that a save or a prune left behind when it was interrupted
+    /// (<c>.step-N.&lt;guid&gt;.tmp</c>): never a checkpoint, and safe to delete when no save is running.
+    /// </summary>
+    public static bool IsTemporaryName(string name) =>
+        name.StartsWith("." + FolderPrefix, StringComparison.Ordinal) && name.EndsWith(".tmp", StringComparison.Ordinal);
+
+    /// <summary>
+    /// Deletes the temporary folders that interrupted saves or prunes left in the run's checkpoints folder;
+    /// returns how many were removed. Called when a trainer starts (no save of this run is in progress then).
+    /// </summary>
+    public static int CleanTemporaryFolders(string runFolder)
+    {
+        string root = Path.Combine(runFolder, CheckpointsFolderName);
+        if (!Directory.Exists(root)) return 0;
+        int removed = 0;
+        foreach (var dir in Directory.GetDirectories(root))
+        {
+            if (!IsTemporaryName(Path.GetFileName(dir))) continue;
+            Directory.Delete(dir, recursive: true);
+            removed++;
+        }
+        return removed;
+    }
+
+    /// <summary>True when the run folder holds at least one checkpoint folder (complete or not; temporary folders do not count).</summary>
+    public static bool HasCheckpoints(string runFolder) => List(runFolder).Count > 0;
+
+    /// <summary>
+    /// Removes a checkpoint folder so that an interruption never leaves a half-deleted checkpoint under its
+    /// own name: it is renamed to a temporary name (atomic), then deleted.
+    /// </summary>
+    public static void Delete(string checkpointFolder) => DeleteViaTemporary(Path.GetFullPath(checkpointFolder));
+
+    private static void DeleteViaTemporary(string folder)
+    {
+        string parent = Path.GetDirectoryName(folder)!;
+        string aside = Path.Combine(parent, $".{Path.GetFileName(folder)}.{Guid.NewGuid():N}.tmp");
+        Directory.Move(folder, aside);
+        Directory.Delete(aside, recursive: true);
     }
 
     /// <summary>
@@ -122,11 +166,17 @@ public static class Checkpoint
         JsonDocument doc;
         try
         {
-            doc = JsonDocument.Parse(File.ReadAllBytes(path));
+            byte[] bytes = File.ReadAllBytes(path);
+            Utf8Text.Require(bytes, path, "the manifest");
+            doc = JsonDocument.Parse(bytes);
         }
         catch (JsonException e)
         {
             throw new CheckpointFormatException(path, $"manifest is not valid JSON (partially written?): {e.Message}", e);
+        }
+        catch (Model.ModelFormatException e)
+        {
+            throw new CheckpointFormatException(path, e.Message[(path.Length + 2)..], e);
         }
         using (doc)
         {
@@ -206,13 +256,16 @@ public static class Checkpoint
         TrainerState? state;
         try
         {
-            state = JsonSerializer.Deserialize<TrainerState>(File.ReadAllBytes(path), Json);
+            byte[] bytes = File.ReadAllBytes(path);
+            if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new CheckpointFormatException(path, "trainer state is not valid UTF-8 text");
+            state = JsonSerializer.Deserialize<TrainerState>(bytes, Json);
         }
-        catch (Exception e) when (e is JsonException or IOException)
+        catch (Exception e) when (e is JsonException or IOException or NotSupportedException or InvalidOperationException or ArgumentException)
         {
             throw new CheckpointFormatException(path, $"trainer state is unreadable: {e.Message}", e);
         }
-        if (state is null) throw new CheckpointFormatException(path, "trainer state is null");
+        if (state is null) throw new CheckpointFormatException(path, "trainer state is null, expected an object");
+        if (state.Options is null) throw new CheckpointFormatException(path, "field 'options' is null, expected the run's training options (an object)");
         if (state.FormatVersion != TrainerState.CurrentFormatVersion)
             throw new CheckpointFormatException(path, $"trainer state format {state.FormatVersion} is not supported (expected {TrainerState.CurrentFormatVersion})");
         try

@@ -68,6 +68,12 @@ public sealed class Trainer : IDisposable
         Options = options;
         RunFolder = Path.GetFullPath(runFolder);
         schedule = options.Schedule();
+        // Folders of saves or prunes that were interrupted (a kill during a save) are never checkpoints: remove them.
+        Checkpoint.CleanTemporaryFolders(RunFolder);
+        // A new run in a folder whose earlier run never completed its first checkpoint starts that run over
+        // (its metrics lines are dropped); a folder holding a checkpoint must be resumed instead.
+        if (resumeStep is null && !Checkpoint.HasCheckpoints(RunFolder) && File.Exists(Path.Combine(RunFolder, MetricsLog.JsonFileName)))
+            resumeStep = 0;
         parameters = model.TrainableParameters().ToArray();
         optimizer = AdamW.ForUio(model, options.Optimizer());
         try
@@ -206,10 +212,21 @@ public sealed class Trainer : IDisposable
         float norm = GradientClipping.ClipGlobalNorm(kernels, grads, Options.MaxGradNorm);
         double loss = lossSum / segments;
         if (!double.IsFinite(loss) || !float.IsFinite(norm))
-            throw new InvalidOperationException($"step {step}: the loss ({loss}) or gradient norm ({norm}) is not finite; the model diverged (try a lower learning rate)");
+        {
+            string diagnosis = DiagnoseNonFinite(step, loss, norm);
+            foreach (var p in parameters) p.ZeroGrad();
+            throw new NonFiniteException(diagnosis);
+        }
 
         float lr = schedule.At(step);
         optimizer.Step(lr);
+        foreach (var p in parameters)
+        {
+            int bad = NonFinite.FirstIndex(p.Value);
+            if (bad >= 0)
+                throw new NonFiniteException(
+                    $"step {step}: the AdamW update (learning rate {lr:G3}) made parameter group '{p.Name}' non-finite at index {bad}; the base weights and the gradient were finite, so the update itself overflowed: lower the learning rate (the last checkpoint holds the parameters before it)");
+        }
         foreach (var p in parameters) p.ZeroGrad();
 
         model.Accelerator.Synchronize();
@@ -301,13 +318,47 @@ public sealed class Trainer : IDisposable
         optimizer.Load(Path.Combine(folder, Checkpoint.OptimizerFileName));
         if (optimizer.StepCount != state.Step)
             throw new CheckpointFormatException(folder, $"optimizer state is at step {optimizer.StepCount}, the trainer state at step {state.Step}");
-        data.Position = state.DataPosition;
+        try
+        {
+            data.Position = state.DataPosition;
+        }
+        catch (ArgumentException e)
+        {
+            throw new CheckpointFormatException(Path.Combine(folder, Checkpoint.StateFileName),
+                $"data_position (epoch {state.DataPosition.Epoch}, index {state.DataPosition.Index}) does not fit the training data: {e.Message}", e);
+        }
         Step = state.Step;
         TokensSeen = state.TokensSeen;
         elapsedBeforeSession = state.ElapsedSeconds;
         lastCheckpoint = (state.Step, folder);
         // A completed run had its final evaluation before its final checkpoint: do not repeat it.
         if (Step == Options.TotalSteps) lastEvaluatedStep = Step;
+    }
+
+    /// <summary>
+    /// Says why a step's loss or gradient norm is not finite: the base model's weights (damaged or diverged
+    /// weights: the run cannot continue on them), the trainable parameters (an earlier update), or else the
+    /// gradient of the first parameter group that holds a NaN or an infinity (the forward or backward pass overflowed).
+    /// </summary>
+    private string DiagnoseNonFinite(int step, double loss, float norm)
+    {
+        string what = $"step {step}: the loss ({loss}) or gradient norm ({norm}) is not finite";
+        foreach (var (name, tensor) in model.Base.Weights.Named())
+        {
+            int bad = NonFinite.FirstIndex(tensor);
+            if (bad >= 0) return $"{what}: the base model's weights hold a non-finite value (tensor '{name}', index {bad}); the base model is damaged, not the update";
+        }
+        foreach (var p in parameters)
+        {
+            int bad = NonFinite.FirstIndex(p.Value);
+            if (bad >= 0) return $"{what}: parameter group '{p.Name}' already holds a non-finite value (index {bad}), left by an earlier update; resume from an earlier checkpoint with a lower learning rate";
+        }
+        foreach (var p in parameters)
+        {
+            int bad = p.Grad is null ? -1 : NonFinite.FirstIndex(p.Grad);
+            if (bad >= 0) return $"{what}: the gradient of parameter group '{p.Name}' is non-finite (index {bad}) while the weights are finite: the forward or backward pass overflowed (the model diverged; try a lower learning rate, current peak {Options.PeakLearningRate:G3})";
+        }
+        return $"{what}: the weights and gradients are finite, so the loss itself overflowed (the model diverged; try a lower learning rate, current peak {Options.PeakLearningRate:G3})";
     }
 
     private TrainingProgress Progress(StepResult r)
@@ -323,7 +374,7 @@ public sealed class Trainer : IDisposable
         if (Options.KeepCheckpoints == 0) return;
         var all = Checkpoint.List(RunFolder);
         foreach (var (step, folder) in all.Take(Math.Max(0, all.Count - Options.KeepCheckpoints)))
-            if (step != Step) Directory.Delete(folder, recursive: true);
+            if (step != Step) Checkpoint.Delete(folder);
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(disposed, this);

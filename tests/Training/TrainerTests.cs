@@ -367,7 +367,9 @@ public sealed class TrainerTests : IDisposable
         using var uio = Uio(baseModel, 32);
         string run = Folder("taken");
         var data = new InMemoryTrainingData(Documents(33, 1, 1));
-        using (new Trainer(uio, data, _ => new FullBptt(), new TrainingOptions { TotalSteps = 1 }, run)) { }
+        // A folder holding a checkpoint is a run to resume (one whose first save never completed starts over:
+        // see Reliability/CheckpointReliabilityTests).
+        using (var first = new Trainer(uio, data, _ => new FullBptt(), new TrainingOptions { TotalSteps = 1 }, run)) first.SaveCheckpoint();
         var e = Assert.Throws<IOException>(() => new Trainer(uio, data, _ => new FullBptt(), new TrainingOptions { TotalSteps = 1 }, run));
         Assert.Contains("metrics", e.Message);
         Assert.Throws<ArgumentOutOfRangeException>(() => new Trainer(uio, data, _ => new FullBptt(), new TrainingOptions { TotalSteps = 0 }, Folder("zero")));

@@ -113,3 +113,24 @@ public static class AtomicFile
         Write(path, stream => stream.Write(bytes));
     }
 }
+
+/// <summary>Checks on text that a JSON reader would otherwise reject with a message naming no file.</summary>
+public static class Utf8Text
+{
+    /// <summary>
+    /// Throws a <see cref="ModelFormatException"/> naming <paramref name="path"/> and the offset of the first byte
+    /// that is not valid UTF-8 (System.Text.Json accepts such bytes inside strings and fails later, when a string
+    /// is read, with a message that names no file).
+    /// </summary>
+    public static void Require(ReadOnlySpan<byte> bytes, string path, string what)
+    {
+        if (System.Text.Unicode.Utf8.IsValid(bytes)) return;
+        int offset = 0;
+        while (offset < bytes.Length)
+        {
+            if (System.Text.Rune.DecodeFromUtf8(bytes[offset..], out _, out int consumed) != System.Buffers.OperationStatus.Done) break;
+            offset += consumed;
+        }
+        throw new ModelFormatException(path, $"{what} is not valid UTF-8: byte {offset} (0x{bytes[offset]:X2}) does not start or continue a character");
+    }
+}

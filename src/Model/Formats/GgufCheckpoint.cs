@@ -21,7 +21,7 @@ public static class GgufCheckpoint
         ArgumentNullException.ThrowIfNull(accelerator);
         var file = GgufFile.Read(path);
         var config = ReadConfig(file);
-        var weights = LlamaWeights.Allocate(accelerator, config);
+        var weights = HfCheckpoint.Allocate(accelerator, config, file.Path);
         try
         {
             foreach (var (ggufName, tensor, ropeHeads) in Mapping(weights))
@@ -30,6 +30,7 @@ public static class GgufCheckpoint
                 if (keepQuantized && (ggufName != "token_embd.weight" || config.TiedEmbeddings))
                     KeepQuantized(file, ggufName, tensor, ropeHeads, config.HeadDim, weights);
             }
+            weights.RequireFinite(file.Path);
             return weights;
         }
         catch

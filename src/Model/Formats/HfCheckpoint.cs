@@ -29,7 +29,12 @@ public static class HfCheckpoint
         // A checkpoint without lm_head.weight reuses the embedding, whatever the config says.
         if (!tensors.ContainsKey(HeadName)) config = config with { TiedEmbeddings = true };
 
-        var weights = LlamaWeights.Allocate(accelerator, config);
+        // Every parameter needs at least 2 bytes (F16/BF16) in the files: a config declaring more than the files
+        // hold is refused before anything is allocated for it.
+        long fileBytes = tensors.Values.Sum(t => t.Info.ByteLength);
+        if (config.ParameterCount > fileBytes / 2)
+            throw new ModelFormatException(configPath, $"the config declares {config.ParameterCount:N0} parameters, but the safetensors files hold only {fileBytes:N0} bytes of tensors (at least 2 bytes per parameter expected)");
+        var weights = Allocate(accelerator, config, configPath);
         try
         {
             foreach (var (name, target) in weights.Named())
@@ -38,6 +43,7 @@ public static class HfCheckpoint
                     throw new ModelFormatException(folder, $"tensor '{name}' {target.ShapeString} is missing from {DescribeSources(folder)}");
                 LoadTensor(source.File, source.Info, target);
             }
+            weights.RequireFinite(folder);
             return weights;
         }
         catch
@@ -115,12 +121,27 @@ public static class HfCheckpoint
         return result;
     }
 
+    /// <summary>Allocates the weights, reporting a shape too large for one block as a format error of <paramref name="path"/>.</summary>
+    internal static LlamaWeights Allocate(Accelerator accelerator, LlamaConfig config, string path)
+    {
+        try
+        {
+            return LlamaWeights.Allocate(accelerator, config);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ModelFormatException(path, e.Message, e);
+        }
+    }
+
     /// <summary>The "weight_map" of an index file; shard names must be plain file names inside the folder.</summary>
     private static List<(string Tensor, string File)> ReadWeightMap(string index)
     {
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(index));
+            byte[] bytes = File.ReadAllBytes(index);
+            Utf8Text.Require(bytes, index, "the index");
+            using var doc = JsonDocument.Parse(bytes);
             if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
                 throw new ModelFormatException(index, "'weight_map' object is missing");
             var entries = new List<(string, string)>();

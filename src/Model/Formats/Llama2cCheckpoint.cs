@@ -26,10 +26,11 @@ public static class Llama2cCheckpoint
         var config = ReadHeader(stream, path);
         CheckLength(path, config, stream.Length);
 
-        var weights = LlamaWeights.Allocate(accelerator, config);
+        var weights = HfCheckpoint.Allocate(accelerator, config, path);
         try
         {
             ReadTensors(stream, weights);
+            weights.RequireFinite(path);
             return weights;
         }
         catch

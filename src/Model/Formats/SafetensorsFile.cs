@@ -99,6 +99,7 @@ public sealed class SafetensorsFile
 
     private static (Dictionary<string, string>, List<SafetensorsTensorInfo>) ParseHeader(string path, byte[] header, long dataLength)
     {
+        Utf8Text.Require(header, path, "the safetensors header");
         JsonDocument doc;
         try
         {

@@ -28,6 +28,7 @@ public sealed class Sampler
     public int Sample(ReadOnlySpan<float> logits)
     {
         if (logits.IsEmpty) throw new ArgumentException("Sampler: no logits", nameof(logits));
+        NonFiniteException.ThrowIfAny(logits, "sampling");
         if (Temperature == 0f) return ArgMax(logits);
         return Draw(logits);
     }

@@ -59,7 +59,12 @@ public static class AdapterFolder
             long[] want = target.Shape.ToArray().Select(d => (long)d).ToArray();
             if (!info.Shape.SequenceEqual(want))
                 throw new ModelFormatException(file.Path, $"tensor '{name}' has shape {info.ShapeString}, expected [{string.Join(", ", want)}]" + (describe.Length > 0 ? $" ({describe})" : ""));
-            target.CopyFrom(file.ReadTensor(info));
+            float[] values = file.ReadTensor(info);
+            int bad = NonFinite.FirstIndex(values);
+            if (bad >= 0)
+                throw new ModelFormatException(file.Path,
+                    $"tensor '{info.Name}' holds a non-finite weight: {NonFinite.Describe(values[bad])} at index {NonFinite.Coordinates(target.Shape, bad)} (the adapter was saved from a diverged run?)");
+            target.CopyFrom(values);
         }
         var extra = file.Tensors.FirstOrDefault(t => !expected.Contains(t.Name));
         if (extra is not null)

@@ -12,7 +12,9 @@ public static class LogProbs
         foreach (float v in logits) max = Math.Max(max, v);
         double sum = 0;
         foreach (float v in logits) sum += Math.Exp(v - max);
-        return logits[index] - max - Math.Log(sum);
+        double result = logits[index] - max - Math.Log(sum);
+        if (!double.IsFinite(result)) NonFiniteException.ThrowIfAny(logits, "scoring a token");
+        return result;
     }
 
     /// <summary>

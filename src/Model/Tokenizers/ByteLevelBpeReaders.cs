@@ -103,6 +103,8 @@ internal static class ByteLevelBpeReaders
                 || !item.TryGetProperty("id", out var id) || id.ValueKind != JsonValueKind.Number || !id.TryGetInt32(out int idValue)
                 || !item.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
                 throw new ModelFormatException(path, $"added_tokens[{index}] must be an object with an integer 'id' and a string 'content'");
+            if (idValue < 0)
+                throw new ModelFormatException(path, $"added_tokens[{index}]: id is {idValue}, expected a non-negative integer");
             added.Add((content.GetString()!, idValue));
             index++;
         }
@@ -121,7 +123,16 @@ internal static class ByteLevelBpeReaders
         }
         entries.AddRange(extra);
         if (entries.Count == 0) throw new ModelFormatException(path, $"{what} is empty");
-        int size = entries.Max(e => e.Id) + 1;
+        // Ids must be dense (0..n-1), so the largest id is below the number of entries; checking that before
+        // allocating keeps a small file with a huge id from allocating an array of that size.
+        int maxId = entries.Max(e => e.Id);
+        if (maxId >= entries.Count)
+        {
+            var used = entries.Select(e => e.Id).ToHashSet();
+            int missing = Enumerable.Range(0, entries.Count + 1).First(i => !used.Contains(i));
+            throw new ModelFormatException(path, $"{what}: no token has id {missing}, but the largest id is {maxId}; ids must be 0..n-1 without gaps ({entries.Count} tokens)");
+        }
+        int size = maxId + 1;
         var tokens = new string?[size];
         foreach (var (token, id) in entries)
         {
@@ -179,8 +190,9 @@ internal static class ByteLevelBpeReaders
     {
         try
         {
-            using var stream = File.OpenRead(path);
-            return JsonDocument.Parse(stream, new JsonDocumentOptions { MaxDepth = 256 });
+            byte[] bytes = File.ReadAllBytes(path);
+            Formats.Utf8Text.Require(bytes, path, "the JSON text");
+            return JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 256 });
         }
         catch (JsonException e)
         {
