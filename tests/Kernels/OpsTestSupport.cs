@@ -6,9 +6,11 @@ namespace UioLlm.Tests.Kernels;
 
 /// <summary>
 /// The ops test classes share one xunit collection: some of them switch the kernels' vector width
-/// (a process-wide setting), so they must not run alongside each other.
+/// (a process-wide setting), so they must not run alongside each other, nor alongside any other test: a
+/// bit-exact test elsewhere (a resumed run, a same-seed demo, one process against MPI ranks) that ran while the
+/// width was switched would compute with other vectors and differ in the last bit. The collection runs alone.
 /// </summary>
-[CollectionDefinition(Name)]
+[CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class OpsCollection
 {
     public const string Name = "Ops kernels (vector width switch)";

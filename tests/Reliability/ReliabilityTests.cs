@@ -100,7 +100,8 @@ public class ReliabilityTests
         Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 50_000_000, "the reader allocated for the huge id");
         Assert.Contains(path, e.Message);
         Assert.Contains($"{id}", e.Message);
-        Assert.Contains("no token has id 256", e.Message);
+        // tokenizer.json goes through the Hugging Face reader, which bounds ids before it allocates anything.
+        Assert.Contains("expected an integer in [0, ", e.Message);
     }
 
     [Fact]

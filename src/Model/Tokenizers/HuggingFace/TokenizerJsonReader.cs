@@ -46,8 +46,10 @@ internal static class TokenizerJsonReader
     {
         try
         {
-            using var stream = File.OpenRead(path);
-            return JsonDocument.Parse(stream, new JsonDocumentOptions { MaxDepth = 256 });
+            byte[] bytes = File.ReadAllBytes(path);
+            // Strings are transcoded lazily: invalid UTF-8 would surface later as an untyped exception.
+            Formats.Utf8Text.Require(bytes, path, "the JSON text");
+            return JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 256 });
         }
         catch (JsonException e)
         {
