@@ -189,9 +189,25 @@ public sealed class UioSession : ILongContextSession
             throw new InvalidOperationException($"UioSession.AppendMemory: the local window holds {local.Count} tokens; a memory can be appended only between segments (after a multiple of l = {model.Config.SegmentLength} tokens)");
         if (memory.States.Count != c.Layers || memory.States[0].Value.Dim(1) != c.Dim)
             throw new ArgumentException($"UioSession.AppendMemory: the memory has {memory.States.Count} layers of width {memory.States[0].Value.Dim(1)}; the model has {c.Layers} of width {c.Dim}", nameof(memory));
-        int rows = memory.TokensPerSegment;
-        using var tape = new Tape(model.Accelerator, "uio.append");
+        using (var tape = new Tape(model.Accelerator, "uio.append"))
+        using (tape.NoGrad())
+            Enqueue(tape, memory);
+        for (int s = 0; s < memory.Segments; s++) Activate();
+    }
+
+    /// <summary>Runs the encoder and transfer head on whole segments and queues each segment's K/V.</summary>
+    private void Compress(ReadOnlySpan<int> segments)
+    {
+        using var tape = new Tape(model.Accelerator, "uio.compress");
         using var _ = tape.NoGrad();
+        Enqueue(tape, model.Compress(tape, segments));
+    }
+
+    /// <summary>Turns every segment of a memory into its un-rotated K/V through the transfer head and queues them, oldest first.</summary>
+    private void Enqueue(Tape tape, Memory memory)
+    {
+        var c = model.Base.Config;
+        int rows = memory.TokensPerSegment;
         var kernels = model.Accelerator.Kernels;
         var entries = Enumerable.Range(0, memory.Segments).Select(_ => new PendingMemory(new Tensor[c.Layers], new Tensor[c.Layers])).ToArray();
         for (int layer = 0; layer < c.Layers; layer++)
@@ -203,34 +219,6 @@ public sealed class UioSession : ILongContextSession
                 entries[s].Values[layer] = model.Accelerator.Allocate([rows, c.KvHeads, c.HeadDim]);
                 kernels.Copy(k.Value.Slice(s * rows, rows), entries[s].Keys[layer]);
                 kernels.Copy(v.Value.Slice(s * rows, rows), entries[s].Values[layer]);
-            }
-        }
-        foreach (var e in entries)
-        {
-            pending.Enqueue(e);
-            Activate();
-        }
-    }
-
-    /// <summary>Runs the encoder and transfer head on whole segments and queues each segment's K/V.</summary>
-    private void Compress(ReadOnlySpan<int> segments)
-    {
-        var c = model.Base.Config;
-        int n = model.Config.MemoryTokens, count = segments.Length / model.Config.SegmentLength;
-        var entries = Enumerable.Range(0, count).Select(_ => new PendingMemory(new Tensor[c.Layers], new Tensor[c.Layers])).ToArray();
-        using var tape = new Tape(model.Accelerator, "uio.compress");
-        using var _ = tape.NoGrad();
-        var memory = model.Compress(tape, segments);
-        var kernels = model.Accelerator.Kernels;
-        for (int layer = 0; layer < c.Layers; layer++)
-        {
-            var (k, v) = model.TransferKvUnrotated(tape, memory.States[layer], layer);
-            for (int s = 0; s < count; s++)
-            {
-                entries[s].Keys[layer] = model.Accelerator.Allocate([n, c.KvHeads, c.HeadDim]);
-                entries[s].Values[layer] = model.Accelerator.Allocate([n, c.KvHeads, c.HeadDim]);
-                kernels.Copy(k.Value.Slice(s * n, n), entries[s].Keys[layer]);
-                kernels.Copy(v.Value.Slice(s * n, n), entries[s].Values[layer]);
             }
         }
         foreach (var e in entries) pending.Enqueue(e);

@@ -70,5 +70,5 @@ public sealed record DemoResult(IReadOnlyList<string> Methods, IReadOnlyList<Dem
     }
 
     /// <summary>Whether a length lies past UIO's position budget (marked in the tables).</summary>
-    public bool BeyondBudget(int windows) => (long)windows * Settings.Window > Settings.BudgetTokens;
+    public bool BeyondBudget(int windows) => Settings.BeyondBudget(windows);
 }

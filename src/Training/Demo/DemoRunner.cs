@@ -272,7 +272,7 @@ public sealed class DemoRunner
             LocalLayers = Math.Max(1, c.LocalLayers),
             LocalWindow = c.LocalLayers > 0 ? Math.Min(c.LocalWindow, settings.SegmentLength) : settings.SegmentLength,
         };
-        double layer0Hidden = Accuracy(new LlamaModel(Reconfigured(model.Weights, hiddenConfig), model.Rope));
+        double layer0Hidden = Accuracy(new LlamaModel(model.Weights.WithConfig(hiddenConfig), model.Rope));
         // Where the copy happens: zero one layer's attention output at a time.
         var ablation = new List<double>();
         for (int layer = 0; layer < c.Layers; layer++)
@@ -292,9 +292,6 @@ public sealed class DemoRunner
             $"without layer L's attention: {string.Join(", ", ablation.Select((a, l) => $"L{l} {a:P0}"))}"));
         return ceiling;
     }
-
-    /// <summary>The same weights under another config of the same shape (e.g. more local layers).</summary>
-    private static LlamaWeights Reconfigured(LlamaWeights weights, LlamaConfig config) => weights.WithConfig(config);
 
     // ------------------------------------------------------------------ UIO training
 
@@ -407,8 +404,8 @@ public sealed class DemoRunner
                     trials++;
                     progress?.Report(new DemoProgress(EvaluatePhase, ++done, total, $"{method}, {group.Key.Windows} windows"));
                 }
-                bool beyond = (long)group.Key.Windows * settings.Window > settings.BudgetTokens;
-                results.Add(new DemoAccuracy(method, group.Key.Windows, group.Key.Windows * settings.Window, group.Key.Depth, correct, trials, beyond));
+                results.Add(new DemoAccuracy(method, group.Key.Windows, group.Key.Windows * settings.Window, group.Key.Depth, correct, trials,
+                    settings.BeyondBudget(group.Key.Windows)));
             }
         var distances = new List<DemoDistanceAccuracy>();
         foreach (var group in distancePrompts.GroupBy(p => p.Distance))

@@ -163,6 +163,9 @@ public sealed record DemoSettings
     /// <summary>The longest context (tokens) whose memories + local tokens stay within the window.</summary>
     public long BudgetTokens => UioConfig(Runs()[0]).MaxContextTokens(Window);
 
+    /// <summary>Whether a context of <paramref name="windows"/> windows lies past <see cref="BudgetTokens"/> (read with extrapolation, marked).</summary>
+    public bool BeyondBudget(int windows) => (long)windows * Window > BudgetTokens;
+
     /// <summary>Throws ArgumentException naming the first setting that cannot work.</summary>
     public void Validate()
     {
