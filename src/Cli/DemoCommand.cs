@@ -93,6 +93,7 @@ internal static class DemoCommand
         console.Write(DepthTable(result));
         console.Write(DistanceTable(result));
         if (result.Diagnostics.Count > 0) console.Write(DiagnosticsTable(result));
+        foreach (var line in result.Findings()) console.MarkupLineInterpolated($"{line}");
 
         string csv = Path.Combine(o.Out, TableFile), byDepth = Path.Combine(o.Out, DepthFile), byDistance = Path.Combine(o.Out, DistanceFile), svg = Path.Combine(o.Out, ChartFile);
         AtomicFile.WriteText(csv, TableCsv(result));

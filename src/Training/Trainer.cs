@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using UioLlm.Kernels;
 using UioLlm.Model;
 using UioLlm.Model.Autograd;
 using UioLlm.Model.Uio;
@@ -34,6 +35,7 @@ public sealed class Trainer : IDisposable
     private readonly AdamW optimizer;
     private readonly WarmupCosineSchedule schedule;
     private readonly Var[] parameters;
+    private readonly List<UioModel> replicas = [];   // the workers' copies of the adapter (TrainingOptions.Workers)
     private MetricsLog? metrics;
     private double elapsedBeforeSession;
     private double sessionSeconds;
@@ -185,24 +187,22 @@ public sealed class Trainer : IDisposable
         int stepSeed = Seeds.Derive(Options.Seed, step);
         double lossSum = 0;
         int segments = 0, tokens = 0;
-        for (int d = 0; d < Options.DocumentsPerStep; d++)
-        {
-            // Every process draws every document (data positions stay equal); each computes its share. Each
-            // document has its own estimator, seeded from (step seed, d), so a document's gradient does not depend
-            // on which process computes it (document 0 keeps the step seed).
-            int[] document, targets = [];
-            if (data is ITargetedTrainingData targeted) (document, targets) = targeted.NextWithTargets();
-            else document = data.Next();
-            if (reducer is not null && !reducer.Computes(d)) continue;
-            var estimator = estimators(d == 0 ? stepSeed : Seeds.Derive(stepSeed, d))
-                ?? throw new InvalidOperationException($"step {step}: the estimator factory returned null");
-            var result = data is ITargetedTrainingData ? estimator.Accumulate(model, document, targets) : estimator.Accumulate(model, document);
-            int scored = data is ITargetedTrainingData ? result.ScoredSegments : result.Segments;
-            lossSum += result.Loss;
-            segments += scored;
-            tokens += result.Tokens;
-            reducer?.DocumentDone(d, grads, new StepTotals(result.Loss, scored, result.Tokens));
-        }
+        int workers = reducer is null ? Math.Min(Options.Workers, Options.DocumentsPerStep) : 1;
+        if (workers > 1) (lossSum, segments, tokens) = AccumulateSideBySide(step, stepSeed, workers, grads);
+        else
+            for (int d = 0; d < Options.DocumentsPerStep; d++)
+            {
+                // Every process draws every document (data positions stay equal); each computes its share. Each
+                // document has its own estimator, seeded from (step seed, d), so a document's gradient does not depend
+                // on which process computes it (document 0 keeps the step seed).
+                var (document, targets) = NextDocument();
+                if (reducer is not null && !reducer.Computes(d)) continue;
+                var (result, scored) = AccumulateDocument(model, step, stepSeed, d, document, targets);
+                lossSum += result.Loss;
+                segments += scored;
+                tokens += result.Tokens;
+                reducer?.DocumentDone(d, grads, new StepTotals(result.Loss, scored, result.Tokens));
+            }
         if (reducer is not null)
             (lossSum, segments, tokens) = reducer.Reduce(grads, new StepTotals(lossSum, segments, tokens), Options.DocumentsPerStep);
 
@@ -239,6 +239,58 @@ public sealed class Trainer : IDisposable
         if (WritesRunFiles) Metrics.WriteStep(stepResult, Elapsed);
         callbacks.Progress?.Report(Progress(stepResult));
         return stepResult;
+    }
+
+    private (int[] Document, int[] Targets) NextDocument() =>
+        data is ITargetedTrainingData targeted ? targeted.NextWithTargets() : (data.Next(), []);
+
+    /// <summary>Document <paramref name="d"/> of a step through <paramref name="on"/> (the model or a worker's copy): its result and scored segments.</summary>
+    private (EstimateResult Result, int Scored) AccumulateDocument(UioModel on, int step, int stepSeed, int d, int[] document, int[] targets)
+    {
+        var estimator = estimators(d == 0 ? stepSeed : Seeds.Derive(stepSeed, d))
+            ?? throw new InvalidOperationException($"step {step}: the estimator factory returned null");
+        var result = data is ITargetedTrainingData ? estimator.Accumulate(on, document, targets) : estimator.Accumulate(on, document);
+        return (result, data is ITargetedTrainingData ? result.ScoredSegments : result.Segments);
+    }
+
+    /// <summary>
+    /// The step's documents on <paramref name="workers"/> threads: worker w takes documents w, w + workers, ...
+    /// on the model (w = 0) or on its own copy of the adapter (values copied from the model first); then each copy's
+    /// gradients are added to the model's, copy by copy. Totals are summed in document order.
+    /// </summary>
+    private (double Loss, int Segments, int Tokens) AccumulateSideBySide(int step, int stepSeed, int workers, Tensor[] grads)
+    {
+        var kernels = model.Accelerator.Kernels;
+        while (replicas.Count < workers - 1) replicas.Add(new UioModel(model.Base, model.Config));
+        for (int r = 0; r < workers - 1; r++)
+        {
+            var copy = replicas[r].TrainableParameters().ToArray();
+            for (int i = 0; i < parameters.Length; i++)
+            {
+                kernels.Copy(parameters[i].Value, copy[i].Value);
+                copy[i].ZeroGrad();
+            }
+        }
+        var documents = Enumerable.Range(0, Options.DocumentsPerStep).Select(_ => NextDocument()).ToArray();
+        var results = new (EstimateResult Result, int Scored)[documents.Length];
+        Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, w =>
+        {
+            // One document per core: the kernels stay on the worker's thread (the pool's helpers would only contend).
+            using var alone = KernelThreads.ThisThreadOnly();
+            var on = w == 0 ? model : replicas[w - 1];
+            for (int d = w; d < documents.Length; d += workers)
+                results[d] = AccumulateDocument(on, step, stepSeed, d, documents[d].Document, documents[d].Targets);
+        });
+        for (int r = 0; r < workers - 1; r++)
+        {
+            var copy = replicas[r].TrainableParameters().ToArray();
+            for (int i = 0; i < parameters.Length; i++)
+            {
+                kernels.Add(grads[i], copy[i].Grad!, grads[i]);
+                copy[i].ZeroGrad();
+            }
+        }
+        return (results.Sum(r => r.Result.Loss), results.Sum(r => r.Scored), results.Sum(r => r.Result.Tokens));
     }
 
     /// <summary>Runs the evaluation callback (if any) at the current step and logs its metrics.</summary>
@@ -287,6 +339,7 @@ public sealed class Trainer : IDisposable
         if (disposed) return;
         disposed = true;
         optimizer.Dispose();
+        foreach (var replica in replicas) replica.Dispose();
         metrics?.Dispose();
         metrics = null;
     }

@@ -40,6 +40,7 @@ public sealed class DemoCliTests : IDisposable
         Assert.Contains("passkey accuracy vs needle depth", output);
         Assert.Contains("passkey accuracy vs distance", output);
         Assert.Contains("attention mass on memory", output);
+        Assert.Contains("trained with the key always more than S = 2 segments back, at distances 3-3: TBPTT ", output);
         Assert.Contains("1 x 48 = 48 tokens", output);
         Assert.Contains("total ", output);
 
@@ -74,17 +75,29 @@ public sealed class DemoCliTests : IDisposable
         Assert.True(File.Exists(Path.Combine(folder, "runs", "uio-unbiased-s-2", "stage-1", "metrics.csv")));
         Assert.True(File.Exists(Path.Combine(folder, "runs", "uio-unbiased-s-2-far", "stage-0", "metrics.csv")));
 
-        // A second run reuses the cached base (same fingerprint and checksum) and gives the same numbers.
+        // A second run reuses the cached base (same fingerprint and checksum) and the trained memories (same run
+        // fingerprint), and gives the same numbers.
         var (again, output2, error2) = Run("demo", "--quick", "--out", folder, "--threads", "2");
         Assert.True(again == 0, error2);
-        Assert.Contains("loaded from the cache", output2);
+        Assert.Contains("pre-training the base: loaded from the cache", output2);
+        foreach (var method in Methods.Skip(2)) Assert.Contains($"{method}: loaded from the cache", output2);
+        Assert.DoesNotContain("UIO + TBPTT (S=2): 4/4", output2);
         Assert.Equal(csv, File.ReadAllLines(Path.Combine(folder, "passkey.csv")));
-        // A damaged cache is not trusted: the base is pre-trained again.
+        // A damaged cache is not trusted: the base is pre-trained again (to the same bytes, so the runs still load).
         File.AppendAllText(Path.Combine(folder, "base", "model.safetensors"), "x");
         var (third, output3, error3) = Run("demo", "--quick", "--out", folder, "--threads", "2");
         Assert.True(third == 0, error3);
-        Assert.DoesNotContain("loaded from the cache", output3);
+        Assert.DoesNotContain("pre-training the base: loaded from the cache", output3);
         Assert.Contains("pre-training the base: 6/6", output3);
+        Assert.Equal(csv, File.ReadAllLines(Path.Combine(folder, "passkey.csv")));
+        // A damaged run is trained again, and only that one.
+        File.WriteAllText(Path.Combine(folder, "runs", "uio-tbptt-s-2", "run.json"), "{ not json");
+        var (fourth, output4, error4) = Run("demo", "--quick", "--out", folder, "--threads", "2");
+        Assert.True(fourth == 0, error4);
+        Assert.Contains("UIO + TBPTT (S=2): 4/4", output4);
+        Assert.DoesNotContain("UIO + TBPTT (S=2): loaded from the cache", output4);
+        Assert.Contains("UIO + unbiased (S=2): loaded from the cache", output4);
+        Assert.Equal(csv, File.ReadAllLines(Path.Combine(folder, "passkey.csv")));
     }
 
     [Fact]

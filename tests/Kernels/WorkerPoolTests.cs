@@ -42,6 +42,48 @@ public class WorkerPoolTests
         Assert.All(next.Runs, n => Assert.Equal(1, n));
     }
 
+    private sealed class ThreadRecorder(int parts) : IParallelWork
+    {
+        public readonly int[] Threads = new int[parts];
+
+        public void Run(int part)
+        {
+            Threads[part] = Environment.CurrentManagedThreadId;
+            Thread.SpinWait(20_000);   // long enough that idle helpers would claim parts
+        }
+    }
+
+    [Fact]
+    public void ThisThreadOnlyRunsEveryRegionOnTheCallerUntilDisposed()
+    {
+        int me = Environment.CurrentManagedThreadId;
+        var outer = UioLlm.Kernels.KernelThreads.ThisThreadOnly();
+        var inner = UioLlm.Kernels.KernelThreads.ThisThreadOnly();
+        var work = new ThreadRecorder(16);
+        WorkerPool.Run(work, 16);
+        Assert.All(work.Threads, t => Assert.Equal(me, t));
+        inner.Dispose();
+        inner.Dispose();   // twice: harmless, and the outer scope still holds
+        work = new ThreadRecorder(16);
+        WorkerPool.For(16, 16, p => work.Run(p));
+        Assert.All(work.Threads, t => Assert.Equal(me, t));
+        outer.Dispose();
+        // Afterwards the pool is used again: every part still runs exactly once.
+        var after = new Recorder(8);
+        WorkerPool.Run(after, 8);
+        Assert.All(after.Runs, n => Assert.Equal(1, n));
+    }
+
+    [Fact]
+    public void AnInlineRegionAlsoRunsEveryPartBeforeRethrowing()
+    {
+        using var alone = UioLlm.Kernels.KernelThreads.ThisThreadOnly();
+        var work = new Recorder(4, failingPart: 1);
+        var e = Assert.Throws<InvalidOperationException>(() => WorkerPool.Run(work, 4));
+        Assert.Equal("part 1 failed", e.Message);
+        Assert.All(work.Runs, n => Assert.Equal(1, n));
+    }
+
     [Fact]
     public void NestedRegionRunsInline()
     {

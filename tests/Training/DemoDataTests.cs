@@ -155,22 +155,63 @@ public sealed class DemoDataTests
     }
 
     [Fact]
-    public void RecallDrillsRepeatEachKeysValue()
+    public void InductionDrillsRepeatARunAndScoreOnlyTheRepeats()
     {
-        var drills = new RecallDrills(Vocabulary);
+        var drills = new InductionDrills(Vocabulary);
         for (int seed = 0; seed < 20; seed++)
         {
-            var ids = drills.Drill(seed, 65);
+            var (ids, targets) = drills.Drill(seed, 65);
             Assert.Equal(65, ids.Length);
-            Assert.Equal(ids, drills.Drill(seed, 65));
-            string text = Vocabulary.Decode(ids).TrimEnd();
-            var pairs = text.Split(' ', StringSplitOptions.RemoveEmptyEntries).Where(p => p.Length == 4).ToList();
-            Assert.True(pairs.Count >= 15, text);
-            // A key keeps its value within a drill, and keys repeat.
-            foreach (var group in pairs.GroupBy(p => p[0])) Assert.Single(group.Select(p => p[1..]).Distinct());
-            Assert.True(pairs.Select(p => p[0]).Distinct().Count() < pairs.Count, "keys repeat");
+            Assert.Equal(64, targets.Length);
+            var (again, againTargets) = drills.Drill(seed, 65);
+            Assert.Equal(ids, again);
+            Assert.Equal(targets, againTargets);
+            int start = ids[0] == CharVocabulary.BosId ? 1 : 0;
+            // The period: the shortest run after which the tokens repeat.
+            int run = Enumerable.Range(InductionDrills.MinRun, InductionDrills.MaxRun - InductionDrills.MinRun + 1)
+                .First(r => Enumerable.Range(start + r, 65 - start - r).All(i => ids[i] == ids[i - r]));
+            Assert.All(ids[start..], id => Assert.Matches("^[1-9][0-9][0-9]$", Vocabulary.Decode([id])));
+            for (int i = 0; i < targets.Length; i++)
+            {
+                // Scored exactly where the current token was seen before and the target followed it then.
+                bool predictable = i >= start + run;
+                Assert.Equal(predictable ? ids[i + 1] : -100, targets[i]);
+                if (predictable) Assert.Equal(ids[i + 1 - run], targets[i]);
+            }
         }
-        Assert.NotEqual(drills.Drill(1, 65), drills.Drill(2, 65));
+        Assert.NotEqual(drills.Drill(1, 65).Tokens, drills.Drill(2, 65).Tokens);
+        Assert.Throws<ArgumentOutOfRangeException>(() => Vocabulary.NumberId(1000));
+    }
+
+    [Theory]
+    [InlineData(40, 45, "UIO + unbiased (S=2): 80 % at 8 windows, 90 % at 16 windows (target 80 %): met")]
+    [InlineData(39, 50, "UIO + unbiased (S=2): 78 % at 8 windows, 100 % at 16 windows (target 80 %): MISSED")]
+    public void FindingsCompareTheMainMemoryWithTheTargetAndTheEstimatorsFarAway(int correctAt8, int correctAt16, string expected)
+    {
+        var settings = DemoSettings.Default with { EvalWindows = [1, 8, 16], EvalDistances = [1, 3, 4] };
+        var runs = settings.Runs();
+        var methods = runs.Select(r => r.Name).ToList();
+        var results = new List<DemoAccuracy>();
+        foreach (var method in methods)
+            foreach (int w in settings.EvalWindows)
+                results.Add(new DemoAccuracy(method, w, w * 64, 0.5, method == "UIO + unbiased (S=2)" ? w switch { 8 => correctAt8, 16 => correctAt16, _ => 50 } : 0, 50));
+        // Far regime: TBPTT 0 and 10 %, unbiased 60 and 80 % at distances 3 and 4 (distance 1 is within S and left out).
+        var distances = new List<DemoDistanceAccuracy>();
+        foreach (var method in methods)
+            foreach (int d in settings.EvalDistances)
+                distances.Add(new DemoDistanceAccuracy(method, d, d * 32, method switch
+                {
+                    "UIO + TBPTT (S=2) [far]" => d == 4 ? 4 : 0,
+                    "UIO + unbiased (S=2) [far]" => d == 1 ? 40 : d == 3 ? 24 : 32,
+                    _ => 40,
+                }, 40));
+        var result = new DemoResult(methods, results, distances, [], new DemoCeiling(1, 1, 100, [0, 1, 0, 1]), [], [], false, TimeSpan.Zero, "cpu", settings);
+        var findings = result.Findings();
+        Assert.Equal(2, findings.Count);
+        Assert.Equal(expected, findings[0]);
+        Assert.Equal("trained with the key always more than S = 2 segments back, at distances 3-4: TBPTT 5 %, unbiased 70 % (mean over distances)", findings[1]);
+        // Without the target lengths there is no target line.
+        Assert.Single(new DemoResult(methods, results, distances, [], result.Ceiling, [], [], false, TimeSpan.Zero, "cpu", settings with { EvalWindows = [1] }).Findings());
     }
 
     [Fact]

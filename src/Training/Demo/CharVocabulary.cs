@@ -29,6 +29,14 @@ public sealed class CharVocabulary
     /// <summary>Number of ids: three special tokens, one per character, one per three-digit number.</summary>
     public int VocabSize => FirstNumberId + 1000;
 
+    /// <summary>The single token of the three-digit number <paramref name="number"/> (0 to 999; "007" is 7).</summary>
+    public int NumberId(int number)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(number);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(number, 999);
+        return FirstNumberId + number;
+    }
+
     /// <summary>The id of one character (&lt;unk&gt; when it has none).</summary>
     public int IdOf(char c) => c < idOf.Length ? idOf[c] : UnkId;
 

@@ -71,4 +71,34 @@ public sealed record DemoResult(IReadOnlyList<string> Methods, IReadOnlyList<Dem
 
     /// <summary>Whether a length lies past UIO's position budget (marked in the tables).</summary>
     public bool BeyondBudget(int windows) => Settings.BeyondBudget(windows);
+
+    /// <summary>The lengths (windows) at which the demo's target applies: UIO + unbiased at >= 80 % at 8 and 16 windows.</summary>
+    public static readonly int[] TargetWindows = [8, 16];
+
+    /// <summary>
+    /// What the run shows, one line each: the main memory (unbiased, curriculum) against the target at every target
+    /// length that was evaluated, and the two estimators in the far regime over the distances beyond S.
+    /// </summary>
+    public IReadOnlyList<string> Findings()
+    {
+        var lines = new List<string>();
+        int s = Settings.EstimatorWindow;
+        string main = new DemoUioRun(DemoEstimator.Unbiased, s, DemoRegime.Curriculum).Name;
+        var windows = TargetWindows.Where(w => Settings.EvalWindows.Contains(w)).ToList();
+        if (windows.Count > 0)
+        {
+            bool met = windows.All(w => Accuracy(main, w) >= DemoCeiling.Required);
+            lines.Add($"{main}: " + string.Join(", ", windows.Select(w => $"{Accuracy(main, w):P0} at {w} windows")) +
+                      $" (target {DemoCeiling.Required:P0}): {(met ? "met" : "MISSED")}");
+        }
+        var far = Settings.EvalDistances.Where(d => d > s).ToList();
+        string tbptt = new DemoUioRun(DemoEstimator.Tbptt, s, DemoRegime.Far).Name, unbiased = new DemoUioRun(DemoEstimator.Unbiased, s, DemoRegime.Far).Name;
+        if (far.Count > 0)
+        {
+            double Mean(string method) => far.Average(d => DistanceAccuracy(method, d));
+            lines.Add($"trained with the key always more than S = {s} segments back, at distances {far[0]}-{far[^1]}: " +
+                      $"TBPTT {Mean(tbptt):P0}, unbiased {Mean(unbiased):P0} (mean over distances)");
+        }
+        return lines;
+    }
 }

@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using UioLlm.Kernels;
 using UioLlm.Model;
 using UioLlm.Model.Autograd;
@@ -18,7 +20,7 @@ namespace UioLlm.Training.Demo;
 /// <summary>
 /// The built-in demo, end to end and without any file: a character vocabulary and seeded passkey documents
 /// whose filler holds distractor numbers (the key is "the number after '#'"); a 4-layer Llama base pre-trained
-/// (every weight, AdamW) on one-window passkey documents and key-value recall drills, with its first layers
+/// (every weight, AdamW) on one-window passkey documents and induction drills (repeated runs of random numbers), with its first layers
 /// local so the lookup of a far key happens in a layer whose memory states carry content; the base's ceiling;
 /// UIO memories trained with truncated BPTT and with the unbiased estimator, both with a distance curriculum and
 /// with the needle always beyond the truncation window; then passkey accuracy against context length, needle
@@ -33,7 +35,7 @@ public sealed class DemoRunner
     public const string DiagnosePhase = "diagnostics";
 
     /// <summary>Bumped whenever the base's pre-training changes, so a cached base from older code is not reused.</summary>
-    private const string BaseRecipe = "demo-base-3";
+    private const string BaseRecipe = "demo-base-4";
     private const string BaseFile = "model.safetensors", BaseManifest = "base.json";
 
     private readonly DemoSettings settings;
@@ -43,6 +45,7 @@ public sealed class DemoRunner
     private readonly PasskeyDocuments documents;
     private readonly List<DemoPhase> phases = [];
     private readonly List<DemoStageLoss> stageLosses = [];
+    private string baseSha256 = "";
 
     /// <param name="outFolder">Where the pre-trained base is cached (base/) and the UIO trainers keep their metrics and adapters (runs/); null: a temporary folder, deleted afterwards.</param>
     public DemoRunner(DemoSettings settings, IProgress<DemoProgress>? progress = null, string? outFolder = null)
@@ -106,18 +109,15 @@ public sealed class DemoRunner
     };
 
     /// <summary>
-    /// Pre-training window <paramref name="index"/> with its targets: a recall drill (every token scored) or a
+    /// Pre-training window <paramref name="index"/> with its targets: an induction drill (the repeats scored) or a
     /// passkey document with the needle and question inside the window (every token scored, or, every other one,
     /// only the answer).
     /// </summary>
     public (int[] Tokens, int[] Targets) PretrainWindow(long index)
     {
         var random = new Data.SeededRandom(settings.Seed, stream: 500_000 + index);
-        if (settings.RecallShare > 0 && random.NextDouble() < settings.RecallShare)
-        {
-            var drill = new RecallDrills(vocabulary).Drill(Seeds.Derive(settings.Seed + 5, index), settings.Window + 1);
-            return (drill, drill[1..]);
-        }
+        if (settings.DrillShare > 0 && random.NextDouble() < settings.DrillShare)
+            return new InductionDrills(vocabulary).Drill(Seeds.Derive(settings.Seed + 5, index), settings.Window + 1);
         bool bos = random.Next(2) == 0;
         var document = documents.Random(Seeds.Derive(settings.Seed + 7, index), settings.Window + 1, 0, int.MaxValue, bos);
         // Every other window scores only the answer: the copy is one token of 64 and, diluted among the filler,
@@ -128,7 +128,7 @@ public sealed class DemoRunner
     /// <summary>What identifies a pre-trained base: the recipe and every setting it depends on.</summary>
     public string BaseFingerprint => string.Create(CultureInfo.InvariantCulture,
         $"{BaseRecipe};seed={settings.Seed};window={settings.Window};dim={settings.Dim};layers={settings.Layers};heads={settings.Heads};hidden={settings.HiddenDim};" +
-        $"local={settings.LocalLayers}x{settings.LocalWindow};digits={settings.KeyDigits};distractors={settings.DistractorShare};recall={settings.RecallShare};" +
+        $"local={settings.LocalLayers}x{settings.LocalWindow};digits={settings.KeyDigits};distractors={settings.DistractorShare};drills={settings.DrillShare};" +
         $"steps={settings.PretrainSteps};batch={settings.PretrainBatch};lr={settings.PretrainLearningRate};threads={settings.Threads}");
 
     /// <summary>
@@ -150,7 +150,8 @@ public sealed class DemoRunner
         string temp = file + ".tmp";
         SafetensorsWriter.Write(temp, weights.Named().Select(n => SafetensorsEntry.FromTensor(n.Name, n.Tensor)).ToList());
         File.Move(temp, file, overwrite: true);
-        File.WriteAllText(manifest, $"{{\n  \"fingerprint\": \"{BaseFingerprint}\",\n  \"sha256\": \"{Sha256(file)}\"\n}}\n");
+        baseSha256 = Sha256(file);
+        File.WriteAllText(manifest, $"{{\n  \"fingerprint\": \"{BaseFingerprint}\",\n  \"sha256\": \"{baseSha256}\"\n}}\n");
         return (weights, false);
     }
 
@@ -161,7 +162,8 @@ public sealed class DemoRunner
         {
             using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(manifest));
             if (json.RootElement.GetProperty("fingerprint").GetString() != BaseFingerprint) return null;
-            if (json.RootElement.GetProperty("sha256").GetString() != Sha256(file)) return null;
+            string sha = Sha256(file);
+            if (json.RootElement.GetProperty("sha256").GetString() != sha) return null;
             var reader = SafetensorsFile.Read(file);
             var weights = LlamaWeights.Allocate(accelerator, BaseConfig);
             foreach (var (name, tensor) in weights.Named())
@@ -170,6 +172,7 @@ public sealed class DemoRunner
                 if (info is null || info.ElementCount != tensor.Length) { weights.Dispose(); return null; }
                 tensor.CopyFrom(reader.ReadTensor(info));
             }
+            baseSha256 = sha;
             return weights;
         }
         catch (Exception e) when (e is System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException or ModelFormatException or IOException)
@@ -218,7 +221,7 @@ public sealed class DemoRunner
             foreach (var p in parameters) p.DisposeLeaf();
             phases.Add(new DemoPhase(PretrainPhase, clock.Elapsed,
                 $"{BaseConfig.ParameterCount:N0} parameters ({settings.Layers} layers, d = {settings.Dim}, {LocalDescription}), " +
-                $"{steps} steps x {batch} windows of {settings.Window} tokens ({settings.RecallShare:P0} recall drills), final loss {loss:F3}"));
+                $"{steps} steps x {batch} windows of {settings.Window} tokens ({settings.DrillShare:P0} induction drills), final loss {loss:F3}"));
             return weights;
         }
         catch
@@ -309,9 +312,26 @@ public sealed class DemoRunner
         _ => _ => new FullBptt(),
     };
 
+    /// <summary>What identifies a trained UIO run: the base's fingerprint and checksum, the run and every UIO setting it depends on.</summary>
+    public string RunFingerprint(DemoUioRun run) => string.Create(CultureInfo.InvariantCulture,
+        $"{BaseFingerprint};base-sha256={baseSha256};run={run.Name};l={settings.SegmentLength};n={settings.MemoryTokens};rank={settings.Rank};alpha={settings.Alpha};" +
+        $"lr={settings.UioLearningRate};batch={settings.UioBatch};curriculum={string.Join('-', settings.Curriculum)};stage={settings.StageSteps};far={settings.FarSteps};" +
+        $"extra={settings.ExtraSegments};workers={UioWorkers}");
+
+    /// <summary>
+    /// A UIO run's memory: loaded from <paramref name="folder"/> when its manifest names this run's fingerprint and
+    /// the adapter loads (so a re-run, or an ablation, trains only what it has not trained yet), trained otherwise.
+    /// </summary>
     private UioModel TrainUio(LlamaModel model, DemoUioRun run, string folder)
     {
         var clock = Stopwatch.StartNew();
+        string manifest = Path.Combine(folder, RunManifest), adapter = Path.Combine(folder, "adapter");
+        if (TryLoadCachedRun(model, run, manifest, adapter) is { } cached)
+        {
+            phases.Add(new DemoPhase(run.Name, clock.Elapsed, $"loaded from the cache {folder} (fingerprint matches; delete the folder to train again); " + RunSummary(run)));
+            progress?.Report(new DemoProgress(run.Name, 1, 1, "loaded from the cache"));
+            return cached;
+        }
         if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
         // The evaluation marks lengths past the budget and reads them with extrapolation; training documents
         // were checked to fit it (DemoSettings.Validate).
@@ -320,14 +340,14 @@ public sealed class DemoRunner
         {
             // Curriculum: one trainer per stage on the same adapters (warm start); far: one trainer for all the steps.
             int stages = run.Regime == DemoRegime.Curriculum ? settings.Curriculum.Length : 1;
-            int stepsPerStage = run.Regime == DemoRegime.Curriculum ? settings.StageSteps : settings.StageSteps * settings.Curriculum.Length;
+            int stepsPerStage = run.Regime == DemoRegime.Curriculum ? settings.StageSteps : settings.FarSteps;
             int total = stages * stepsPerStage, before = 0;
             for (int stage = 0; stage < stages; stage++)
             {
                 var data = UioData(run, stage);
                 var options = new TrainingOptions
                 {
-                    TotalSteps = stepsPerStage, PeakLearningRate = settings.UioLearningRate, MinLearningRate = settings.UioLearningRate / 10,
+                    TotalSteps = stepsPerStage, DocumentsPerStep = settings.UioBatch, Workers = UioWorkers, PeakLearningRate = settings.UioLearningRate, MinLearningRate = settings.UioLearningRate / 10,
                     WarmupSteps = Math.Max(1, stepsPerStage / 20), Seed = settings.Seed + stage, WeightDecay = 0f, BaseModelNameOrPath = "uio-demo-base",
                 };
                 var recent = new Queue<double>();
@@ -345,18 +365,57 @@ public sealed class DemoRunner
                 stageLosses.Add(new DemoStageLoss(run.Name, data.MaxDistance, stepsPerStage, recent.Average()));
                 before += stepsPerStage;
             }
-            var last = stageLosses[^1];
-            phases.Add(new DemoPhase(run.Name, clock.Elapsed,
-                run.Regime == DemoRegime.Curriculum
-                    ? $"curriculum {string.Join(" -> ", settings.Curriculum)} segments back, {settings.StageSteps} steps each; answer loss per stage " +
-                      string.Join(" / ", stageLosses.Where(s => s.Method == run.Name).Select(s => s.Loss.ToString("F2", CultureInfo.InvariantCulture)))
-                    : $"needle {run.ReservoirSize + 1}-{settings.Curriculum[^1]} segments back, {stepsPerStage} steps; final answer loss {last.Loss:F2}"));
+            UioAdapter.Save(uio, adapter, "uio-demo-base");
+            var losses = stageLosses.Where(s => s.Method == run.Name).Select(s => new JsonObject
+            {
+                ["max_distance"] = s.MaxDistance, ["steps"] = s.Steps, ["loss"] = s.Loss,
+            }).ToArray<JsonNode?>();
+            string text = new JsonObject { ["fingerprint"] = RunFingerprint(run), ["stage_losses"] = new JsonArray(losses) }.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+            AtomicFile.Write(manifest, stream => stream.Write(Encoding.UTF8.GetBytes(text)));
+            phases.Add(new DemoPhase(run.Name, clock.Elapsed, RunSummary(run)));
             return uio;
         }
         catch
         {
             uio.Dispose();
             throw;
+        }
+    }
+
+    private const string RunManifest = "run.json";
+
+    /// <summary>Documents of a UIO step computed side by side: one per core (the results depend on this number).</summary>
+    private int UioWorkers => Math.Min(settings.UioBatch, settings.Threads > 0 ? settings.Threads : Environment.ProcessorCount);
+
+    private string RunSummary(DemoUioRun run)
+    {
+        var losses = stageLosses.Where(s => s.Method == run.Name).ToList();
+        return run.Regime == DemoRegime.Curriculum
+            ? $"curriculum {string.Join(" -> ", settings.Curriculum)} segments back, {settings.StageSteps} steps each; answer loss per stage " +
+              string.Join(" / ", losses.Select(s => s.Loss.ToString("F2", CultureInfo.InvariantCulture)))
+            : $"needle {run.ReservoirSize + 1}-{settings.Curriculum[^1]} segments back, {settings.FarSteps} steps; final answer loss {losses[^1].Loss:F2}";
+    }
+
+    private UioModel? TryLoadCachedRun(LlamaModel model, DemoUioRun run, string manifest, string adapter)
+    {
+        if (!File.Exists(manifest)) return null;
+        UioModel? uio = null;
+        try
+        {
+            using var json = JsonDocument.Parse(File.ReadAllText(manifest));
+            if (json.RootElement.GetProperty("fingerprint").GetString() != RunFingerprint(run)) return null;
+            var losses = json.RootElement.GetProperty("stage_losses").EnumerateArray()
+                .Select(e => new DemoStageLoss(run.Name, e.GetProperty("max_distance").GetInt32(), e.GetProperty("steps").GetInt32(), e.GetProperty("loss").GetDouble()))
+                .ToList();
+            if (losses.Count == 0) return null;
+            uio = UioAdapter.Load(model, adapter, c => c with { AllowExtrapolation = true });
+            stageLosses.AddRange(losses);
+            return uio;
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException or ModelFormatException or IOException)
+        {
+            uio?.Dispose();
+            return null;   // a damaged or foreign run is trained again, never trusted
         }
     }
 

@@ -36,6 +36,26 @@ internal static class WorkerPool
 
     [ThreadStatic] private static bool inRegion;
 
+    /// <summary>Every region started on this thread runs inline until the scope is disposed (see <see cref="KernelThreads.ThisThreadOnly"/>).</summary>
+    public static IDisposable Inline()
+    {
+        bool was = inRegion;
+        inRegion = true;
+        return new InlineScope(was);
+    }
+
+    private sealed class InlineScope(bool was) : IDisposable
+    {
+        private bool disposed;
+
+        public void Dispose()
+        {
+            if (disposed) return;
+            disposed = true;
+            inRegion = was;
+        }
+    }
+
     /// <summary>
     /// Runs work.Run(p) for p in [0, partCount) on up to <paramref name="maxThreads"/> threads (default: one per
     /// part), the caller included; rethrows the first failure.
@@ -45,7 +65,20 @@ internal static class WorkerPool
         int threads = Math.Min(partCount, maxThreads);
         if (threads <= 1 || inRegion || !Monitor.TryEnter(Gate))
         {
-            for (int p = 0; p < partCount; p++) region.Run(p);
+            // Inline: the same contract as a pooled region (every part runs, the first failure is rethrown after).
+            Exception? first = null;
+            for (int p = 0; p < partCount; p++)
+            {
+                try
+                {
+                    region.Run(p);
+                }
+                catch (Exception e)
+                {
+                    first ??= e;
+                }
+            }
+            if (first is not null) ExceptionDispatchInfo.Capture(first).Throw();
             return;
         }
         inRegion = true;
