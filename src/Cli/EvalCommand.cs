@@ -1,3 +1,4 @@
+using UioLlm.Training.Methods;
 using System.Globalization;
 using Spectre.Console;
 using UioLlm.Model.Formats;
@@ -24,6 +25,7 @@ internal static class EvalCommand
     public static int Run(Options o, TextWriter output, TextWriter error) => CliSupport.Guarded("eval", error, () =>
     {
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
+        TrainableMethods.RegisterForEvaluation();   // trained methods are read from --adapter
         if (o.ListMethods)
         {
             ListMethods(console);

@@ -146,13 +146,19 @@ public static class Program
         var deterministic = new Option<bool>("--deterministic-reduce") { Description = "Data parallel (under mpirun): add the documents' gradients in document order, so any number of ranks gives bit-identical results (slower)" };
         var keep = new Option<int>("--keep-checkpoints") { Description = "Keep only the newest N checkpoints (0: keep all)", DefaultValueFactory = _ => 3 };
         var maxMemory = new Option<string?>("--max-memory") { Description = "Memory budget, e.g. 512M or 4G (weights, token cache, encoder graphs): stop with a clear error before passing it" };
-        var command = new Command("train", "Train a UIO adapter (encoder LoRA, transfer head, memory embedding) on text; under `mpirun -np N` data-parallel over N ranks");
-        foreach (var o in new Option[] { model, tokenizer, data, output_, segment, memory, rank, alpha, estimator, window, segments, steps, lr, accumulate, checkpointEvery, seed, threads, deterministic, keep, maxMemory })
+        var method = new Option<string>("--method")
+        {
+            Description = "uio (the default; its settings are the options above) or another trained method as name:key=value:... (uio eval --list-methods lists them); documents are --segments x --segment tokens",
+            DefaultValueFactory = _ => "uio",
+        };
+        var workers = new Option<int>("--workers") { Description = "Documents of a step computed side by side, one per core (small models on the CPU)", DefaultValueFactory = _ => 1 };
+        var command = new Command("train", "Train a UIO adapter (encoder LoRA, transfer head, memory embedding) or another trained method on text; under `mpirun -np N` data-parallel over N ranks");
+        foreach (var o in new Option[] { model, tokenizer, data, output_, segment, memory, rank, alpha, estimator, window, segments, steps, lr, accumulate, checkpointEvery, seed, threads, deterministic, keep, maxMemory, method, workers })
             command.Options.Add(o);
         command.SetAction(p => TrainCommand.Run(new TrainCommand.Options(p.GetValue(model)!, p.GetValue(tokenizer), p.GetValue(data) ?? [],
             p.GetValue(output_)!, p.GetValue(segment), p.GetValue(memory), p.GetValue(rank), p.GetValue(alpha), p.GetValue(estimator)!,
             p.GetValue(window), p.GetValue(segments), p.GetValue(steps), p.GetValue(lr), p.GetValue(accumulate), p.GetValue(checkpointEvery),
-            p.GetValue(seed), p.GetValue(threads), p.GetValue(deterministic), p.GetValue(keep), p.GetValue(maxMemory)), output, error));
+            p.GetValue(seed), p.GetValue(threads), p.GetValue(deterministic), p.GetValue(keep), p.GetValue(maxMemory), p.GetValue(method)!, p.GetValue(workers)), output, error));
         return command;
     }
 

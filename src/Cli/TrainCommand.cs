@@ -2,6 +2,9 @@ using Spectre.Console;
 using UioLlm.Kernels.Distributed;
 using UioLlm.Model.Uio;
 using UioLlm.Training;
+using UioLlm.Training.Methods;
+using UioLlm.Training.Methods.Uio;
+using UioLlm.Model.Methods;
 using UioLlm.Training.Data;
 using UioLlm.Training.Distributed;
 using UioLlm.Training.Estimators;
@@ -13,7 +16,7 @@ internal static class TrainCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string[] Data, string Out, int Segment, int Memory, int Rank, float Alpha,
         string Estimator, int Window, int Segments, int Steps, float LearningRate, int Accumulate, int CheckpointEvery, int Seed, int Threads,
-        bool DeterministicReduce = false, int KeepCheckpoints = 3, string? MaxMemory = null);
+        bool DeterministicReduce = false, int KeepCheckpoints = 3, string? MaxMemory = null, string Method = "uio", int Workers = 1);
 
     public static readonly string[] Estimators = ["uio", "incremental", "truncated", "full"];
 
@@ -56,7 +59,7 @@ internal static class TrainCommand
         foreach (var d in o.Data) CliSupport.RequireExists(d, "--data");
         if (!Estimators.Contains(o.Estimator)) throw new UsageException($"--estimator must be one of {string.Join(", ", Estimators)}, got '{o.Estimator}'");
         foreach (var (value, name) in new[] { (o.Segment, "--segment"), (o.Memory, "--memory"), (o.Rank, "--rank"), (o.Window, "--window"),
-                     (o.Segments, "--segments"), (o.Steps, "--steps"), (o.Accumulate, "--accumulate") })
+                     (o.Segments, "--segments"), (o.Steps, "--steps"), (o.Accumulate, "--accumulate"), (o.Workers, "--workers") })
             CliSupport.RequirePositive(value, name);
         if (o.Segments < 2) throw new UsageException($"--segments must be at least 2 (memory needs an earlier segment), got {o.Segments}");
         if (o.Threads < 0) throw new UsageException($"--threads must be 0 (all cores) or a positive number, got {o.Threads}");
@@ -71,13 +74,32 @@ internal static class TrainCommand
         using var loaded = CliSupport.Open(o.Model, o.Tokenizer, o.Threads, memoryLimitBytes: memoryLimit);
         var (model, tokenizer, accelerator) = (loaded.Model, loaded.Tokenizer, loaded.Accelerator);
 
-        // Resume when the output folder already holds a checkpoint: its UIO settings win. Temporary folders of an
+        // Resume when the output folder already holds a checkpoint: its method and settings win. Temporary folders of an
         // interrupted save do not count (a run killed during its first save starts over; the trainer removes them).
         bool resume = Checkpoint.HasCheckpoints(o.Out);
-        var config = resume
-            ? UioAdapter.ReadConfig(Path.Combine(Checkpoint.Locate(o.Out), Checkpoint.AdapterFolderName))
-            : new UioConfig { SegmentLength = o.Segment, MemoryTokens = o.Memory, EncoderRank = o.Rank, EncoderAlpha = o.Alpha, TransferRank = o.Rank, TransferAlpha = o.Alpha };
-        using var uio = new UioModel(model, config, o.Seed);
+        string? savedAdapter = resume ? Path.Combine(Checkpoint.Locate(o.Out), Checkpoint.AdapterFolderName) : null;
+        var savedMethod = savedAdapter is null ? null : TrainableMethods.ReadAdapterMethod(savedAdapter);
+        string methodName = savedMethod?.Method ?? (resume ? "uio" : MethodRegistry.ParseSpec(o.Method).Name);
+        int segmentLength = o.Segment;
+        using var trained = MakeMethod();
+        ITrainableMethod MakeMethod()
+        {
+            if (methodName != "uio")
+                return savedMethod is { } m ? TrainableMethods.Create(m.Method, m.Options, model, o.Seed) : TrainableMethods.Create(o.Method, model, o.Seed);
+            if (o.Method != "uio" && !resume) throw new UsageException($"--method '{o.Method}': UIO takes its settings from --segment, --memory, --rank, --alpha, --estimator and --window, not from options");
+            var config = savedAdapter is not null
+                ? UioAdapter.ReadConfig(savedAdapter)
+                : new UioConfig { SegmentLength = o.Segment, MemoryTokens = o.Memory, EncoderRank = o.Rank, EncoderAlpha = o.Alpha, TransferRank = o.Rank, TransferAlpha = o.Alpha };
+            segmentLength = config.SegmentLength;
+            EstimatorFactory factory = o.Estimator switch
+            {
+                "uio" => seed => new UnbiasedIncremental(o.Window, seed),
+                "incremental" => _ => new IncrementalTbptt(o.Window),
+                "truncated" => _ => new TruncatedBptt(o.Window),
+                _ => _ => new FullBptt(),
+            };
+            return new UioTrainable(new UioModel(model, config, o.Seed), factory, ownsModel: true);
+        }
 
         // Rank 0 fills the token cache first; the others then read it instead of writing the same files at once.
         TokenizedCorpus BuildCorpus() => TokenizedCorpus.Build(DocumentSource.FromPaths(o.Data), tokenizer, Path.Combine(o.Out, "token-cache"));
@@ -87,22 +109,15 @@ internal static class TrainCommand
         if (group is not null && group.Rank > 0) corpus = BuildCorpus();
         // The token cache is held for the whole run: count it against --max-memory.
         using var tokenReservation = accelerator.Memory.Reserve(corpus.TotalTokens * sizeof(int), $"the token cache ({corpus.TotalTokens:N0} tokens)");
-        var examples = new TrainingExamples(corpus, config.SegmentLength, o.Segments);
+        var examples = new TrainingExamples(corpus, segmentLength, o.Segments);
         if (examples.Count == 0)
-            throw new UsageException($"no document is at least two segments long ({2 * config.SegmentLength + 1} tokens); {examples.SkippedShort} were skipped as too short");
-        console.MarkupLineInterpolated($"[bold]uio train[/]: {corpus.Documents.Count} documents, {corpus.TotalTokens:N0} tokens, {examples.Count} examples of up to {o.Segments} segments ({examples.SkippedShort} too short); {accelerator.Description}");
+            throw new UsageException($"no document is at least two segments long ({2 * segmentLength + 1} tokens); {examples.SkippedShort} were skipped as too short");
+        console.MarkupLineInterpolated($"[bold]uio train[/] ({trained.Name}, {trained.Parameters.Sum(p => p.Parameter.Value.Length):N0} trainable parameters): {corpus.Documents.Count} documents, {corpus.TotalTokens:N0} tokens, {examples.Count} examples of up to {o.Segments} segments ({examples.SkippedShort} too short); {accelerator.Description}");
         if (group is not null)
             console.MarkupLineInterpolated($"data parallel: {group.Description}; {o.Accumulate} documents per step dealt round-robin, gradients {(o.DeterministicReduce ? "gathered and added in document order (deterministic)" : "all-reduced in buckets")}");
         if (group is { Size: > 1 } && o.Accumulate < group.Size)
             throw new UsageException($"--accumulate {o.Accumulate}: with {group.Size} ranks each step needs at least {group.Size} documents (one per rank), got {o.Accumulate}");
         var data = new ShuffledExamples(examples, o.Seed);
-        EstimatorFactory factory = o.Estimator switch
-        {
-            "uio" => seed => new UnbiasedIncremental(o.Window, seed),
-            "incremental" => _ => new IncrementalTbptt(o.Window),
-            "truncated" => _ => new TruncatedBptt(o.Window),
-            _ => _ => new FullBptt(),
-        };
 
         TrainingRunResult result = null!;
         console.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
@@ -121,12 +136,12 @@ internal static class TrainCommand
                 };
                 var options = new TrainingOptions
                 {
-                    TotalSteps = o.Steps, PeakLearningRate = o.LearningRate, DocumentsPerStep = o.Accumulate,
+                    TotalSteps = o.Steps, PeakLearningRate = o.LearningRate, DocumentsPerStep = o.Accumulate, Workers = o.Workers,
                     CheckpointEvery = o.CheckpointEvery, KeepCheckpoints = o.KeepCheckpoints, Seed = o.Seed, BaseModelNameOrPath = o.Model,
                 };
                 using var trainer = resume
-                    ? Trainer.Resume(o.Out, uio, data, factory, callbacks)
-                    : new Trainer(uio, data, factory, options, o.Out, callbacks);
+                    ? Trainer.Resume(o.Out, trained, data, callbacks)
+                    : new Trainer(trained, data, options, o.Out, callbacks);
                 result = trainer.Run();
             });
         console.MarkupLineInterpolated($"{(resume ? "resumed; " : "")}step {result.Step}{(result.Completed ? " (done)" : "")}; checkpoint: {result.Checkpoint}");

@@ -4,38 +4,42 @@ using UioLlm.Model;
 using UioLlm.Model.Autograd;
 using UioLlm.Model.Uio;
 using UioLlm.Training.Estimators;
+using UioLlm.Training.Methods;
+using UioLlm.Training.Methods.Uio;
 using UioLlm.Training.Optim;
 
 namespace UioLlm.Training;
 
 /// <summary>
-/// Trains a <see cref="UioModel"/>'s adapter (encoder LoRA, transfer LoRA, memory embedding) with AdamW.
-/// One optimizer step (<see cref="TrainStep"/>):
+/// Trains any <see cref="ITrainableMethod"/> with AdamW: a <see cref="UioModel"/>'s adapter (encoder LoRA, transfer
+/// LoRA, memory embedding) through UIO's segment loop and estimators (<see cref="UioTrainable"/>), or any other
+/// trained method of <see cref="TrainableMethods"/>. One optimizer step (<see cref="TrainStep"/>):
 /// <list type="number">
-/// <item>zero the gradients; make the step's estimator from <see cref="Seeds.Derive"/>(seed, step);</item>
-/// <item>accumulate k = <see cref="TrainingOptions.DocumentsPerStep"/> documents through it: each adds
-/// d(sum_t J_t)/dTheta, where J_t is the mean cross-entropy of segment t's l tokens;</item>
-/// <item>scale the sum by 1 / (total segments of the k documents): since every segment scores l tokens, the
-/// gradient is that of the mean cross-entropy per scored token over the step (the per-token mean, not the
-/// mean per document), and the reported loss is that same mean; with targeted data
-/// (<see cref="ITargetedTrainingData"/>) only segments that score something are counted;</item>
+/// <item>zero the gradients; derive the step's seed from <see cref="Seeds.Derive"/>(seed, step) and each document's
+/// seed from it (UIO makes the document's estimator from it);</item>
+/// <item>accumulate k = <see cref="TrainingOptions.DocumentsPerStep"/> documents: each adds the gradient of its
+/// loss, a sum over units (UIO: d(sum_t J_t)/dTheta, where J_t is the mean cross-entropy of segment t's scored
+/// tokens);</item>
+/// <item>scale the sum by 1 / (total units of the k documents; UIO: the segments that score something), so the
+/// reported loss is the mean per unit over the step;</item>
 /// <item>clip the global norm to <see cref="TrainingOptions.MaxGradNorm"/>; take the AdamW step at the
 /// scheduled learning rate; zero the gradients.</item>
 /// </list>
 /// <see cref="Run"/> repeats steps, evaluates and writes checkpoints into the run folder (see
-/// <see cref="Checkpoint"/>) and logs every step (see <see cref="MetricsLog"/>); <see cref="Resume"/> continues
-/// a run from a checkpoint bit for bit as if it had never stopped. The trainer does not own the model.
+/// <see cref="Checkpoint"/>) and logs every step (see <see cref="MetricsLog"/>); <c>Resume</c> continues
+/// a run from a checkpoint bit for bit as if it had never stopped. The trainer does not own the model or method
+/// it is given (only the UIO wrapper it makes itself).
 /// </summary>
 public sealed class Trainer : IDisposable
 {
-    private readonly UioModel model;
+    private readonly ITrainableMethod method;
+    private readonly bool ownsMethod;
     private readonly ITrainingData data;
-    private readonly EstimatorFactory estimators;
     private readonly TrainerCallbacks callbacks;
     private readonly AdamW optimizer;
     private readonly WarmupCosineSchedule schedule;
     private readonly Var[] parameters;
-    private readonly List<UioModel> replicas = [];   // the workers' copies of the adapter (TrainingOptions.Workers)
+    private readonly List<ITrainableMethod> replicas = [];   // the workers' copies of the method (TrainingOptions.Workers)
     private MetricsLog? metrics;
     private double elapsedBeforeSession;
     private double sessionSeconds;
@@ -50,22 +54,36 @@ public sealed class Trainer : IDisposable
     /// <param name="estimators">Makes each step's gradient estimator from that step's seed.</param>
     public Trainer(UioModel model, ITrainingData data, EstimatorFactory estimators, TrainingOptions options, string runFolder,
         TrainerCallbacks? callbacks = null)
-        : this(model, data, estimators, options, runFolder, callbacks, resumeStep: null)
+        : this(Wrap(model, estimators), ownsMethod: true, data, options, runFolder, callbacks, resumeStep: null)
     {
     }
 
-    private Trainer(UioModel model, ITrainingData data, EstimatorFactory estimators, TrainingOptions options, string runFolder,
-        TrainerCallbacks? callbacks, int? resumeStep)
+    /// <summary>Starts a new run of any trainable method in <paramref name="runFolder"/> (which must not hold a run's metrics yet).</summary>
+    /// <param name="method">The method whose parameters are trained (not owned).</param>
+    /// <param name="data">Where the documents come from, from its current position.</param>
+    public Trainer(ITrainableMethod method, ITrainingData data, TrainingOptions options, string runFolder, TrainerCallbacks? callbacks = null)
+        : this(method, ownsMethod: false, data, options, runFolder, callbacks, resumeStep: null)
+    {
+    }
+
+    private static UioTrainable Wrap(UioModel model, EstimatorFactory estimators)
     {
         ArgumentNullException.ThrowIfNull(model);
-        ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(estimators);
+        return new UioTrainable(model, estimators);
+    }
+
+    private Trainer(ITrainableMethod method, bool ownsMethod, ITrainingData data, TrainingOptions options, string runFolder,
+        TrainerCallbacks? callbacks, int? resumeStep)
+    {
+        ArgumentNullException.ThrowIfNull(method);
+        ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentException.ThrowIfNullOrEmpty(runFolder);
         options.Validate();
-        this.model = model;
+        this.method = method;
+        this.ownsMethod = ownsMethod;
         this.data = data;
-        this.estimators = estimators;
         this.callbacks = callbacks ?? new TrainerCallbacks();
         Options = options;
         RunFolder = Path.GetFullPath(runFolder);
@@ -76,8 +94,8 @@ public sealed class Trainer : IDisposable
         // (its metrics lines are dropped); a folder holding a checkpoint must be resumed instead.
         if (resumeStep is null && !Checkpoint.HasCheckpoints(RunFolder) && File.Exists(Path.Combine(RunFolder, MetricsLog.JsonFileName)))
             resumeStep = 0;
-        parameters = model.TrainableParameters().ToArray();
-        optimizer = AdamW.ForUio(model, options.Optimizer());
+        parameters = method.Parameters.Select(p => p.Parameter).ToArray();
+        optimizer = new AdamW(method.Parameters.ToList(), options.Optimizer());
         try
         {
             // With data parallelism only one process writes the run folder's files.
@@ -96,21 +114,27 @@ public sealed class Trainer : IDisposable
     /// restored into <paramref name="model"/> and <paramref name="data"/>; the run folder is the checkpoint's.
     /// </summary>
     /// <exception cref="CheckpointFormatException">The checkpoint is incomplete or damaged, or was made for a model with other UIO settings.</exception>
-    public static Trainer Resume(string path, UioModel model, ITrainingData data, EstimatorFactory estimators, TrainerCallbacks? callbacks = null)
+    public static Trainer Resume(string path, UioModel model, ITrainingData data, EstimatorFactory estimators, TrainerCallbacks? callbacks = null) =>
+        Resume(path, Wrap(model, estimators), ownsMethod: true, data, callbacks);
+
+    /// <summary>
+    /// Continues a run of any trainable method (see the UIO overload): <paramref name="method"/> must have the settings
+    /// the checkpoint's adapter was saved with; its parameters, the optimizer, data position and options are restored.
+    /// </summary>
+    /// <exception cref="CheckpointFormatException">The checkpoint is incomplete or damaged, or was made for another method or other settings.</exception>
+    public static Trainer Resume(string path, ITrainableMethod method, ITrainingData data, TrainerCallbacks? callbacks = null) =>
+        Resume(path, method, ownsMethod: false, data, callbacks);
+
+    private static Trainer Resume(string path, ITrainableMethod method, bool ownsMethod, ITrainingData data, TrainerCallbacks? callbacks)
     {
-        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(method);
         ArgumentNullException.ThrowIfNull(data);
         string folder = Checkpoint.Locate(path);
         int step = Checkpoint.Verify(folder);
         var state = Checkpoint.ReadState(folder);
         if (state.Step != step)
             throw new CheckpointFormatException(folder, $"trainer state records step {state.Step} but the manifest step {step}");
-        string adapterFolder = Path.Combine(folder, Checkpoint.AdapterFolderName);
-        var saved = UioAdapter.ReadConfig(adapterFolder);
-        if (saved != model.Config)
-            throw new CheckpointFormatException(adapterFolder, $"the checkpoint was trained with UIO settings {saved}, but the model has {model.Config}");
-
-        var trainer = new Trainer(model, data, estimators, state.Options, Checkpoint.RunFolderOf(folder), callbacks, resumeStep: step);
+        var trainer = new Trainer(method, ownsMethod, data, state.Options, Checkpoint.RunFolderOf(folder), callbacks, resumeStep: step);
         try
         {
             trainer.Restore(folder, state);
@@ -133,7 +157,11 @@ public sealed class Trainer : IDisposable
     /// <summary>Tokens scored in the whole run.</summary>
     public long TokensSeen { get; private set; }
 
-    public UioModel Model => model;
+    public UioModel Model => (method as UioTrainable)?.Model
+        ?? throw new InvalidOperationException($"this trainer trains the method '{method.Name}', not a UIO model (see Method)");
+
+    /// <summary>The method trained.</summary>
+    public ITrainableMethod Method => method;
 
     public AdamW Optimizer => optimizer;
 
@@ -178,7 +206,7 @@ public sealed class Trainer : IDisposable
         if (Step >= Options.TotalSteps) throw new InvalidOperationException($"TrainStep: the run is complete ({Step} of {Options.TotalSteps} steps)");
         var clock = Stopwatch.StartNew();
         int step = Step + 1;
-        var kernels = model.Accelerator.Kernels;
+        var kernels = method.Base.Accelerator.Kernels;
 
         // Gradients are zeroed here too, in case an evaluation between steps left some behind.
         foreach (var p in parameters) p.ZeroGrad();
@@ -197,11 +225,11 @@ public sealed class Trainer : IDisposable
                 // on which process computes it (document 0 keeps the step seed).
                 var (document, targets) = NextDocument();
                 if (reducer is not null && !reducer.Computes(d)) continue;
-                var (result, scored) = AccumulateDocument(model, step, stepSeed, d, document, targets);
+                var result = AccumulateDocument(method, step, stepSeed, d, document, targets);
                 lossSum += result.Loss;
-                segments += scored;
+                segments += result.Units;
                 tokens += result.Tokens;
-                reducer?.DocumentDone(d, grads, new StepTotals(result.Loss, scored, result.Tokens));
+                reducer?.DocumentDone(d, grads, new StepTotals(result.Loss, result.Units, result.Tokens));
             }
         if (reducer is not null)
             (lossSum, segments, tokens) = reducer.Reduce(grads, new StepTotals(lossSum, segments, tokens), Options.DocumentsPerStep);
@@ -229,7 +257,7 @@ public sealed class Trainer : IDisposable
         }
         foreach (var p in parameters) p.ZeroGrad();
 
-        model.Accelerator.Synchronize();
+        method.Base.Accelerator.Synchronize();
         double seconds = clock.Elapsed.TotalSeconds;
         Step = step;
         TokensSeen += tokens;
@@ -241,16 +269,25 @@ public sealed class Trainer : IDisposable
         return stepResult;
     }
 
-    private (int[] Document, int[] Targets) NextDocument() =>
-        data is ITargetedTrainingData targeted ? targeted.NextWithTargets() : (data.Next(), []);
-
-    /// <summary>Document <paramref name="d"/> of a step through <paramref name="on"/> (the model or a worker's copy): its result and scored segments.</summary>
-    private (EstimateResult Result, int Scored) AccumulateDocument(UioModel on, int step, int stepSeed, int d, int[] document, int[] targets)
+    /// <summary>The next document and its targets (untargeted data: every next token).</summary>
+    private (int[] Document, int[] Targets) NextDocument()
     {
-        var estimator = estimators(d == 0 ? stepSeed : Seeds.Derive(stepSeed, d))
-            ?? throw new InvalidOperationException($"step {step}: the estimator factory returned null");
-        var result = data is ITargetedTrainingData ? estimator.Accumulate(on, document, targets) : estimator.Accumulate(on, document);
-        return (result, data is ITargetedTrainingData ? result.ScoredSegments : result.Segments);
+        if (data is ITargetedTrainingData targeted) return targeted.NextWithTargets();
+        var document = data.Next();
+        return (document, document.Length == 0 ? [] : document[1..]);
+    }
+
+    /// <summary>
+    /// Document <paramref name="d"/> of a step through <paramref name="on"/> (the method or a worker's copy). Each
+    /// document has its own seed, (step seed, d), so its gradient does not depend on who computes it (document 0 keeps
+    /// the step seed).
+    /// </summary>
+    private static DocumentLoss AccumulateDocument(ITrainableMethod on, int step, int stepSeed, int d, int[] document, int[] targets)
+    {
+        var result = on.Accumulate(document, targets, d == 0 ? stepSeed : Seeds.Derive(stepSeed, d));
+        if (result.Units < 0 || result.Tokens < 0)
+            throw new InvalidOperationException($"step {step}: method '{on.Name}' reported {result.Units} units and {result.Tokens} tokens for document {d}");
+        return result;
     }
 
     /// <summary>
@@ -260,11 +297,17 @@ public sealed class Trainer : IDisposable
     /// </summary>
     private (double Loss, int Segments, int Tokens) AccumulateSideBySide(int step, int stepSeed, int workers, Tensor[] grads)
     {
-        var kernels = model.Accelerator.Kernels;
-        while (replicas.Count < workers - 1) replicas.Add(new UioModel(model.Base, model.Config));
+        var kernels = method.Base.Accelerator.Kernels;
+        while (replicas.Count < workers - 1)
+        {
+            var replica = method.CreateReplica();
+            if (replica is null) break;
+            replicas.Add(replica);
+        }
+        workers = Math.Min(workers, replicas.Count + 1);
         for (int r = 0; r < workers - 1; r++)
         {
-            var copy = replicas[r].TrainableParameters().ToArray();
+            var copy = replicas[r].Parameters.Select(p => p.Parameter).ToArray();
             for (int i = 0; i < parameters.Length; i++)
             {
                 kernels.Copy(parameters[i].Value, copy[i].Value);
@@ -272,25 +315,25 @@ public sealed class Trainer : IDisposable
             }
         }
         var documents = Enumerable.Range(0, Options.DocumentsPerStep).Select(_ => NextDocument()).ToArray();
-        var results = new (EstimateResult Result, int Scored)[documents.Length];
+        var results = new DocumentLoss[documents.Length];
         Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, w =>
         {
             // One document per core: the kernels stay on the worker's thread (the pool's helpers would only contend).
             using var alone = KernelThreads.ThisThreadOnly();
-            var on = w == 0 ? model : replicas[w - 1];
+            var on = w == 0 ? method : replicas[w - 1];
             for (int d = w; d < documents.Length; d += workers)
                 results[d] = AccumulateDocument(on, step, stepSeed, d, documents[d].Document, documents[d].Targets);
         });
         for (int r = 0; r < workers - 1; r++)
         {
-            var copy = replicas[r].TrainableParameters().ToArray();
+            var copy = replicas[r].Parameters.Select(p => p.Parameter).ToArray();
             for (int i = 0; i < parameters.Length; i++)
             {
                 kernels.Add(grads[i], copy[i].Grad!, grads[i]);
                 copy[i].ZeroGrad();
             }
         }
-        return (results.Sum(r => r.Result.Loss), results.Sum(r => r.Scored), results.Sum(r => r.Result.Tokens));
+        return (results.Sum(r => r.Loss), results.Sum(r => r.Units), results.Sum(r => r.Tokens));
     }
 
     /// <summary>Runs the evaluation callback (if any) at the current step and logs its metrics.</summary>
@@ -298,7 +341,7 @@ public sealed class Trainer : IDisposable
     {
         ThrowIfDisposed();
         if (callbacks.Evaluate is null) return;
-        var values = callbacks.Evaluate(model, Step) ?? throw new InvalidOperationException($"step {Step}: the evaluation returned null");
+        var values = callbacks.Evaluate(method, Step) ?? throw new InvalidOperationException($"step {Step}: the evaluation returned null");
         if (WritesRunFiles) Metrics.WriteEval(Step, values);
         lastEvaluatedStep = Step;
     }
@@ -324,7 +367,7 @@ public sealed class Trainer : IDisposable
         };
         string folder = Checkpoint.Write(RunFolder, Step, temp =>
         {
-            UioAdapter.Save(model, Path.Combine(temp, Checkpoint.AdapterFolderName), Options.BaseModelNameOrPath);
+            method.SaveAdapter(Path.Combine(temp, Checkpoint.AdapterFolderName), Options.BaseModelNameOrPath);
             optimizer.Save(Path.Combine(temp, Checkpoint.OptimizerFileName));
             Checkpoint.WriteState(temp, state);
         });
@@ -340,6 +383,7 @@ public sealed class Trainer : IDisposable
         disposed = true;
         optimizer.Dispose();
         foreach (var replica in replicas) replica.Dispose();
+        if (ownsMethod) method.Dispose();
         metrics?.Dispose();
         metrics = null;
     }
@@ -353,20 +397,13 @@ public sealed class Trainer : IDisposable
     private void Restore(string folder, TrainerState state)
     {
         string adapterFolder = Path.Combine(folder, Checkpoint.AdapterFolderName);
-        UioModel saved;
         try
         {
-            saved = UioAdapter.Load(model.Base, adapterFolder);
+            method.LoadAdapter(adapterFolder);
         }
         catch (ModelFormatException e)
         {
             throw new CheckpointFormatException(adapterFolder, $"adapter cannot be loaded: {e.Message}", e);
-        }
-        using (saved)
-        {
-            var kernels = model.Accelerator.Kernels;
-            foreach (var (from, to) in saved.TrainableParameters().Zip(parameters))
-                kernels.Copy(from.Value, to.Value);
         }
         optimizer.Load(Path.Combine(folder, Checkpoint.OptimizerFileName));
         if (optimizer.StepCount != state.Step)
@@ -396,7 +433,7 @@ public sealed class Trainer : IDisposable
     private string DiagnoseNonFinite(int step, double loss, float norm)
     {
         string what = $"step {step}: the loss ({loss}) or gradient norm ({norm}) is not finite";
-        foreach (var (name, tensor) in model.Base.Weights.Named())
+        foreach (var (name, tensor) in method.Base.Weights.Named())
         {
             int bad = NonFinite.FirstIndex(tensor);
             if (bad >= 0) return $"{what}: the base model's weights hold a non-finite value (tensor '{name}', index {bad}); the base model is damaged, not the update";

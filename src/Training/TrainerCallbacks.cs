@@ -4,7 +4,7 @@ using UioLlm.Training.Estimators;
 namespace UioLlm.Training;
 
 /// <summary>An evaluation: named scalar metrics (e.g. "val_loss", "passkey_accuracy") measured at a step.</summary>
-public delegate IReadOnlyDictionary<string, double> Evaluation(UioModel model, int step);
+public delegate IReadOnlyDictionary<string, double> Evaluation(Methods.ITrainableMethod method, int step);
 
 /// <summary>Makes the gradient estimator for one optimizer step from a seed derived from (run seed, step).</summary>
 public delegate IGradientEstimator EstimatorFactory(int seed);

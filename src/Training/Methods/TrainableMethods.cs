@@ -54,6 +54,13 @@ public static class TrainableMethods
         return Create(Find(name), given, baseModel, seed);
     }
 
+    /// <summary>A method by name with the given options (as an adapter records them); unknown options are refused.</summary>
+    public static ITrainableMethod Create(string name, IReadOnlyDictionary<string, string> given, LlamaModel baseModel, int seed)
+    {
+        ArgumentNullException.ThrowIfNull(baseModel);
+        return Create(Find(name), given, baseModel, seed);
+    }
+
     private static ITrainableMethod Create(TrainableMethodDescriptor descriptor, IReadOnlyDictionary<string, string> given, LlamaModel baseModel, int seed)
     {
         var options = new MethodOptions(descriptor.Name, given);

@@ -66,14 +66,7 @@ public sealed class AdamW : IDisposable
     /// The UIO rule: every trainable parameter of <paramref name="uio"/>, with weight decay on the LoRA matrices
     /// only, never on the memory embedding (a shared input vector, not a weight matrix).
     /// </summary>
-    public static AdamW ForUio(UioModel uio, AdamWSettings settings)
-    {
-        ArgumentNullException.ThrowIfNull(uio);
-        var list = uio.TrainableParameters()
-            .Select(p => new AdamWParameter(p, Decay: !ReferenceEquals(p, uio.MemoryEmbedding)))
-            .ToList();
-        return new AdamW(list, settings);
-    }
+    public static AdamW ForUio(UioModel uio, AdamWSettings settings) => new(Methods.Uio.UioTrainable.ParametersOf(uio).ToList(), settings);
 
     public AdamWSettings Settings { get; }
 
