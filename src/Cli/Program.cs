@@ -42,6 +42,7 @@ public static class Program
         var bench = BenchCli(output, error);
         var demo = DemoCli(output, error);
         var mpi = MpiCli(output, error);
+        var compare = CompareCli(output, error);
 
         var root = new RootCommand("uio: long-context language models with compressed memory (UIO-LLMs). "
             + "With no command, runs the built-in demo (`uio demo`: passkey retrieval beyond the window, a few minutes, no download).");
@@ -54,6 +55,7 @@ public static class Program
         root.Subcommands.Add(eval);
         root.Subcommands.Add(bench);
         root.Subcommands.Add(mpi);
+        root.Subcommands.Add(compare);
         root.SetAction(_ => DemoCommand.Run(new DemoCommand.Options(DefaultDemoFolder, Seed: 0, Threads: 0, Quick: false), output, error));
 
         var config = new InvocationConfiguration { Output = output, Error = error };
@@ -83,6 +85,20 @@ public static class Program
         foreach (var o in new Option[] { outDir, seed, threads, quick, diagnose, ablation }) command.Options.Add(o);
         command.SetAction(p => DemoCommand.Run(new DemoCommand.Options(p.GetValue(outDir)!, p.GetValue(seed), p.GetValue(threads), p.GetValue(quick),
             p.GetValue(diagnose), p.GetValue(ablation)!), output, error));
+        return command;
+    }
+
+    private static Command CompareCli(TextWriter output, TextWriter error)
+    {
+        var outDir = new Option<string>("--out") { Description = "Folder for the table (CSV), the chart (SVG), the runs and the cached base (shared with uio demo)", DefaultValueFactory = _ => DefaultDemoFolder };
+        var methods = new Option<string?>("--methods") { Description = "Method specs separated by ';' or ',': uio, or a trained method as name:key=value:... (default: uio and every trained method)" };
+        var seed = new Option<int>("--seed") { Description = "Seed of everything", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var quick = new Option<bool>("--quick") { Description = "Tiny everything (seconds; for tests, the numbers mean nothing)" };
+        var command = new Command("compare", "The trained long-context methods side by side on the demo's base and passkey task: accuracy by distance, "
+            + "trainable parameters, time per step, memory held (table, CSV, SVG)");
+        foreach (var o in new Option[] { outDir, methods, seed, threads, quick }) command.Options.Add(o);
+        command.SetAction(p => CompareCommand.Run(new CompareCommand.Options(p.GetValue(outDir)!, p.GetValue(methods), p.GetValue(seed), p.GetValue(threads), p.GetValue(quick)), output, error));
         return command;
     }
 

@@ -94,7 +94,20 @@ public sealed class DemoRunner
         }
     }
 
-    private static string Slug(string name) =>
+    /// <summary>
+    /// The demo's pre-trained base on <paramref name="accelerator"/>: loaded from <paramref name="cacheFolder"/> when its
+    /// fingerprint and checksum match, pre-trained (and cached there) otherwise. For runs that share the demo's base and
+    /// task (<see cref="Compare.CompareRunner"/>). The caller owns the weights.
+    /// </summary>
+    public (LlamaWeights Weights, bool FromCache) PrepareBase(Accelerator accelerator, string cacheFolder) => LoadOrPretrainBase(accelerator, cacheFolder);
+
+    /// <summary>The demo's passkey documents (its vocabulary, key length and distractors).</summary>
+    public PasskeyDocuments Documents => documents;
+
+    /// <summary>The demo's character vocabulary.</summary>
+    public CharVocabulary Vocabulary => vocabulary;
+
+    internal static string Slug(string name) =>
         System.Text.RegularExpressions.Regex.Replace(name.ToLowerInvariant(), "[^a-z0-9]+", "-").Trim('-');
 
     // ------------------------------------------------------------------ the base

@@ -1,0 +1,232 @@
+using System.Diagnostics;
+using System.Globalization;
+using UioLlm.Kernels;
+using UioLlm.Model.Methods;
+using UioLlm.Model.Modules;
+using UioLlm.Model.Uio;
+using UioLlm.Training.Demo;
+using UioLlm.Training.Estimators;
+using UioLlm.Training.Methods;
+using UioLlm.Training.Methods.Uio;
+
+namespace UioLlm.Training.Compare;
+
+/// <summary>What <c>uio compare</c> runs: the demo's base and passkey task, and the trained methods to put side by side.</summary>
+public sealed record CompareSettings
+{
+    /// <summary>The base, data and evaluation distances: the demo's (its UIO settings are UIO's here).</summary>
+    public DemoSettings Demo { get; init; } = DemoSettings.Default;
+
+    /// <summary>
+    /// Method specs: "uio" (UIO with the demo's settings and the unbiased estimator) or a trainable method's
+    /// "name:key=value:..."; empty: UIO and every registered trainable method with <see cref="DefaultSpec"/>.
+    /// </summary>
+    public IReadOnlyList<string> Methods { get; init; } = [];
+
+    /// <summary>Contexts (windows) at which the memory each method holds is measured.</summary>
+    public int MemoryWindows { get; init; } = 16;
+
+    public static CompareSettings Quick => new() { Demo = DemoSettings.Quick, MemoryWindows = 4 };
+
+    /// <summary>The spec a method runs with when none is given: options that fit the demo's window and segments.</summary>
+    public string DefaultSpec(string name) => name == "uio" ? "uio" : name;
+
+    /// <summary>The specs to run (the given ones, or UIO plus every registered trainable method).</summary>
+    public IReadOnlyList<string> Specs() =>
+        Methods.Count > 0 ? Methods : ["uio", .. TrainableMethods.All.Select(m => DefaultSpec(m.Name))];
+}
+
+/// <summary>One method's row of the comparison.</summary>
+/// <param name="TrainableParameters">Parameters the method trains.</param>
+/// <param name="SecondsPerStep">Mean wall time of a training step (same documents per step for every method).</param>
+/// <param name="MemoryBytes">Keys/values or memory the method holds after reading <see cref="CompareSettings.MemoryWindows"/> windows.</param>
+/// <param name="FinalLoss">Mean training loss (answer only) over the last 50 steps.</param>
+public sealed record CompareRow(string Method, string Spec, long TrainableParameters, double SecondsPerStep, long MemoryBytes, double FinalLoss,
+    IReadOnlyList<DemoDistanceAccuracy> Distances, string? Failure = null)
+{
+    /// <summary>Mean accuracy over the distances beyond the base's window (the needle at least 2 segments back).</summary>
+    public double FarAccuracy => Distances.Where(d => d.Distance >= 2).Select(d => d.Accuracy).DefaultIfEmpty(0).Average();
+}
+
+/// <summary>Everything a comparison measured.</summary>
+public sealed record CompareResult(IReadOnlyList<CompareRow> Rows, CompareSettings Settings, TimeSpan Elapsed, string Device, bool BaseFromCache);
+
+/// <summary>
+/// The paper's comparison in miniature on the demo's task: every method trained on the same frozen base (the
+/// demo's, cached in the output folder) with the same data (the demo's distance curriculum, answer-only loss), the
+/// same steps, documents per step and learning rate, then evaluated on the same held-out passkey prompts by distance
+/// through its own inference session (<see cref="ITrainableMethod.OpenSession"/>), with its trainable parameter count,
+/// training time per step and the memory it holds at 16 windows. A method that fails to train or evaluate is reported
+/// with its error, and the others go on.
+/// </summary>
+public sealed class CompareRunner(CompareSettings settings, IProgress<DemoProgress>? progress = null, string? outFolder = null)
+{
+    public const string BasePhase = "base";
+
+    private readonly CompareSettings settings = settings ?? throw new ArgumentNullException(nameof(settings));
+
+    public CompareResult Run()
+    {
+        var demo = settings.Demo;
+        demo.Validate();
+        var clock = Stopwatch.StartNew();
+        using var accelerator = Accelerator.Create(AcceleratorKind.Auto, demo.Threads);
+        string folder = outFolder ?? Path.Combine(Path.GetTempPath(), "uio-compare-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var runner = new DemoRunner(demo, progress);
+            progress?.Report(new DemoProgress(BasePhase, 0, 1, "loading or pre-training the demo's base"));
+            var (weights, fromCache) = runner.PrepareBase(accelerator, Path.Combine(folder, "base"));
+            using (weights)
+            {
+                progress?.Report(new DemoProgress(BasePhase, 1, 1, fromCache ? "loaded from the cache" : "pre-trained"));
+                var model = new LlamaModel(weights);
+                var rows = settings.Specs().Select(spec => RunMethod(runner, model, spec, Path.Combine(folder, "compare", DemoRunner.Slug(spec)))).ToList();
+                return new CompareResult(rows, settings, clock.Elapsed, accelerator.Description, fromCache);
+            }
+        }
+        finally
+        {
+            if (outFolder is null && Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    private ITrainableMethod Create(LlamaModel model, string spec)
+    {
+        var demo = settings.Demo;
+        if (spec == "uio")
+        {
+            var run = new DemoUioRun(DemoEstimator.Unbiased, demo.EstimatorWindow, DemoRegime.Curriculum);
+            var uio = new UioModel(model, demo.UioConfig(run) with { AllowExtrapolation = true }, Seeds.Derive(demo.Seed, 3));
+            return new UioTrainable(uio, seed => new UnbiasedIncremental(demo.EstimatorWindow, seed), ownsModel: true);
+        }
+        return TrainableMethods.Create(spec, model, Seeds.Derive(demo.Seed, 3));
+    }
+
+    private CompareRow RunMethod(DemoRunner runner, LlamaModel model, string spec, string folder)
+    {
+        var demo = settings.Demo;
+        ITrainableMethod method;
+        try
+        {
+            method = Create(model, spec);
+        }
+        catch (ArgumentException e)
+        {
+            return new CompareRow(spec, spec, 0, 0, 0, double.NaN, [], $"cannot be built: {e.Message}");
+        }
+        using (method)
+        {
+            string name = method.Name == spec ? spec : $"{method.Name} ({spec})";
+            long parameters = method.Parameters.Sum(p => (long)p.Parameter.Value.Length);
+            var recent = new Queue<double>();
+            double seconds = 0;
+            int steps = 0;
+            try
+            {
+                if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+                int total = demo.Curriculum.Length * demo.StageSteps, before = 0;
+                for (int stage = 0; stage < demo.Curriculum.Length; stage++)
+                {
+                    var data = new PasskeyTrainingData(runner.Documents, Seeds.Derive(demo.Seed, 100 + stage), demo.SegmentLength, 1, demo.Curriculum[stage], demo.ExtraSegments);
+                    var options = new TrainingOptions
+                    {
+                        TotalSteps = demo.StageSteps, DocumentsPerStep = demo.UioBatch,
+                        Workers = Math.Min(demo.UioBatch, demo.Threads > 0 ? demo.Threads : Environment.ProcessorCount),
+                        PeakLearningRate = demo.UioLearningRate, MinLearningRate = demo.UioLearningRate / 10,
+                        WarmupSteps = Math.Max(1, demo.StageSteps / 20), Seed = demo.Seed + stage, WeightDecay = 0f, BaseModelNameOrPath = "uio-demo-base",
+                    };
+                    var callbacks = new TrainerCallbacks
+                    {
+                        Progress = new Sync<TrainingProgress>(p =>
+                        {
+                            recent.Enqueue(p.Loss);
+                            if (recent.Count > 50) recent.Dequeue();
+                            progress?.Report(new DemoProgress(name, before + p.Step, total, $"distance 1-{demo.Curriculum[stage]}, loss {recent.Average():F3}"));
+                        }),
+                    };
+                    using var trainer = new Trainer(method, data, options, Path.Combine(folder, $"stage-{stage}"), callbacks);
+                    var clock = Stopwatch.StartNew();
+                    trainer.Run();
+                    seconds += clock.Elapsed.TotalSeconds;
+                    steps += demo.StageSteps;
+                    before += demo.StageSteps;
+                }
+                method.SaveAdapter(Path.Combine(folder, "adapter"), "uio-demo-base");
+            }
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+            {
+                return new CompareRow(name, spec, parameters, steps > 0 ? seconds / steps : 0, 0, double.NaN, [], $"training failed: {e.Message}");
+            }
+            try
+            {
+                return new CompareRow(name, spec, parameters, seconds / steps, MemoryAt(runner, method), recent.Average(), Evaluate(runner, method, name));
+            }
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+            {
+                return new CompareRow(name, spec, parameters, seconds / steps, 0, recent.Average(), [], $"evaluation failed: {e.Message}");
+            }
+        }
+    }
+
+    /// <summary>Accuracy by distance on the demo's held-out distance prompts, greedy, through the method's own session.</summary>
+    private List<DemoDistanceAccuracy> Evaluate(DemoRunner runner, ITrainableMethod method, string name)
+    {
+        var prompts = runner.DistanceDocuments().ToList();
+        var correct = new Dictionary<int, int>();
+        var tokens = new Dictionary<int, int>();
+        int done = 0;
+        foreach (var (distance, document) in prompts)
+        {
+            using var session = method.OpenSession();
+            session.Prefill(document.Prompt);
+            var answer = new int[runner.Documents.KeyTokens];
+            for (int i = 0; i < answer.Length; i++)
+            {
+                answer[i] = Model.Generation.Sampler.ArgMax(session.LastLogits);
+                if (i + 1 < answer.Length) session.Feed([answer[i]]);
+            }
+            if (runner.Vocabulary.Decode(answer) == document.Key) correct[distance] = correct.GetValueOrDefault(distance) + 1;
+            tokens[distance] = document.Tokens.Length;
+            progress?.Report(new DemoProgress(name, ++done, prompts.Count, $"evaluating, {distance} segments back"));
+        }
+        return settings.Demo.EvalDistances
+            .Select(d => new DemoDistanceAccuracy(name, d, tokens.GetValueOrDefault(d), correct.GetValueOrDefault(d), settings.Demo.DistanceTrials))
+            .ToList();
+    }
+
+    /// <summary>Bytes of keys/values or memory the method holds after reading a document of <see cref="CompareSettings.MemoryWindows"/> windows.</summary>
+    private long MemoryAt(DemoRunner runner, ITrainableMethod method)
+    {
+        var document = runner.Documents.AtDepth(Seeds.Derive(settings.Demo.Seed + 4_000_037, 0), settings.MemoryWindows * settings.Demo.Window, 0.0);
+        using var session = method.OpenSession();
+        session.Prefill(document.Prompt);
+        return session.KvBytes;
+    }
+
+    private sealed class Sync<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
+    }
+}
+
+/// <summary>The comparison as CSV (one line per method and distance, then the efficiency columns).</summary>
+public static class CompareCsv
+{
+    public const string Header = "method,spec,distance_segments,tokens,correct,trials,accuracy,trainable_parameters,seconds_per_step,memory_bytes,final_loss,failure";
+
+    public static string Write(CompareResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var lines = new List<string> { Header };
+        string Cell(string text) => text.Contains(',') || text.Contains('"') ? $"\"{text.Replace("\"", "\"\"")}\"" : text;
+        foreach (var row in result.Rows)
+        {
+            string tail = string.Create(CultureInfo.InvariantCulture, $"{row.TrainableParameters},{row.SecondsPerStep:G4},{row.MemoryBytes},{row.FinalLoss:G4},{Cell(row.Failure ?? "")}");
+            if (row.Distances.Count == 0) lines.Add($"{Cell(row.Method)},{Cell(row.Spec)},,,,,,{tail}");
+            foreach (var d in row.Distances)
+                lines.Add(string.Create(CultureInfo.InvariantCulture, $"{Cell(row.Method)},{Cell(row.Spec)},{d.Distance},{d.Tokens},{d.Correct},{d.Trials},{d.Accuracy:G4},{tail}"));
+        }
+        return string.Join('\n', lines) + "\n";
+    }
+}
