@@ -145,6 +145,8 @@ public sealed class LongLoraTests
             Assert.Equal("longlora", recorded.Method);
             Assert.Equal("2", recorded.Options["rank"]);
             Assert.Equal("yes", recorded.Options["plus"]);
+            EnsureRegistered(LongLoraMethod.Descriptor);
+            CheckRebuiltFromFolder(trained, folder, document);
 
             // Other options, another method's adapter: refused with a typed error.
             using var otherRank = Create(model, 244, ("rank", "4"), ("scale", "2"));
@@ -191,6 +193,25 @@ public sealed class LongLoraTests
         }
     }
 
+    [Theory]
+    [InlineData("pi", "pi")]
+    [InlineData("yarn", "yarn")]
+    [InlineData("ntk", "ntk")]
+    public void AFreshLongLoraWithAScaleReadsLikeTheInferenceScalingMethod(string rope, string inferenceMethod)
+    {
+        using var weights = GradCheck.RandomWeights(GradCheck.TinyConfig(), seed: 255);
+        var model = new LlamaModel(weights);
+        using var method = Create(model, 256, ("scale", "4"), ("rope", rope));
+        int[] ids = new Rng(257).Ints(40, 0, Vocab);
+        using var factory = MethodRegistry.Create(MethodRegistry.Find(inferenceMethod), new Dictionary<string, string> { ["factor"] = "4" }, new MethodContext(model));
+        using var reference = factory.Create();
+        var expected = reference.Feed(ids);
+        using var session = method.OpenSession();
+        AssertClose(expected, Stream(session, ids), 1e-4, $"longlora rope={rope} (fresh) vs {inferenceMethod}");
+        using var full = new FullAttentionSession(model);
+        Assert.True(MaxDifference(expected, full.Feed(ids)) > 1e-3, "the scale must change the numbers");
+    }
+
     [Fact]
     public void TrainingLowersTheLossAndReplicasShareTheSettings()
     {
@@ -214,6 +235,9 @@ public sealed class LongLoraTests
         Assert.Throws<MethodOptionException>(() => Create(model, 0, ("rank", "0")));
         Assert.Throws<MethodOptionException>(() => Create(model, 0, ("scale", "0.5")));
         Assert.Throws<MethodOptionException>(() => Create(model, 0, ("plus", "maybe")));
+        Assert.Throws<MethodOptionException>(() => Create(model, 0, ("rope", "abf")));
+        using var scaledWeights = GradCheck.RandomWeights(GradCheck.TinyConfig() with { RopeScaling = new RopeScaling(RopeScalingKind.Linear, 2, 64) }, seed: 273);
+        Assert.Contains("scale", Assert.Throws<MethodOptionException>(() => Create(new LlamaModel(scaledWeights), 0, ("scale", "2"))).Message);
         using var method = Create(model, 271);
         Assert.Throws<ArgumentException>(() => method.Accumulate([3], [], 0));
         Assert.Throws<ArgumentException>(() => method.Accumulate([3, 4, 5], [4], 0));

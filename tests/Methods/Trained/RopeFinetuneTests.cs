@@ -88,6 +88,8 @@ public sealed class RopeFinetuneTests
             var recorded = TrainableMethods.ReadAdapterMethod(folder)!.Value;
             Assert.Equal("yarn-finetune", recorded.Method);
             Assert.Equal(["alpha", "beta-fast", "beta-slow", "factor", "rank"], recorded.Options.Keys.Order().ToArray());
+            EnsureRegistered(YarnFinetune.Descriptor);
+            CheckRebuiltFromFolder(trained, folder, document);
 
             using var pi = Create(RopeFinetuneScaling.Pi, model, 325, ("rank", "3"), ("factor", "2"));
             Assert.Contains("yarn-finetune", Assert.Throws<ModelFormatException>(() => pi.LoadAdapter(folder)).Message);
@@ -95,6 +97,27 @@ public sealed class RopeFinetuneTests
             Assert.Contains("factor=2", Assert.Throws<ModelFormatException>(() => otherFactor.LoadAdapter(folder)).Message);
             using var longLora = (LongLoraMethod)LongLoraMethod.Descriptor.Create(model, new MethodOptions("longlora"), 327);
             Assert.Throws<ModelFormatException>(() => longLora.LoadAdapter(folder));
+        }
+        finally
+        {
+            Directory.Delete(folder, true);
+        }
+    }
+
+    [Fact]
+    public void AnAbfAdapterWithTheDefaultBaseRebuildsFromItsFolder()
+    {
+        using var weights = GradCheck.RandomWeights(GradCheck.TinyConfig(), seed: 328);
+        var model = new LlamaModel(weights);
+        string folder = TempFolder("abf-finetune");
+        try
+        {
+            using var trained = Create(RopeFinetuneScaling.Abf, model, 329);
+            Perturb(trained, 330);
+            trained.SaveAdapter(folder);
+            Assert.Equal("500000", TrainableMethods.ReadAdapterMethod(folder)!.Value.Options["theta"]);   // 50 x the base's 10,000
+            EnsureRegistered(AbfFinetune.Descriptor);
+            CheckRebuiltFromFolder(trained, folder, new Rng(331).Ints(40, 0, Vocab));
         }
         finally
         {

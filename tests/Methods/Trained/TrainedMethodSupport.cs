@@ -160,6 +160,25 @@ internal static class TrainedMethodSupport
         return (first, last);
     }
 
+    private static readonly Lock registration = new();
+
+    /// <summary>Registers a descriptor unless the registry already has it (the application registers these methods itself).</summary>
+    public static void EnsureRegistered(TrainableMethodDescriptor descriptor)
+    {
+        lock (registration)
+            if (!TrainableMethods.All.Any(d => d.Name == descriptor.Name)) TrainableMethods.Register(descriptor);
+    }
+
+    /// <summary>Rebuilds the method from the adapter folder alone (its recorded name and options) and checks it scores a document as <paramref name="saved"/> does.</summary>
+    public static void CheckRebuiltFromFolder(FinetuneMethod saved, string folder, int[] document)
+    {
+        using var rebuilt = TrainableMethods.Load(saved.Base, folder);
+        Assert.Equal(saved.Name, rebuilt.Name);
+        var typed = Assert.IsAssignableFrom<FinetuneMethod>(rebuilt);
+        Assert.Equal(saved.Options, typed.Options);
+        Assert.Equal(saved.Loss(document, document[1..]), typed.Loss(document, document[1..]));
+    }
+
     public static string TempFolder(string what)
     {
         string folder = Path.Combine(Path.GetTempPath(), $"uiollm-{what}-{Guid.NewGuid():N}");

@@ -19,7 +19,8 @@ namespace UioLlm.Training.Methods;
 /// shift towards and the layer attends in full (causally). Local layers of the base (LlamaConfig.LocalLayers) keep
 /// their window. One unit per document (<see cref="DocumentLoss.Units"/> = 1).
 /// Options: rank (8), alpha (16), group (0: a quarter of each document), scale (1: the base RoPE; s &gt; 1:
-/// PI by s, trained range s x window), plus (yes: LoRA+; no: LoRA only).
+/// RoPE scaled by s, trained range s x window), rope (pi: Position Interpolation as in the paper; yarn; ntk: how
+/// scale applies), plus (yes: LoRA+; no: LoRA only).
 /// </remarks>
 public sealed class LongLoraMethod : FinetuneMethod
 {
@@ -32,7 +33,8 @@ public sealed class LongLoraMethod : FinetuneMethod
             new("rank", "8", "LoRA rank on q, k, v, o"),
             new("alpha", "16", "LoRA alpha (update scaled by alpha / rank)"),
             new("group", "0", "S2-Attn group size in tokens; 0: a quarter of each document's length"),
-            new("scale", "1", "Position Interpolation factor s (trained range s x the base window); 1: the base RoPE"),
+            new("scale", "1", "RoPE scale s to read past the base window (trained range s x the window); 1: the base RoPE"),
+            new("rope", "pi", "how scale > 1 scales RoPE: pi (Position Interpolation, as in the paper) | yarn | ntk"),
             new("plus", "yes", "yes: train the RMSNorm gains and token embeddings too (LoRA+); no: LoRA only"),
         ],
         (model, options, seed) => new LongLoraMethod(model, options, seed));
@@ -51,7 +53,7 @@ public sealed class LongLoraMethod : FinetuneMethod
     /// <summary>The configured group size (0: a quarter of each document's input length).</summary>
     public int GroupSize { get; }
 
-    /// <summary>The PI factor (1: the base RoPE).</summary>
+    /// <summary>The RoPE scale (1: the base RoPE).</summary>
     public double Scale { get; }
 
     private sealed record Settings(int Rank, float Alpha, int Group, double Scale, bool Plus, RopeTable Rope, long Range, IReadOnlyDictionary<string, string> Resolved);
@@ -65,8 +67,22 @@ public sealed class LongLoraMethod : FinetuneMethod
         int group = options.Int("group", 0, 0);
         if (group == 1) throw new MethodOptionException($"method '{MethodName}': option group must be 0 (a quarter of each document) or at least 2 (half of it shifts), got 1");
         double scale = options.Double("scale", 1, 1, 1e6);
+        var kind = options.Choice("rope", "pi", "pi", "yarn", "ntk") switch
+        {
+            "yarn" => RopeScalingKind.Yarn,
+            "ntk" => RopeScalingKind.NtkAware,
+            _ => RopeScalingKind.Linear,
+        };
         bool plus = options.Choice("plus", "yes", "yes", "no") == "yes";
-        var rope = scale == 1 ? baseModel.Rope : RopeScalingMethods.Scaled(baseModel, RopeScalingKind.Linear, scale);
+        RopeTable rope;
+        try
+        {
+            rope = scale == 1 ? baseModel.Rope : RopeScalingMethods.Scaled(baseModel, kind, scale);
+        }
+        catch (NotSupportedException e)
+        {
+            throw new MethodOptionException($"method '{MethodName}': option scale={scale.ToString(System.Globalization.CultureInfo.InvariantCulture)}: {e.Message}");
+        }
         long range = (long)Math.Min(int.MaxValue, Math.Floor(scale * baseModel.Config.MaxSeqLen));
         return new Settings(rank, (float)alpha, group, scale, plus, rope, range, new Dictionary<string, string>(options.Resolved));
     }

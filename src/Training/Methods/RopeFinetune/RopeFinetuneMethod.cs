@@ -95,24 +95,34 @@ public sealed class RopeFinetuneMethod : FinetuneMethod
         double alpha = options.Double("alpha", 16, 1e-6, 1e6);
         double factor = options.Double("factor", 8, 1, 1e6);
         RopeTable rope;
-        switch (scaling)
+        try
         {
-            case RopeFinetuneScaling.Pi:
-                rope = RopeScalingMethods.Scaled(baseModel, RopeScalingKind.Linear, factor);
-                break;
-            case RopeFinetuneScaling.Yarn:
-                double fast = options.Double("beta-fast", 32, 0), slow = options.Double("beta-slow", 1, 0);
-                rope = RopeScalingMethods.Scaled(baseModel, RopeScalingKind.Yarn, factor, 0, fast, slow);
-                break;
-            case RopeFinetuneScaling.Abf:
-                double theta = options.Double("theta", 50.0 * baseModel.Config.RopeTheta, 1.0000001);
-                rope = RopeScalingMethods.RaisedBase(baseModel, theta);
-                break;
-            default:
-                throw new ArgumentOutOfRangeException(nameof(scaling), scaling, "unknown RoPE fine-tune scaling");
+            rope = Table(scaling, baseModel, options, factor);
+        }
+        catch (NotSupportedException e)
+        {
+            throw new MethodOptionException($"method '{NameOf(scaling)}': {e.Message}");
         }
         long range = (long)Math.Min(int.MaxValue, Math.Floor(factor * baseModel.Config.MaxSeqLen));
         return new Settings(rank, (float)alpha, factor, rope, range, new Dictionary<string, string>(options.Resolved));
+    }
+
+    /// <summary>The inference method's table: <see cref="RopeScalingMethods.Scaled"/> (PI, YaRN) or <see cref="RopeScalingMethods.RaisedBase"/> (ABF).</summary>
+    private static RopeTable Table(RopeFinetuneScaling scaling, LlamaModel baseModel, MethodOptions options, double factor)
+    {
+        switch (scaling)
+        {
+            case RopeFinetuneScaling.Pi:
+                return RopeScalingMethods.Scaled(baseModel, RopeScalingKind.Linear, factor);
+            case RopeFinetuneScaling.Yarn:
+                double fast = options.Double("beta-fast", 32, 0), slow = options.Double("beta-slow", 1, 0);
+                return RopeScalingMethods.Scaled(baseModel, RopeScalingKind.Yarn, factor, 0, fast, slow);
+            case RopeFinetuneScaling.Abf:
+                double theta = options.Double("theta", 50.0 * baseModel.Config.RopeTheta, 1.0000001);
+                return RopeScalingMethods.RaisedBase(baseModel, theta);
+            default:
+                throw new ArgumentOutOfRangeException(nameof(scaling), scaling, "unknown RoPE fine-tune scaling");
+        }
     }
 
     /// <summary>Full causal attention (a local layer of the base keeps its window).</summary>
