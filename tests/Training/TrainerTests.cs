@@ -207,6 +207,55 @@ public sealed class TrainerTests : IDisposable
         Assert.Throws<ArgumentOutOfRangeException>(() => new TrainingOptions { TotalSteps = 1, Workers = 0 }.Validate());
     }
 
+    private sealed class Collect(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
+
+    [Fact]
+    public void AnyTrainableMethodTrainsCheckpointsAndResumesBitIdentically()
+    {
+        var baseModel = Base(30);
+        var docs = Documents(31, 4, segments: 3);
+        var options = new TrainingOptions { TotalSteps = 6, DocumentsPerStep = 2, PeakLearningRate = 1e-2f, WarmupSteps = 1, Seed = 7, Workers = 2 };
+        UioLlm.Training.Methods.ITrainableMethod Make(int seed) => UioLlm.Training.Methods.TrainableMethods.Create("longlora:rank=2:alpha=4:group=4", baseModel, seed);
+        float[][] ValuesOf(UioLlm.Training.Methods.ITrainableMethod m) => m.Parameters.Select(p => p.Parameter.Value.ToArray()).ToArray();
+
+        using var straight = Make(32);
+        var losses = new List<double>();
+        var callbacks = new TrainerCallbacks { Progress = new Collect(p => losses.Add(p.Loss)) };
+        using (var trainer = new Trainer(straight, new InMemoryTrainingData(docs, shuffleSeed: 33), options, Folder("any-straight"), callbacks))
+        {
+            Assert.Same(straight, trainer.Method);
+            Assert.Throws<InvalidOperationException>(() => trainer.Model);   // not a UIO model
+            Assert.True(trainer.Run().Completed);
+        }
+        Assert.Equal(6, losses.Count);
+        Assert.True(losses[^1] < losses[0], $"loss {losses[0]} -> {losses[^1]}");
+
+        using (var resumed = Make(32))
+        {
+            using (var trainer = new Trainer(resumed, new InMemoryTrainingData(docs, shuffleSeed: 33), options, Folder("any-resumed")))
+                trainer.Run(stopAfterStep: 2);
+            using var again = Make(99);   // other starting values: everything must come from the checkpoint
+            using (var trainer = Trainer.Resume(Folder("any-resumed"), again, new InMemoryTrainingData(docs, shuffleSeed: 33)))
+            {
+                Assert.Equal(2, trainer.Step);
+                trainer.Run();
+            }
+            var expected = ValuesOf(straight);
+            var actual = ValuesOf(again);
+            for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], actual[i]);
+        }
+
+        // A checkpoint of another method (or other options) is refused, naming what it holds.
+        using var other = UioLlm.Training.Methods.TrainableMethods.Create("longlora:rank=4:alpha=4:group=4", baseModel, 1);
+        var e = Assert.Throws<CheckpointFormatException>(() => Trainer.Resume(Folder("any-resumed"), other, new InMemoryTrainingData(docs)));
+        Assert.Contains("rank=2", e.Message);
+        using var uio = Uio(baseModel, 5);
+        Assert.Throws<CheckpointFormatException>(() => Trainer.Resume(Folder("any-resumed"), uio, new InMemoryTrainingData(docs), Unbiased));
+    }
+
     [Fact]
     public void ResumingFromACheckpointEndsBitIdenticalToAnUninterruptedRun()
     {

@@ -28,8 +28,25 @@ public sealed record CompareSettings
 
     public static CompareSettings Quick => new() { Demo = DemoSettings.Quick, MemoryWindows = 4 };
 
-    /// <summary>The spec a method runs with when none is given: options that fit the demo's window and segments.</summary>
-    public string DefaultSpec(string name) => name == "uio" ? "uio" : name;
+    /// <summary>
+    /// The spec a method runs with when none is given: options that fit the demo's window and segments (segment-wise
+    /// methods read segments of the demo's l tokens; full-attention fine-tunes scale RoPE to cover the longest
+    /// document of the comparison).
+    /// </summary>
+    public string DefaultSpec(string name)
+    {
+        int l = Demo.SegmentLength;
+        long longest = Math.Max(Math.Max((long)(Demo.EvalDistances.Max() + 1) * l + 1, (long)(Demo.Curriculum[^1] + 2 + Demo.ExtraSegments) * l + 1),
+            (long)MemoryWindows * Demo.Window);
+        int factor = 1;
+        while ((long)factor * Demo.Window < longest) factor *= 2;
+        return name switch
+        {
+            "longlora" => $"longlora:scale={factor}",
+            "pi-finetune" or "yarn-finetune" or "abf-finetune" => $"{name}:factor={factor}",
+            _ => name,
+        };
+    }
 
     /// <summary>The specs to run (the given ones, or UIO plus every registered trainable method).</summary>
     public IReadOnlyList<string> Specs() =>

@@ -26,6 +26,18 @@ public static class TrainableMethods
     private static readonly Lock gate = new();
     private static bool registeredForEvaluation;
 
+    static TrainableMethods()
+    {
+        foreach (var m in BuiltIn()) methods.Add(m);
+    }
+
+    /// <summary>The methods shipped with the engine (UIO trains through its own flags and <see cref="Uio.UioTrainable"/>).</summary>
+    private static IEnumerable<TrainableMethodDescriptor> BuiltIn()
+    {
+        yield return LongLoraMethod.Descriptor;
+        foreach (var d in RopeFinetuneMethod.Descriptors) yield return d;
+    }
+
     public static IReadOnlyList<TrainableMethodDescriptor> All
     {
         get { lock (gate) return [.. methods]; }
