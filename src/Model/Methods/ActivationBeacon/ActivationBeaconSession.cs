@@ -88,7 +88,6 @@ public sealed class ActivationBeaconSession : ILongContextSession
     {
         var c = model.Base.Config;
         var acc = model.Base.Accelerator;
-        var kernels = acc.Kernels;
         int before = memory.Rows;
         using (var tape = new Tape(acc, "beacon.compress"))
         using (tape.NoGrad())
