@@ -12,7 +12,8 @@ namespace UioLlm.Kernels;
 /// <list type="bullet">
 /// <item>Step expansion (<see cref="MemoryCount"/> = n &gt; 0, <see cref="StepStride"/> = c): the non-prefix
 /// keys are [L ordinary ; n memory] with Tq = Tk - P. Ordinary query rq &lt; L sees ordinary rk &lt;= rq.
-/// Memory query m = rq - L sees ordinary rk &lt; min((m + 1) * c, L) and itself, no other memory token.
+/// Memory query m = rq - L sees ordinary rk &lt; min((m + 1) * c, L) and itself, no other memory token; with
+/// <see cref="MemoryCausal"/> (Activation Beacon) it also sees the memory tokens before it, 0 .. m - 1.
 /// With a window W &gt; 0 (no sinks) the ordinary queries see only rq - rk &lt; W (a local base layer inside an
 /// encoder); memory queries keep their whole span.</item>
 /// <item>Causal: rk &lt;= rq.</item>
@@ -31,6 +32,8 @@ public readonly record struct AttentionMask
     public int StepStride { get; init; }
     public int GroupSize { get; init; }
     public bool ShiftUpperHalfHeads { get; init; }
+    /// <summary>Step expansion only: memory token m also sees the memory tokens 0 .. m - 1 (Activation Beacon's beacons).</summary>
+    public bool MemoryCausal { get; init; }
 
     /// <summary>Every query sees every key.</summary>
     public static AttentionMask None => default;
@@ -47,8 +50,9 @@ public readonly record struct AttentionMask
     /// tokens. A positive <paramref name="window"/> limits the ordinary tokens to a causal sliding window of that
     /// many tokens (a local base layer); the memory tokens still read their whole span.
     /// </summary>
-    public static AttentionMask StepExpansion(int memoryCount, int stride, int prefixLength = 0, int window = 0) =>
-        new() { MemoryCount = memoryCount, StepStride = stride, PrefixLength = prefixLength, Window = window };
+    /// <param name="memoryCausal">Memory token i also sees memory tokens 0 .. i - 1 (Activation Beacon); UIO's encoder: false.</param>
+    public static AttentionMask StepExpansion(int memoryCount, int stride, int prefixLength = 0, int window = 0, bool memoryCausal = false) =>
+        new() { MemoryCount = memoryCount, StepStride = stride, PrefixLength = prefixLength, Window = window, MemoryCausal = memoryCausal };
 
     /// <summary>Block-diagonal groups (S2-Attn), optionally causal and with upper-half heads shifted by G/2.</summary>
     public static AttentionMask BlockDiagonal(int groupSize, bool causal = true, bool shiftUpperHalfHeads = false) =>
@@ -70,7 +74,7 @@ public readonly record struct AttentionMask
             int l = tq - MemoryCount;
             if (rq < l) return rk <= rq && (Window == 0 || rq - rk < Window);
             int m = rq - l;
-            return rk == rq || rk < Math.Min((m + 1) * StepStride, l);
+            return rk == rq || rk < Math.Min((m + 1) * StepStride, l) || (MemoryCausal && rk >= l && rk < rq);
         }
         if (Causal && rk > rq) return false;
         if (Window > 0 && rq - rk >= Window && rk >= Sinks) return false;
@@ -114,9 +118,10 @@ public readonly record struct AttentionMask
             }
             else
             {
-                // Memory token m sees the first min((m+1)c, L) ordinary tokens, then itself.
+                // Memory token m sees the first min((m+1)c, L) ordinary tokens, then itself (and, memory-causal,
+                // the memory tokens before it).
                 Append(bounds, ref count, p, p + Math.Min((rq - l + 1) * StepStride, l));
-                Append(bounds, ref count, p + rq, p + rq + 1);
+                Append(bounds, ref count, MemoryCausal ? p + l : p + rq, p + rq + 1);
             }
             return count;
         }
@@ -176,6 +181,8 @@ public readonly record struct AttentionMask
             if (Causal || Sinks > 0 || GroupSize > 0)
                 throw new ArgumentException($"{op}: step-expansion mask cannot be combined with causal/sink/group rules (it already implies its own; only a window for the ordinary tokens)", "mask");
         }
+        if (MemoryCausal && MemoryCount == 0)
+            throw new ArgumentException($"{op}: a memory-causal mask needs memory tokens (step expansion)", "mask");
         if (ShiftUpperHalfHeads && GroupSize < 2)
             throw new ArgumentException($"{op}: shifted groups need a group size of at least 2, got {GroupSize}", "mask");
     }

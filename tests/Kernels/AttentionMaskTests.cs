@@ -26,13 +26,13 @@ public static class DenseMasks
         return mask;
     }
 
-    /// <summary>[L ordinary ; n memory]: ordinary tokens are causal (within the window W when W &gt; 0); memory m sees ordinary rk &lt; min((m+1)c, L) and itself.</summary>
+    /// <summary>[L ordinary ; n memory]: ordinary tokens are causal (within the window W when W &gt; 0); memory m sees ordinary rk &lt; min((m+1)c, L) and itself (memory-causal: and every memory before it).</summary>
     private static bool StepExpansion(AttentionMask m, int tq, int rq, int rk)
     {
         int ordinary = tq - m.MemoryCount;
         bool queryIsMemory = rq >= ordinary, keyIsMemory = rk >= ordinary;
         if (!queryIsMemory) return rk <= rq && (m.Window == 0 || rq - rk < m.Window);   // a local layer's window
-        if (keyIsMemory) return rk == rq;
+        if (keyIsMemory) return m.MemoryCausal ? rk <= rq : rk == rq;
         int memoryIndex = rq - ordinary;
         return rk < Math.Min((memoryIndex + 1) * m.StepStride, ordinary);
     }
@@ -71,6 +71,8 @@ public static class DenseMasks
         yield return (AttentionMask.StepExpansion(3, 10), 1, 9, 9);
         yield return (AttentionMask.StepExpansion(3, 4, window: 3), 1, 15, 15);
         yield return (AttentionMask.StepExpansion(2, 5, 3, window: 4), 2, 12, 15);
+        yield return (AttentionMask.StepExpansion(4, 2, 5, memoryCausal: true), 2, 14, 19);
+        yield return (AttentionMask.StepExpansion(3, 10, memoryCausal: true), 1, 9, 9);
         yield return (AttentionMask.BlockDiagonal(4), 2, 13, 13);
         yield return (AttentionMask.BlockDiagonal(4, causal: false), 2, 13, 13);
         yield return (AttentionMask.BlockDiagonal(6, causal: true, shiftUpperHalfHeads: true), 4, 17, 17);
@@ -167,6 +169,7 @@ public class AttentionMaskTests
         Assert.Throws<ArgumentException>(() => AttentionMask.CausalMask(2).Validate("op", 5, 6));
         Assert.Throws<ArgumentException>(() => AttentionMask.StepExpansion(3, 0).Validate("op", 6, 6));
         Assert.Throws<ArgumentException>(() => AttentionMask.StepExpansion(3, 2).Validate("op", 5, 6));
+        Assert.Throws<ArgumentException>(() => new AttentionMask { MemoryCausal = true, Causal = true }.Validate("op", 6, 6));
         Assert.Throws<ArgumentException>(() => (AttentionMask.StepExpansion(3, 2) with { Causal = true }).Validate("op", 6, 6));
         Assert.Throws<ArgumentException>(() => AttentionMask.BlockDiagonal(1, shiftUpperHalfHeads: true).Validate("op", 6, 6));
         var e = Assert.Throws<ArgumentException>(() => new AttentionMask { Window = -1 }.Validate("Attention", 4, 4));

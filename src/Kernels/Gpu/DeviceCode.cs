@@ -16,7 +16,7 @@ public struct AttentionArgs
 {
     public int Tq, Tk, Hq, Hkv, D;
     public float Scale;
-    public int Prefix, Causal, Window, Sinks, MemoryCount, StepStride, GroupSize, Shift;
+    public int Prefix, Causal, Window, Sinks, MemoryCount, StepStride, GroupSize, Shift, MemoryCausal;
     public int BlockQ, BlockK;
 }
 
@@ -448,7 +448,7 @@ public static class DeviceCode
             else
             {
                 r.Append(p, p + XMath.Min((rq - l + 1) * a.StepStride, l));
-                r.Append(p + rq, p + rq + 1);
+                r.Append(a.MemoryCausal != 0 ? p + l : p + rq, p + rq + 1);
             }
             return r;
         }
@@ -644,7 +644,7 @@ public static class DeviceCode
             int l = a.Tq - a.MemoryCount;
             if (rq < l) return rk <= rq && (a.Window == 0 || rq - rk < a.Window);
             int m = rq - l;
-            return rk == rq || rk < XMath.Min((m + 1) * a.StepStride, l);
+            return rk == rq || rk < XMath.Min((m + 1) * a.StepStride, l) || (a.MemoryCausal != 0 && rk >= l && rk < rq);
         }
         if (a.Causal != 0 && rk > rq) return false;
         if (a.Window > 0 && rq - rk >= a.Window && rk >= a.Sinks) return false;

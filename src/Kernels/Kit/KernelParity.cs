@@ -312,6 +312,7 @@ public static class KernelParity
             ("step expansion n=2 stride 3", AttentionMask.StepExpansion(2, 3), 8, 8),
             ("step expansion prefix 2", AttentionMask.StepExpansion(2, 4, 2), 10, 12),
             ("step expansion window 2", AttentionMask.StepExpansion(2, 3, window: 2), 8, 8),
+            ("step expansion memory-causal prefix 2", AttentionMask.StepExpansion(3, 2, 2, memoryCausal: true), 9, 11),
             ("block diagonal 4 shifted", AttentionMask.BlockDiagonal(4, causal: true, shiftUpperHalfHeads: true), 9, 9),
             ("block diagonal 5 non-causal", AttentionMask.BlockDiagonal(5, causal: false), 10, 10),
             ("decode 1 query causal", AttentionMask.CausalMask(), 1, 13),

@@ -43,25 +43,70 @@ public sealed partial class Attention
     /// <paramref name="prefix"/> (UIO memory) is visible to every query of a global layer and, within its window of
     /// positions, to a local one (<see cref="LlamaConfig.DecoderMask"/>).
     /// </summary>
-    public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null, KvPrefix? prefix = null)
+    /// <param name="rows">
+    /// Optional per-row projections (see <see cref="IRowProjections"/>): for the rows it flags, the Q, K, V and O
+    /// projections are what it returns instead of this layer's (e.g. Activation Beacon's beacon projections); null or
+    /// an identity hook leaves the result bit-identical.
+    /// </param>
+    /// <param name="mask">
+    /// The mask to use instead of the decoder's (<see cref="LlamaConfig.DecoderMask"/>), over the keys
+    /// [prefix or cache ; own tokens] (e.g. a step-expansion mask whose prefix counts <paramref name="prefix"/>'s rows); null: the decoder's.
+    /// </param>
+    public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null, KvPrefix? prefix = null,
+        IRowProjections? rows = null, AttentionMask? mask = null)
     {
         int tokens = x.Value.Dim(0);
-        var q = tape.Rope(tape.Reshape(Q.Forward(tape, x), tokens, Heads, HeadDim), positions, Rope);
-        var k = tape.Rope(tape.Reshape(K.Forward(tape, x), tokens, KvHeads, HeadDim), positions, Rope);
-        var v = tape.Reshape(V.Forward(tape, x), tokens, KvHeads, HeadDim);
+        var q = tape.Rope(tape.Reshape(Project(tape, AttentionProjection.Query, Q, x, rows), tokens, Heads, HeadDim), positions, Rope);
+        var k = tape.Rope(tape.Reshape(Project(tape, AttentionProjection.Key, K, x, rows), tokens, KvHeads, HeadDim), positions, Rope);
+        var v = tape.Reshape(Project(tape, AttentionProjection.Value, V, x, rows), tokens, KvHeads, HeadDim);
         if (cache is not null) (k, v) = AppendToCache(tape, k, v, cache);
-        var mask = Config.DecoderMask(Layer, prefixLength: cache?.PrefixLength ?? 0);
+        var decoderMask = Config.DecoderMask(Layer, prefixLength: cache?.PrefixLength ?? 0);
         if (prefix is { } p)
         {
             // Keys and values that come before every own token (UIO's memory): visible to every query of a global
             // layer, to a local layer within its window of positions (LlamaConfig.DecoderMask); gradients flow.
             k = tape.ConcatRows(p.K, k);
             v = tape.ConcatRows(p.V, v);
-            mask = Config.DecoderMask(Layer, prefixLength: p.K.Value.Dim(0));
+            decoderMask = Config.DecoderMask(Layer, prefixLength: p.K.Value.Dim(0));
         }
-        Observer?.Invoke(new AttentionProbe(Layer, q.Value, k.Value, mask));
-        var o = tape.Attention(q, k, v, mask);
-        return O.Forward(tape, tape.Reshape(o, tokens, Heads * HeadDim));
+        var used = mask ?? decoderMask;
+        Observer?.Invoke(new AttentionProbe(Layer, q.Value, k.Value, used));
+        var o = tape.Attention(q, k, v, used);
+        return Project(tape, AttentionProjection.Output, O, tape.Reshape(o, tokens, Heads * HeadDim), rows);
+    }
+
+    /// <summary>
+    /// One projection of all rows of <paramref name="input"/>, with the rows <paramref name="rows"/> flags replaced by
+    /// what it returns: out = gather([base(input) ; hook(flagged rows)], map), a row copy, so an absent or identity
+    /// hook changes no bit; gradients reach the base path of the unflagged rows and the hook's result of the flagged ones.
+    /// </summary>
+    private Var Project(Tape tape, AttentionProjection which, Linear linear, Var input, IRowProjections? rows)
+    {
+        var y = linear.Forward(tape, input);
+        if (rows is null) return y;
+        var flagged = rows.Rows;
+        if (flagged.Count == 0) return y;
+        int count = input.Value.Dim(0);
+        var map = new int[count];
+        for (int t = 0; t < count; t++) map[t] = t;
+        var index = new int[flagged.Count];
+        for (int i = 0; i < index.Length; i++)
+        {
+            int r = flagged[i];
+            if ((uint)r >= (uint)count)
+                throw new ArgumentException($"Attention layer {Layer}: flagged row {r} is outside the {count} rows", nameof(rows));
+            if (map[r] != r)
+                throw new ArgumentException($"Attention layer {Layer}: row {r} is flagged twice", nameof(rows));
+            index[i] = r;
+            map[r] = count + i;
+        }
+        var inputRows = tape.Embedding(input, index);
+        var baseRows = tape.Embedding(y, index);
+        var replaced = rows.Project(tape, Layer, which, linear, inputRows, baseRows);
+        if (replaced.Value.Rank != 2 || replaced.Value.Dim(0) != index.Length || replaced.Value.Dim(1) != linear.OutFeatures)
+            throw new InvalidOperationException(
+                $"Attention layer {Layer}: the row projection of {which} returned {replaced.Value.ShapeString}, expected [{index.Length}, {linear.OutFeatures}]");
+        return tape.Embedding(tape.ConcatRows(y, replaced), map);
     }
 
     /// <summary>
@@ -83,6 +128,38 @@ public sealed partial class Attention
         kernels.Copy(v.Value, cache.Values(Layer).Slice(start, tokens));
         return (Var.Constant(cache.Keys(Layer).Slice(0, start + tokens)), Var.Constant(cache.Values(Layer).Slice(0, start + tokens)));
     }
+}
+
+/// <summary>The four projections of an attention layer, as <see cref="IRowProjections"/> sees them.</summary>
+public enum AttentionProjection
+{
+    /// <summary>q_proj: normed input -> queries (before RoPE).</summary>
+    Query,
+    /// <summary>k_proj: normed input -> keys (before RoPE).</summary>
+    Key,
+    /// <summary>v_proj: normed input -> values.</summary>
+    Value,
+    /// <summary>o_proj: attention output [rows, heads * head_dim] -> the residual update.</summary>
+    Output,
+}
+
+/// <summary>
+/// A caller's own attention projections for some rows of a layer's input (Activation Beacon's beacon rows, an
+/// encoder's memory rows), so such methods reuse <see cref="LlamaBlock.Forward"/> instead of copying it. For the
+/// rows in <see cref="Rows"/>, each of Q, K, V and O is replaced by what <see cref="Project"/> returns; every other
+/// row goes through the layer's own projection. Queries and keys are rotated after the hook.
+/// </summary>
+public interface IRowProjections
+{
+    /// <summary>The flagged rows of the layer input (distinct, each in [0, T)); empty: the hook does nothing.</summary>
+    IReadOnlyList<int> Rows { get; }
+
+    /// <summary>
+    /// The projection of the flagged rows, [Rows.Count, baseProjection.OutFeatures]: <paramref name="input"/> holds
+    /// their input rows (the normed states for Q/K/V, the attention output for O), <paramref name="baseOutput"/> what
+    /// <paramref name="baseProjection"/> gives them (return it for the identity).
+    /// </summary>
+    Var Project(Tape tape, int layer, AttentionProjection which, Linear baseProjection, Var input, Var baseOutput);
 }
 
 /// <summary>What <see cref="Attention.Observer"/> sees: queries [Tq, heads, head_dim] and keys [Tk, kv_heads, head_dim], both rotated, and the mask.</summary>
@@ -169,9 +246,14 @@ public sealed partial class LlamaBlock
     public RmsNorm FfnNorm { get; }
     public Mlp Mlp { get; }
 
-    public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null, KvPrefix? prefix = null)
+    /// <summary>
+    /// x [T, dim] -> [T, dim]; <paramref name="rows"/> and <paramref name="mask"/> are passed to
+    /// <see cref="Modules.Attention.Forward"/> (per-row projections and a mask instead of the decoder's).
+    /// </summary>
+    public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null, KvPrefix? prefix = null,
+        IRowProjections? rows = null, AttentionMask? mask = null)
     {
-        var h = tape.Add(x, Attention.Forward(tape, AttentionNorm.Forward(tape, x), positions, cache, prefix));
+        var h = tape.Add(x, Attention.Forward(tape, AttentionNorm.Forward(tape, x), positions, cache, prefix, rows, mask));
         return tape.Add(h, Mlp.Forward(tape, FfnNorm.Forward(tape, h)));
     }
 
