@@ -40,8 +40,12 @@ public sealed record CompareSettings
             (long)MemoryWindows * Demo.Window);
         int factor = 1;
         while ((long)factor * Demo.Window < longest) factor *= 2;
+        // Beacons compress like UIO's memory: a window of l tokens into about n rows (a power of two that divides l).
+        int ratio = 1;
+        while (ratio * 2 <= l / Demo.MemoryTokens && l % (ratio * 2) == 0) ratio *= 2;
         return name switch
         {
+            "activation-beacon" => $"activation-beacon:window={l}:ratio-min={ratio}:ratio-max={ratio}:ratio={ratio}",
             "longlora" => $"longlora:scale={factor}",
             "pi-finetune" or "yarn-finetune" or "abf-finetune" => $"{name}:factor={factor}",
             _ => name,

@@ -34,6 +34,7 @@ public static class TrainableMethods
     /// <summary>The methods shipped with the engine (UIO trains through its own flags and <see cref="Uio.UioTrainable"/>).</summary>
     private static IEnumerable<TrainableMethodDescriptor> BuiltIn()
     {
+        yield return ActivationBeacon.ActivationBeaconMethod.Descriptor;
         yield return LongLoraMethod.Descriptor;
         foreach (var d in RopeFinetuneMethod.Descriptors) yield return d;
     }
