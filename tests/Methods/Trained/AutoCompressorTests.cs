@@ -1,0 +1,178 @@
+using UioLlm.Model.Autograd;
+using UioLlm.Model.Methods;
+using UioLlm.Model.Methods.AutoCompressor;
+using UioLlm.Tests.Support;
+using UioLlm.Training.Methods.AutoCompressor;
+using UioLlm.Training.Methods.Icae;
+using static UioLlm.Tests.Methods.Trained.TrainedMethodChecks;
+
+namespace UioLlm.Tests.Methods.Trained;
+
+public sealed class AutoCompressorTests
+{
+    private static AutoCompressorConfig Small(int bptt = 1) => new(Segment: 4, Summary: 2, Rank: 2, Alpha: 4f, Bptt: bptt);
+
+    // 17 tokens: 16 inputs = 4 segments of 4.
+    private static readonly int[] Document = [3, 17, 5, 30, 8, 8, 21, 2, 14, 9, 33, 1, 26, 7, 12, 19, 4];
+
+    [Fact]
+    public void GradientsOfEveryParameterMatchFiniteDifferences()
+    {
+        var (weights, model) = TinyBase(40);
+        using var _ = weights;
+        using var method = new AutoCompressorMethod(model, Small(bptt: -1), seed: 1);
+        RandomiseLoraB(method, 2);
+        var targets = Targets(Document, 2, 9);
+        GradientsMatchFiniteDifferences(method, Document, targets, () => method.Evaluate(Document, targets).Loss, "autocompressor (bptt -1)", eps: 1e-3);
+    }
+
+    [Fact]
+    public void BpttStopsGradientsBeyondItsDepthAndLeavesTheLossAlone()
+    {
+        var (weights, model) = TinyBase(41);
+        using var _ = weights;
+        using var one = new AutoCompressorMethod(model, Small(bptt: 1), seed: 3);
+        using var full = new AutoCompressorMethod(model, Small(bptt: -1), seed: 3);
+        RandomiseLoraB(one, 4);
+        RandomiseLoraB(full, 4);
+        float[][] Gradient(AutoCompressorMethod m, int[] doc)
+        {
+            ZeroGrads(m);
+            m.Accumulate(doc, doc[1..], 0);
+            return [.. m.Parameters.Select(p => p.Parameter.Grad!.ToArray())];
+        }
+        // Two segments: segment 1 reads segment 0's summaries within depth 1, so both settings agree exactly.
+        int[] two = Document[..9];
+        Assert.Equal(Gradient(full, two), Gradient(one, two));
+        // Four segments: the same loss, but depth 1 cuts segment 2's and 3's paths to the summaries of segments 0 and 1.
+        Assert.Equal(full.Evaluate(Document, Document[1..]).Loss, one.Evaluate(Document, Document[1..]).Loss, 12);
+        var a = Gradient(full, Document);
+        var b = Gradient(one, Document);
+        Assert.Contains(a.Zip(b), pair => !pair.First.SequenceEqual(pair.Second));
+        // LoRA of summary tokens can only be reached through summaries: depth 1 gives a smaller-or-different but non-zero gradient.
+        Assert.All(b, g => Assert.Contains(g, v => v != 0));
+    }
+
+    [Fact]
+    public void LaterSegmentsSeeSegmentZeroOnlyThroughTheAccumulatedSummaries()
+    {
+        var (weights, model) = TinyBase(42);
+        using var _ = weights;
+        using var method = new AutoCompressorMethod(model, Small(), seed: 5);
+        RandomiseLoraB(method, 6);
+        var changed = (int[])Document.Clone();
+        changed[0] = 11;
+        changed[1] = 29;
+        changed[3] = 6;
+        double[] Read(int[] doc)
+        {
+            using var session = method.OpenSession();
+            return session.Feed(doc);
+        }
+        // Segment 3 = inputs 12..15; tokens 13..16 are scored by its rows.
+        var segment3 = 13..17;
+        var original = Read(Document);
+        var moved = Read(changed);
+        Assert.Contains(original[segment3].Zip(moved[segment3]), p => Math.Abs(p.First - p.Second) > 1e-4);
+        method.Model.ZeroSummaries = true;
+        original = Read(Document);
+        moved = Read(changed);
+        // Without summaries every segment from 1 on reads only its own tokens (token 4 is scored by segment 0's last row).
+        Assert.Equal(original[5..], moved[5..]);
+        Assert.NotEqual(original[1..4], moved[1..4]);
+    }
+
+    [Fact]
+    public void FreshAdapterReadsTheFirstSegmentAsTheBaseModel()
+    {
+        var (weights, model) = TinyBase(43);
+        using var _ = weights;
+        using var method = new AutoCompressorMethod(model, Small(), seed: 7);
+        using var tape = new Tape(weights.Accelerator);
+        using var __ = tape.NoGrad();
+        int[] ids = Document[..4];
+        var expected = model.Forward(tape, ids).Value.ToArray();
+        var pass = method.Model.SegmentPass(tape, null, ids, withSummaryTokens: true);
+        Assert.Equal(4 + 2, pass.Value.Dim(0));
+        var actual = method.Model.Logits(tape, tape.SliceRows(pass, 0, 4)).Value.ToArray();
+        Check.Close(expected, actual, 1e-5, 1e-4, "first segment with B = 0 against the base model");
+    }
+
+    [Fact]
+    public void SessionLogProbsEqualTheTrainingForward()
+    {
+        var (weights, model) = TinyBase(44);
+        using var _ = weights;
+        using var method = new AutoCompressorMethod(model, Small(), seed: 8);
+        RandomiseLoraB(method, 9);
+        var rng = new Rng(10);
+        method.Model.SummaryEmbedding.Value.CopyFrom(rng.Normal(method.Model.SummaryEmbedding.Value.Length));
+        var targets = Targets(Document, 0, 6, 7);
+        var expected = method.Evaluate(Document, targets);
+        Assert.Equal(4, expected.Units);
+        Assert.Equal(13, expected.Tokens);
+        using var session = method.OpenSession();
+        double loss = SessionLoss(session, Document, targets, 4, out var logProbs);
+        Assert.Equal(Document.Length, logProbs.Length);
+        Assert.Equal(expected.Loss, loss, 4);
+        Assert.Equal(Document.Length, session.TokensSeen);
+        // Four completed segments' summaries (2 rows each) plus one open token, 2 layers, K and V of 8 floats.
+        Assert.Equal(2L * (4 * 2 + 1) * 2 * 8 * 4, session.KvBytes);
+        Assert.False(session.OutOfTrainedRange);
+        Assert.Equal(expected.Loss, method.Accumulate(Document, targets, 0).Loss, 10);
+    }
+
+    [Fact]
+    public void AdapterRoundTripsAndForeignAdaptersAreRefused()
+    {
+        var (weights, model) = TinyBase(45);
+        using var _ = weights;
+        using var method = new AutoCompressorMethod(model, Small(), seed: 11);
+        RandomiseLoraB(method, 12);
+        using var foreign = new IcaeMethod(model, new(4, 2, 2, 4f, UioLlm.Model.Methods.Icae.IcaeObjective.Both));
+        using var other = new AutoCompressorMethod(model, Small(bptt: 2));
+        AdapterRoundTrip(method, seed => new AutoCompressorMethod(model, Small(), seed), foreign, other);
+        using var replica = method.CreateReplica()!;
+        Assert.IsType<AutoCompressorMethod>(replica);
+        Assert.Equal(method.Config, ((AutoCompressorMethod)replica).Config);
+        Assert.NotSame(method.Parameters[0].Parameter, replica.Parameters[0].Parameter);
+    }
+
+    [Fact]
+    public void DescriptorReadsAndChecksItsOptions()
+    {
+        var (weights, model) = TinyBase(46);
+        using var _ = weights;
+        var d = AutoCompressorMethod.Descriptor;
+        Assert.Equal("autocompressor", d.Name);
+        Assert.Equal(AutoCompressorConfig.OptionNames, d.Options.Select(o => o.Name));
+        var options = new MethodOptions(d.Name, new Dictionary<string, string> { ["segment"] = "8", ["summary"] = "3", ["bptt"] = "-1" });
+        using (var m = (AutoCompressorMethod)d.Create(model, options, 0))
+        {
+            Assert.Equal(new AutoCompressorConfig(8, 3, 16, 32f, -1), m.Config);
+            Assert.Equal(m.Config.ToOptions(), options.Resolved);
+            Assert.Equal("autocompressor", m.Name);
+        }
+        using (var m = (AutoCompressorMethod)d.Create(model, new MethodOptions(d.Name), 0))
+            Assert.Equal(AutoCompressorConfig.Default(64), m.Config);
+        Assert.Throws<MethodOptionException>(() => d.Create(model, new MethodOptions(d.Name, new Dictionary<string, string> { ["bptt"] = "0" }), 0));
+        Assert.Throws<MethodOptionException>(() => d.Create(model, new MethodOptions(d.Name, new Dictionary<string, string> { ["segment"] = "60", ["summary"] = "8" }), 0));
+        Assert.Throws<MethodOptionException>(() => d.Create(model, new MethodOptions(d.Name, new Dictionary<string, string> { ["rank"] = "x" }), 0));
+        using var method = new AutoCompressorMethod(model, Small());
+        Assert.Throws<ArgumentException>(() => method.Accumulate([5], [], 0));
+        Assert.Throws<ArgumentException>(() => method.Accumulate([5, 6, 7], [6], 0));
+        Assert.ThrowsAny<ArgumentException>(() => method.Accumulate([5, 60, 7], [60, 7], 0));
+    }
+
+    [Fact]
+    public void ShortTrainingLowersTheLoss()
+    {
+        var (weights, model) = TinyBase(47);
+        using var _ = weights;
+        using var method = new AutoCompressorMethod(model, Small(bptt: 2), seed: 13);
+        var rng = new Rng(14);
+        int[][] documents = [rng.Ints(13, 0, 37), rng.Ints(13, 0, 37)];
+        var (before, after) = Fit(method, documents, steps: 30, lr: 2e-2f);
+        Assert.True(after < 0.8 * before, $"loss per segment {before:F4} -> {after:F4}");
+    }
+}
