@@ -32,25 +32,61 @@ public sealed class AutoCompressorTests
         var (weights, model) = TinyBase(41);
         using var _ = weights;
         using var one = new AutoCompressorMethod(model, Small(bptt: 1), seed: 3);
+        using var three = new AutoCompressorMethod(model, Small(bptt: 3), seed: 3);
         using var full = new AutoCompressorMethod(model, Small(bptt: -1), seed: 3);
-        RandomiseLoraB(one, 4);
-        RandomiseLoraB(full, 4);
+        foreach (var m in new[] { one, three, full }) RandomiseLoraB(m, 4);
         float[][] Gradient(AutoCompressorMethod m, int[] doc)
         {
             ZeroGrads(m);
             m.Accumulate(doc, doc[1..], 0);
             return [.. m.Parameters.Select(p => p.Parameter.Grad!.ToArray())];
         }
-        // Two segments: segment 1 reads segment 0's summaries within depth 1, so both settings agree exactly.
-        int[] two = Document[..9];
-        Assert.Equal(Gradient(full, two), Gradient(one, two));
-        // Four segments: the same loss, but depth 1 cuts segment 2's and 3's paths to the summaries of segments 0 and 1.
-        Assert.Equal(full.Evaluate(Document, Document[1..]).Loss, one.Evaluate(Document, Document[1..]).Loss, 12);
-        var a = Gradient(full, Document);
-        var b = Gradient(one, Document);
-        Assert.Contains(a.Zip(b), pair => !pair.First.SequenceEqual(pair.Second));
-        // LoRA of summary tokens can only be reached through summaries: depth 1 gives a smaller-or-different but non-zero gradient.
-        Assert.All(b, g => Assert.Contains(g, v => v != 0));
+        // A depth that covers the document (3 for 4 segments) is full backpropagation.
+        Assert.Equal(Gradient(full, Document), Gradient(three, Document));
+        // Depth 1: the same loss, other gradients (segments 2 and 3 no longer reach the passes of segments 0 and 1).
+        Assert.Equal(full.Evaluate(Document, Document[1..]).Loss, one.Accumulate(Document, Document[1..], 0).Loss, 10);
+        var cut = Gradient(one, Document);
+        Assert.Contains(Gradient(full, Document).Zip(cut), pair => !pair.First.SequenceEqual(pair.Second));
+        Assert.All(cut, g => Assert.Contains(g, v => v != 0));
+
+        // Depth 1 is the exact gradient of the truncated objective: segment i's loss with the summaries of segments
+        // before i-1 frozen at their current values, segment i-1's pass and segment i's pass live.
+        var targets = Targets(Document, 5);
+        int kappa = 2, s = 4, segments = 4;
+        var frozen = new List<float[]>();
+        using (var tape = new Tape(weights.Accelerator))
+        using (tape.NoGrad())
+        {
+            var reads = new List<Var>();
+            for (int i = 0; i < segments - 1; i++)
+            {
+                var pass = one.Model.SegmentPass(tape, reads.Count == 0 ? null : tape.ConcatRows(reads), Document.AsSpan(i * s, s), true);
+                var summary = tape.SliceRows(pass, i * kappa + s, kappa);
+                frozen.Add(summary.Value.ToArray());
+                reads.Add(summary);
+            }
+        }
+        double Truncated()
+        {
+            using var tape = new Tape(weights.Accelerator);
+            using var __ = tape.NoGrad();
+            double total = 0;
+            for (int i = 0; i < segments; i++)
+            {
+                var reads = new List<Var>();
+                for (int j = 0; j < i - 1; j++) reads.Add(Var.Constant(weights.Accelerator.FromArray(frozen[j], [kappa, 16])));
+                if (i > 0)
+                {
+                    var earlier = one.Model.SegmentPass(tape, reads.Count == 0 ? null : tape.ConcatRows(reads), Document.AsSpan((i - 1) * s, s), true);
+                    reads.Add(tape.SliceRows(earlier, (i - 1) * kappa + s, kappa));
+                }
+                var pass = one.Model.SegmentPass(tape, reads.Count == 0 ? null : tape.ConcatRows(reads), Document.AsSpan(i * s, s), false);
+                total += one.Model.Loss(tape, tape.SliceRows(pass, i * kappa, s), targets.AsSpan(i * s, s)).Value.ToArray()[0];
+                foreach (var r in reads.Where(r => r.IsLeaf)) r.Value.Dispose();
+            }
+            return total;
+        }
+        GradientsMatchFiniteDifferences(one, Document, targets, Truncated, "autocompressor (bptt 1, truncated objective)", eps: 1e-3);
     }
 
     [Fact]

@@ -14,8 +14,9 @@ namespace UioLlm.Model.Methods.AutoCompressor;
 /// <param name="Rank">LoRA rank on q, k, v, o of every layer.</param>
 /// <param name="Alpha">LoRA alpha (scale alpha / rank).</param>
 /// <param name="Bptt">
-/// Gradient depth across segments: segment i's loss reaches the summary vectors of segments i-1 .. i-Bptt (and
-/// through them those segments' passes); older summaries are read as constants (stop-gradient). -1: no stop.
+/// Gradient depth across segments (truncated backpropagation): segment i's loss is differentiated through the passes
+/// of segments i-Bptt .. i (the summaries they produce included); the summaries of older segments are constants
+/// (stop-gradient). -1: no stop (full backpropagation through every summary).
 /// </param>
 public sealed record AutoCompressorConfig(int Segment, int Summary, int Rank, float Alpha, int Bptt)
 {
