@@ -1,6 +1,8 @@
 using UioLlm.Model.Autograd;
 using UioLlm.Model.Methods;
 using UioLlm.Model.Methods.AutoCompressor;
+using UioLlm.Model.Methods.Compression;
+using UioLlm.Model.Modules;
 using UioLlm.Tests.Support;
 using UioLlm.Training.Methods.AutoCompressor;
 using UioLlm.Training.Methods.Icae;
@@ -132,6 +134,34 @@ public sealed class AutoCompressorTests
         Assert.Equal(4 + 2, pass.Value.Dim(0));
         var actual = method.Model.Logits(tape, tape.SliceRows(pass, 0, 4)).Value.ToArray();
         Check.Close(expected, actual, 1e-5, 1e-4, "first segment with B = 0 against the base model");
+    }
+
+    [Fact]
+    public void AdaptedBlocksEqualTheBaseWithTheSameLoraAttached()
+    {
+        // A base with q/k/v biases and a local first layer, so the adapted path's bias and mask handling are exercised.
+        var config = Model.GradCheck.TinyConfig() with { AttentionBias = true, LocalLayers = 1, LocalWindow = 3 };
+        using var weights = Model.GradCheck.RandomWeights(config, 48);
+        var frozen = new LlamaModel(weights);
+        var reference = new LlamaModel(weights);
+        using var blocks = new AdaptedBlocks(frozen, 2, 4f, ["q_proj", "v_proj", "o_proj"], new Random(1), "test.");
+        var attached = reference.AttachLora(2, 4f, 2, "q_proj", "v_proj", "o_proj");
+        var rng = new Rng(3);
+        foreach (var (mine, theirs) in blocks.Parameters().Zip(attached.SelectMany(l => l.Parameters())))
+        {
+            mine.Value.CopyFrom(rng.Normal(mine.Value.Length, 0.3f));
+            theirs.Value.CopyFrom(mine.Value.ToArray());
+        }
+        var x = rng.Normal(9 * 16);
+        using var tape = new Tape(weights.Accelerator);
+        using var _ = tape.NoGrad();
+        var input = Var.Constant(weights.Accelerator.FromArray(x, [9, 16]));
+        var expected = reference.Hidden(tape, input).Value.ToArray();
+        var actual = frozen.FinalNorm.Forward(tape, blocks.Forward(tape, input)).Value.ToArray();
+        Check.Close(expected, actual, 1e-5, 1e-4, "adapted blocks against the base with the same LoRA attached");
+        Assert.Throws<ArgumentException>(() => new AdaptedBlocks(reference, 2, 4f, ["q_proj"], new Random(1), "x."));
+        Assert.Throws<ArgumentException>(() => new AdaptedBlocks(frozen, 2, 4f, ["up_proj"], new Random(1), "x."));
+        input.Value.Dispose();
     }
 
     [Fact]
