@@ -186,6 +186,7 @@ public sealed class AutoCompressorTests
         Assert.Equal(2L * (4 * 2 + 1) * 2 * 8 * 4, session.KvBytes);
         Assert.False(session.OutOfTrainedRange);
         Assert.Equal(expected.Loss, method.Accumulate(Document, targets, 0).Loss, 10);
+        GenerationContinuesTheStream(method, session, Document, 6);
     }
 
     [Fact]

@@ -139,6 +139,7 @@ public sealed class IcaeTests
         // Three completed chunks' slots (2 rows each) plus one open token, 2 layers, K and V of 8 floats.
         Assert.Equal(2L * (3 * 2 + 1) * 2 * 8 * 4, session.KvBytes);
         Assert.Equal(expected.Loss, method.Accumulate(Document, targets, 0).Loss, 10);
+        GenerationContinuesTheStream(method, session, Document, 6);
     }
 
     [Fact]

@@ -116,6 +116,20 @@ internal static class TrainedMethodChecks
         return loss;
     }
 
+    /// <summary>
+    /// Greedy generation after a fed document (token by token, across a segment boundary) leaves the session where a
+    /// fresh session fed the document and the generated tokens at once ends: the same last logits.
+    /// </summary>
+    public static void GenerationContinuesTheStream(ITrainableMethod method, ILongContextSession session, int[] document, int newTokens)
+    {
+        var generated = session.Generate(new UioLlm.Model.Generation.GenerationOptions { MaxNewTokens = newTokens, StopTokens = [] });
+        Assert.Equal(newTokens, generated.Tokens.Length);
+        Assert.Equal(document.Length + newTokens, session.TokensSeen);
+        using var fresh = method.OpenSession();
+        fresh.Feed([.. document, .. generated.Tokens]);
+        Check.Close(fresh.LastLogits, session.LastLogits, 1e-5, 1e-4, "logits after generation against one feed");
+    }
+
     /// <summary>Next-token targets of a document with some positions unscored.</summary>
     public static int[] Targets(int[] document, params int[] unscored)
     {
