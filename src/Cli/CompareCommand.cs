@@ -67,11 +67,17 @@ internal static class CompareCommand
         string csv = Path.Combine(o.Out, TableFile), svg = Path.Combine(o.Out, ChartFile);
         AtomicFile.WriteText(csv, CompareCsv.Write(result));
         var series = result.Rows.Where(r => r.Failure is null).ToDictionary(r => r.Method, r => r.Distances.Select(d => ((double)d.Distance, d.Accuracy)).ToList());
-        AtomicFile.WriteText(svg, SvgChart.Lines($"trained methods: passkey accuracy vs needle distance (segments of {settings.Demo.SegmentLength} tokens, window {settings.Demo.Window})",
-            "segments between the needle and the question", "passkey accuracy", series));
-        console.MarkupLineInterpolated($"wrote {csv} and {svg}");
+        if (series.Count > 0)
+        {
+            AtomicFile.WriteText(svg, SvgChart.Lines($"trained methods: passkey accuracy vs needle distance (segments of {settings.Demo.SegmentLength} tokens, window {settings.Demo.Window})",
+                "segments between the needle and the question", "passkey accuracy", series));
+            console.MarkupLineInterpolated($"wrote {csv} and {svg}");
+        }
+        else console.MarkupLineInterpolated($"wrote {csv} (no method ran to the end: no chart)");
+        foreach (var row in result.Rows.Where(r => r.Failure is not null))
+            console.MarkupLineInterpolated($"{row.Method}: {row.Failure}");
         console.MarkupLineInterpolated($"total {(int)clock.Elapsed.TotalMinutes} min {clock.Elapsed.Seconds:00} s on {result.Device}{(result.BaseFromCache ? " (base from the cache)" : "")}");
-        return result.Rows.Any(r => r.Failure is not null) ? 1 : 0;
+        return 0;   // a method that could not run on this base is a row of the table, not a failure of the comparison
     });
 
     private static string Bytes(long bytes) => bytes switch

@@ -46,6 +46,9 @@ public sealed record CompareSettings
         return name switch
         {
             "activation-beacon" => $"activation-beacon:window={l}:ratio-min={ratio}:ratio-max={ratio}:ratio={ratio}",
+            // Summaries / slots: as many rows per segment as UIO's memory.
+            "autocompressor" => $"autocompressor:segment={l}:summary={Demo.MemoryTokens}",
+            "icae" => $"icae:chunk={l}:slots={Demo.MemoryTokens}:objective=lm",
             "longlora" => $"longlora:scale={factor}",
             "pi-finetune" or "yarn-finetune" or "abf-finetune" => $"{name}:factor={factor}",
             _ => name,
