@@ -203,8 +203,8 @@ public sealed class RmtMethodTests
         using var rmt = new RmtMethod(model, Small, seed: 24);
         var documents = RepetitiveDocuments(25, count: 4, period: L, length: 3 * L + 1);
         double before = MeanLoss((d, t) => rmt.Evaluate(d, t), documents);
-        Train(rmt, documents, steps: 30, learningRate: 2e-2f);
+        Train(rmt, documents, steps: 60, learningRate: 2e-2f);
         double after = MeanLoss((d, t) => rmt.Evaluate(d, t), documents);
-        Assert.True(after < 0.7 * before, $"RMT loss {before:F3} -> {after:F3}");
+        Assert.True(after < 0.6 * before, $"RMT loss {before:F3} -> {after:F3}");
     }
 }

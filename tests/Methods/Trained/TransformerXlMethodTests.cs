@@ -128,7 +128,7 @@ public sealed class TransformerXlMethodTests
             }
             double fullDerivative = (Full(1e-2f) - Full(-1e-2f)) / 2e-2;
             double truncated = trained[1].Select((g, i) => (double)g * u[i]).Sum();
-            Assert.True(Math.Abs(fullDerivative - truncated) > 1e-3, $"full {fullDerivative:G6} vs stop-gradient {truncated:G6}");
+            Assert.True(Math.Abs(fullDerivative - truncated) > 0.05, $"full {fullDerivative:G6} vs stop-gradient {truncated:G6}");
         }
         finally
         {
@@ -243,8 +243,8 @@ public sealed class TransformerXlMethodTests
         using var txl = new TransformerXlMethod(model, Small, seed: 52);
         var documents = RepetitiveDocuments(53, count: 4, period: L, length: 3 * L + 1);
         double before = MeanLoss((d, t) => txl.Evaluate(d, t), documents);
-        Train(txl, documents, steps: 30, learningRate: 2e-2f);
+        Train(txl, documents, steps: 60, learningRate: 2e-2f);
         double after = MeanLoss((d, t) => txl.Evaluate(d, t), documents);
-        Assert.True(after < 0.7 * before, $"Transformer-XL loss {before:F3} -> {after:F3}");
+        Assert.True(after < 0.6 * before, $"Transformer-XL loss {before:F3} -> {after:F3}");
     }
 }
