@@ -157,6 +157,18 @@ public sealed class RmtMethodTests
             Assert.Equal("44", defaults.Options["segment"]);
             Assert.Equal("-1", defaults.Options["bptt"]);
         }
+        // The descriptor lists exactly the options Create reads, and the method records them as resolved.
+        var given = new MethodOptions("rmt", new Dictionary<string, string> { ["segment"] = "6", ["memory"] = "3", ["rank"] = "2", ["alpha"] = "0.5", ["bptt"] = "2" });
+        using (var described = RmtMethod.Descriptor.Create(model, given, 0))
+        {
+            given.RejectUnknown(RmtMethod.Descriptor.Options.Select(o => o.Name));
+            Assert.Equal(RmtMethod.Descriptor.Options.Select(o => o.Name).Order(), given.Resolved.Keys.Order());
+            Assert.Equal(given.Resolved, ((RmtMethod)described).Options);
+            using var replica = (RmtMethod)described.CreateReplica()!;
+            Assert.Equal(((RmtMethod)described).Options, replica.Options);
+            Assert.Equal(described.Parameters.Select(p => p.Parameter.Name), replica.Parameters.Select(p => p.Parameter.Name));
+            Assert.Equal(described.Parameters.Select(p => p.Parameter.Value.ShapeString), replica.Parameters.Select(p => p.Parameter.Value.ShapeString));
+        }
         using var rmt = new RmtMethod(model, Small);
         Assert.Contains("at least 2 tokens", Assert.Throws<ArgumentException>(() => rmt.Accumulate([5], [], 0)).Message);
         Assert.Contains("targets", Assert.Throws<ArgumentException>(() => rmt.Accumulate([5, 6, 7], [6], 0)).Message);

@@ -188,6 +188,16 @@ public sealed class TransformerXlMethodTests
         Assert.Contains("rank", Assert.Throws<MethodOptionException>(() => Make(("rank", "0"))).Message);
         Assert.Contains("alpha", Assert.Throws<MethodOptionException>(() => Make(("alpha", "x"))).Message);
         using (var defaults = Make()) Assert.Equal("32", defaults.Options["segment"]);
+        var given = new MethodOptions("transformer-xl", new Dictionary<string, string> { ["segment"] = "6", ["rank"] = "3", ["alpha"] = "0.5" });
+        using (var described = TransformerXlMethod.Descriptor.Create(model, given, 0))
+        {
+            given.RejectUnknown(TransformerXlMethod.Descriptor.Options.Select(o => o.Name));
+            Assert.Equal(TransformerXlMethod.Descriptor.Options.Select(o => o.Name).Order(), given.Resolved.Keys.Order());
+            Assert.Equal(given.Resolved, ((TransformerXlMethod)described).Options);
+            using var replica = (TransformerXlMethod)described.CreateReplica()!;
+            Assert.Equal(((TransformerXlMethod)described).Options, replica.Options);
+            Assert.Equal(described.Parameters.Select(p => p.Parameter.Value.ShapeString), replica.Parameters.Select(p => p.Parameter.Value.ShapeString));
+        }
         using var txl = new TransformerXlMethod(model, Small);
         Assert.Contains("at least 2 tokens", Assert.Throws<ArgumentException>(() => txl.Accumulate([], [], 0)).Message);
     }
