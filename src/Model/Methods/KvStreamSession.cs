@@ -96,6 +96,13 @@ public abstract class KvStreamSession : ILongContextSession
         return tape.Attention(q, Var.Constant(rotated), Var.Constant(values[layer].Slice(0, rows)), Config.DecoderMask(layer));
     }
 
+    /// <summary>
+    /// One attention projection (q, k or v: <paramref name="projection"/> is the base's own) of layer
+    /// <paramref name="layer"/>'s normed input x [T, dim]. Default: the base's projection; a trained method adds its
+    /// adapter here (Transformer-XL's LoRA on q and v).
+    /// </summary>
+    protected virtual Var Project(Tape tape, int layer, Linear projection, Var x) => projection.Forward(tape, x);
+
     /// <summary>Records a query-key distance the method used (for <see cref="OutOfTrainedRange"/>).</summary>
     protected void NoteDistance(long distance) => MaxDistance = Math.Max(MaxDistance, distance);
 
@@ -179,9 +186,9 @@ public abstract class KvStreamSession : ILongContextSession
             var block = Model.Blocks[layer];
             var attention = block.Attention;
             var normed = block.AttentionNorm.Forward(tape, x);
-            var q = tape.Reshape(attention.Q.Forward(tape, normed), tokens, c.Heads, c.HeadDim);
-            kernels.Copy(attention.K.Forward(tape, normed).Value, keys[layer].Slice(Length, tokens));
-            kernels.Copy(attention.V.Forward(tape, normed).Value, values[layer].Slice(Length, tokens));
+            var q = tape.Reshape(Project(tape, layer, attention.Q, normed), tokens, c.Heads, c.HeadDim);
+            kernels.Copy(Project(tape, layer, attention.K, normed).Value, keys[layer].Slice(Length, tokens));
+            kernels.Copy(Project(tape, layer, attention.V, normed).Value, values[layer].Slice(Length, tokens));
             var o = Attend(tape, layer, q, rows, table);
             x = tape.Add(x, attention.O.Forward(tape, tape.Reshape(o, tokens, c.Heads * c.HeadDim)));
             x = tape.Add(x, block.Mlp.Forward(tape, block.FfnNorm.Forward(tape, x)));

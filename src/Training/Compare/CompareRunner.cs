@@ -47,6 +47,8 @@ public sealed record CompareSettings
         {
             "activation-beacon" => $"activation-beacon:window={l}:ratio-min={ratio}:ratio-max={ratio}:ratio={ratio}",
             // Summaries / slots: as many rows per segment as UIO's memory.
+            "rmt" => $"rmt:segment={l}:memory={Demo.MemoryTokens}",
+            "transformer-xl" => $"transformer-xl:segment={l}",
             "autocompressor" => $"autocompressor:segment={l}:summary={Demo.MemoryTokens}",
             "icae" => $"icae:chunk={l}:slots={Demo.MemoryTokens}:objective=lm",
             "longlora" => $"longlora:scale={factor}",

@@ -34,6 +34,8 @@ public static class TrainableMethods
     /// <summary>The methods shipped with the engine (UIO trains through its own flags and <see cref="Uio.UioTrainable"/>).</summary>
     private static IEnumerable<TrainableMethodDescriptor> BuiltIn()
     {
+        yield return RmtMethod.Descriptor;
+        yield return TransformerXlMethod.Descriptor;
         yield return AutoCompressor.AutoCompressorMethod.Descriptor;
         yield return Icae.IcaeMethod.Descriptor;
         yield return ActivationBeacon.ActivationBeaconMethod.Descriptor;

@@ -7,9 +7,10 @@ namespace UioLlm.Model.Methods;
 /// exactly as they were computed when that segment was read (not recomputed) ; the segment so far], with
 /// positions continuing from the cached segment into the current one (0..2l-1). Because the cached states were
 /// themselves computed over their own previous segment, layer L reaches about L segments back (the
-/// recurrence), while one pass never sees more than 2l tokens.
+/// recurrence), while one pass never sees more than 2l tokens. The trained Transformer-XL
+/// (<see cref="TransformerXlSession"/>) is this session with LoRA on the projections (<see cref="KvStreamSession.Project"/>).
 /// </summary>
-public sealed class RecurrenceSession : KvStreamSession
+public class RecurrenceSession : KvStreamSession
 {
     private int cached;   // rows of the previous segment at the front
 
