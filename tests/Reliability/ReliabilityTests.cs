@@ -1,3 +1,4 @@
+using UioLlm.Tests.Cli;
 using System.Text.Json.Nodes;
 using UioLlm.Kernels;
 using UioLlm.Model;
@@ -14,13 +15,7 @@ namespace UioLlm.Tests.Reliability;
 /// <summary>The cases of issue 15 (and the failures the fuzzer found), each a typed error that names the file and the field.</summary>
 public class ReliabilityTests
 {
-    private static (int Code, string Out, string Err) Cli(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = UioLlm.Cli.Program.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
+    private static (int Code, string Out, string Err) Cli(params string[] args) => CliHarness.Run(args);
 
     private static void AssertOneLine(string error)
     {
