@@ -57,19 +57,40 @@ public sealed class MethodRegistryTests
                 UioModelTests.Randomise(uio, 32);
                 UioAdapter.Save(uio, adapter);
             }
+            // Trained methods join the registry as methods that need an adapter (uio eval does this at start-up).
+            UioLlm.Training.Methods.TrainableMethods.RegisterForEvaluation();
+            var trained = UioLlm.Training.Methods.TrainableMethods.All.Select(m => m.Name).ToList();
             var skipped = new List<string>();
             var factories = MethodRegistry.Resolve("all", new MethodContext(model), skipped.Add);
-            Assert.Single(skipped);
-            Assert.StartsWith("uio:", skipped[0]);
+            Assert.Equal(["uio", .. trained], skipped.Select(x => x[..x.IndexOf(':')]));
+            Assert.All(skipped, x => Assert.EndsWith("needs --adapter (a trained adapter folder)", x));
             foreach (var f in factories) f.Dispose();
 
-            factories = MethodRegistry.Resolve("all", new MethodContext(model, adapter));
-            Assert.Equal(MethodRegistry.All.Select(m => m.Name), factories.Select(f => f.Label));
+            // "all" with a UIO adapter runs every inference method and UIO; the trained methods say the adapter is not theirs.
+            skipped.Clear();
+            factories = MethodRegistry.Resolve("all", new MethodContext(model, adapter), skipped.Add);
+            Assert.Equal(trained, skipped.Select(x => x[..x.IndexOf(':')]));
+            Assert.All(skipped, x => Assert.Contains("is not one of its adapters", x));
+            // Each trained method from a freshly saved adapter of its own, read back by name.
+            foreach (var name in trained)
+            {
+                string folder = Path.Combine(adapter, name);
+                using (var method = UioLlm.Training.Methods.TrainableMethods.Create(name, model, seed: 34))
+                    method.SaveAdapter(folder);
+                factories.AddRange(MethodRegistry.Resolve(name, new MethodContext(model, folder)));
+                // "all" with that adapter: the inference methods and this one method (UIO says the adapter is not its).
+                var all = MethodRegistry.Resolve("all", new MethodContext(model, folder));
+                Assert.Contains(all, f => f.Method == name);
+                Assert.DoesNotContain(all, f => f.Method == "uio" || (f.Method != name && trained.Contains(f.Method)));
+                foreach (var f in all) f.Dispose();
+            }
+            Assert.Equal(MethodRegistry.All.Select(m => m.Name).Order(), factories.Select(f => f.Method).Order());
             int[] ids = new Rng(33).Ints(40, 0, 37);
             foreach (var factory in factories)
                 using (factory)
                 {
-                    Assert.NotEmpty(factory.Options.Keys.Concat(factory.Method == "full" ? ["none"] : []));
+                    // Inference methods resolve their options; a trained method's options come from its adapter.
+                    if (!trained.Contains(factory.Method)) Assert.NotEmpty(factory.Options.Keys.Concat(factory.Method == "full" ? ["none"] : []));
                     using var fed = factory.Create();
                     Assert.True(fed.LastLogits.IsEmpty, factory.Label);
                     var logProbs = fed.Feed(ids.AsSpan(0, 25)).Concat(fed.Feed(ids.AsSpan(25))).ToArray();

@@ -19,8 +19,10 @@ public sealed record MethodOptionInfo(string Name, string Default, string Meanin
 /// A registered method: its name, a one-line summary, its options, and a factory. <see cref="Prepare"/> runs once
 /// per evaluation (reads and checks the options, loads what the method needs) and returns the session maker.
 /// </summary>
+/// <param name="AcceptsAdapter">For a method that needs an adapter: whether a folder holds one of its adapters, so
+/// "all" with an --adapter runs only the methods that adapter belongs to (null: every adapter is tried).</param>
 public sealed record MethodDescriptor(string Name, string Summary, IReadOnlyList<MethodOptionInfo> Options,
-    Func<MethodContext, MethodOptions, Func<ILongContextSession>> Prepare, string? Requires = null);
+    Func<MethodContext, MethodOptions, Func<ILongContextSession>> Prepare, string? Requires = null, Func<string, bool>? AcceptsAdapter = null);
 
 /// <summary>
 /// The options given to one method ("name:key=value:key=value"), read with typed getters that record the
@@ -186,6 +188,11 @@ public static class MethodRegistry
                             skipped?.Invoke($"{m.Name}: needs --adapter (a trained adapter folder)");
                             continue;
                         }
+                        if (m.Requires == "adapter" && m.AcceptsAdapter is { } accepts && !accepts(context.AdapterFolder!))
+                        {
+                            skipped?.Invoke($"{m.Name}: the adapter in '{context.AdapterFolder}' is not one of its adapters");
+                            continue;
+                        }
                         result.Add(Create(m, new Dictionary<string, string>(), context));
                     }
                     continue;
@@ -313,7 +320,7 @@ public static class MethodRegistry
                 // Lengths past UIO's position budget are read (extrapolation) and marked out of the trained range.
                 var uio = UioAdapter.Load(ctx.Model, folder, c => c with { AllowExtrapolation = true });
                 return new UioMaker(uio, batch).Make;
-            }, Requires: "adapter");
+            }, Requires: "adapter", AcceptsAdapter: IsUioAdapter);
     }
 
     private static long Range(MethodContext ctx, double factor) => (long)Math.Min(long.MaxValue / 2, factor * ctx.Model.Config.MaxSeqLen);
@@ -323,6 +330,20 @@ public static class MethodRegistry
         double s = o.Double("factor", 8, 1, 1e6);
         var table = RopeScalingMethods.Scaled(ctx.Model, kind, s);
         return () => new FullAttentionSession(ctx.Model, _ => table, Range(ctx, s));
+    }
+
+    /// <summary>Whether <paramref name="folder"/> holds a UIO adapter (its config reads as UIO's).</summary>
+    private static bool IsUioAdapter(string folder)
+    {
+        try
+        {
+            UioAdapter.ReadManifest(folder);
+            return true;
+        }
+        catch (ModelFormatException)
+        {
+            return false;
+        }
     }
 
     /// <summary>Owns the loaded adapter for the factory's lifetime (disposed with it).</summary>

@@ -209,7 +209,20 @@ public static class TrainableMethods
                         throw new MethodOptionException($"method '{m.Name}': the adapter in '{folder}' is a '{method.Name}' adapter");
                     }
                     return new SessionMaker(method).Make;
-                }, Requires: "adapter"));
+                }, Requires: "adapter", AcceptsAdapter: folder => HoldsAdapterOf(folder, m.Name)));
+        }
+    }
+
+    /// <summary>Whether <paramref name="folder"/> holds an adapter of the method <paramref name="name"/>.</summary>
+    public static bool HoldsAdapterOf(string folder, string name)
+    {
+        try
+        {
+            return ReadAdapterMethod(folder)?.Method == name;
+        }
+        catch (ModelFormatException)
+        {
+            return false;
         }
     }
 
