@@ -193,6 +193,45 @@ public sealed partial class Tape
         return output;
     }
 
+    /// <summary>
+    /// An op computed on the host: <paramref name="forward"/> maps the inputs' values (row-major copies) to the
+    /// output's values of <paramref name="shape"/>; <paramref name="backward"/> (null: no gradient flows) maps the
+    /// inputs' values and the output's gradient to each input's gradient (a null entry: none for that input).
+    /// Correctness over speed: every value crosses to the host and back.
+    /// </summary>
+    public Var HostOp(string op, IReadOnlyList<Var> inputs, int[] shape, Func<float[][], float[]> forward,
+        Func<float[][], float[], float[]?[]>? backward)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        ArgumentNullException.ThrowIfNull(shape);
+        ArgumentNullException.ThrowIfNull(forward);
+        BeginOp(op);
+        var values = inputs.Select(i => i.Value.ToArray()).ToArray();
+        var result = forward(values);
+        var y = Rent(shape, op);
+        if (result.Length != y.Length)
+            throw new ArgumentException($"{op}: the forward gave {result.Length} values for an output of {y.Length}");
+        y.CopyFrom(result);
+        bool grad = backward is not null && IsRecording && inputs.Any(i => i.RequiresGrad);
+        var output = Output(y, grad);
+        if (grad)
+        {
+            var saved = inputs.ToArray();
+            Record(op, output, () =>
+            {
+                var grads = backward!(values, output.Grad!.ToArray());
+                for (int i = 0; i < saved.Length; i++)
+                {
+                    if (grads[i] is not { } g || saved[i].GradForAccumulate() is not { } d) continue;
+                    var current = d.ToArray();
+                    for (int j = 0; j < current.Length; j++) current[j] += g[j];
+                    d.CopyFrom(current);
+                }
+            });
+        }
+        return output;
+    }
+
     /// <summary>The same values under another shape (a view: no copy forward).</summary>
     public Var Reshape(Var x, params int[] shape)
     {

@@ -53,6 +53,9 @@ public sealed record CompareSettings
             "icae" => $"icae:chunk={l}:slots={Demo.MemoryTokens}:objective=lm",
             "longlora" => $"longlora:scale={factor}",
             "pi-finetune" or "yarn-finetune" or "abf-finetune" => $"{name}:factor={factor}",
+            // Dilated / linear attention: the first segment one demo segment long; the range covers the longest document.
+            "longnet" => $"longnet:segment={l}:range={factor * Demo.Window}",
+            "performer" => $"performer:range={factor * Demo.Window}",
             _ => name,
         };
     }

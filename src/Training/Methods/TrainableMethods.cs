@@ -41,6 +41,8 @@ public static class TrainableMethods
         yield return ActivationBeacon.ActivationBeaconMethod.Descriptor;
         yield return LongLoraMethod.Descriptor;
         foreach (var d in RopeFinetuneMethod.Descriptors) yield return d;
+        yield return LongNetMethod.Descriptor;
+        yield return PerformerMethod.Descriptor;
     }
 
     public static IReadOnlyList<TrainableMethodDescriptor> All

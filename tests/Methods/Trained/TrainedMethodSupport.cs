@@ -67,7 +67,7 @@ internal static class TrainedMethodSupport
             var targets = new[] { layer.Wq, layer.Wk, layer.Wv, layer.Wo };
             for (int p = 0; p < 4; p++)
             {
-                var lora = ft.Adapters(l)[p];
+                if (ft.Adapters(l)[p] is not { } lora) continue;
                 var w = targets[p].ToArray();
                 var a = lora.A.Value.ToArray();
                 var b = lora.B.Value.ToArray();

@@ -18,10 +18,17 @@ namespace UioLlm.Model.Methods;
 /// </remarks>
 public sealed class FinetunedLlama : IDisposable
 {
+    /// <summary>
+    /// A layer's attention in place of the engine's masked softmax: rotated queries q [T, heads, head_dim], rotated
+    /// keys k and values v [T, kv_heads, head_dim] of the new tokens, which sit at positions <paramref name="start"/>..;
+    /// returns [T, heads, head_dim].
+    /// </summary>
+    public delegate Var LayerAttention(Tape tape, int layer, Var q, Var k, Var v, int start);
+
     /// <summary>The projections that carry an adapter, by their Hugging Face names.</summary>
     public static readonly string[] AdaptedProjections = ["q_proj", "k_proj", "v_proj", "o_proj"];
 
-    private readonly Lora[][] adapters;          // [layer][q, k, v, o]
+    private readonly Lora?[][] adapters;          // [layer][q, k, v, o]; null: that projection is not adapted
     private readonly Var[] attentionNorms, ffnNorms;
     private readonly List<(string Name, Var Parameter, bool Decay)> parameters = [];
     private readonly List<Var> ownedCopies = [];
@@ -32,7 +39,8 @@ public sealed class FinetunedLlama : IDisposable
     /// <param name="alpha">LoRA alpha (the update is scaled by alpha / r).</param>
     /// <param name="trainNormsAndEmbedding">Also train copies of the norms and the embedding (LoRA+).</param>
     /// <param name="seed">Draws the LoRA A matrices (B starts at zero: a fresh fine-tune is the base under <paramref name="rope"/>).</param>
-    public FinetunedLlama(LlamaModel baseModel, RopeTable rope, int rank, float alpha, bool trainNormsAndEmbedding, int seed)
+    /// <param name="adapted">The projections that carry LoRA (of <see cref="AdaptedProjections"/>; null: all four).</param>
+    public FinetunedLlama(LlamaModel baseModel, RopeTable rope, int rank, float alpha, bool trainNormsAndEmbedding, int seed, IReadOnlyCollection<string>? adapted = null)
     {
         ArgumentNullException.ThrowIfNull(baseModel);
         ArgumentNullException.ThrowIfNull(rope);
@@ -54,7 +62,10 @@ public sealed class FinetunedLlama : IDisposable
         {
             Embedding = baseModel.Embedding;
         }
-        adapters = new Lora[c.Layers][];
+        if (adapted is not null && adapted.Any(a => !AdaptedProjections.Contains(a)))
+            throw new ArgumentException($"FinetunedLlama: adapted projections must be of {string.Join(", ", AdaptedProjections)}", nameof(adapted));
+        bool Adapt(string projection) => adapted is null || adapted.Contains(projection);
+        adapters = new Lora?[c.Layers][];
         attentionNorms = new Var[c.Layers];
         ffnNorms = new Var[c.Layers];
         for (int l = 0; l < c.Layers; l++)
@@ -66,13 +77,14 @@ public sealed class FinetunedLlama : IDisposable
             var a = block.Attention;
             adapters[l] =
             [
-                new Lora(acc, a.Q.InFeatures, a.Q.OutFeatures, rank, alpha, rng, p + "self_attn.q_proj"),
-                new Lora(acc, a.K.InFeatures, a.K.OutFeatures, rank, alpha, rng, p + "self_attn.k_proj"),
-                new Lora(acc, a.V.InFeatures, a.V.OutFeatures, rank, alpha, rng, p + "self_attn.v_proj"),
-                new Lora(acc, a.O.InFeatures, a.O.OutFeatures, rank, alpha, rng, p + "self_attn.o_proj"),
+                Adapt("q_proj") ? new Lora(acc, a.Q.InFeatures, a.Q.OutFeatures, rank, alpha, rng, p + "self_attn.q_proj") : null,
+                Adapt("k_proj") ? new Lora(acc, a.K.InFeatures, a.K.OutFeatures, rank, alpha, rng, p + "self_attn.k_proj") : null,
+                Adapt("v_proj") ? new Lora(acc, a.V.InFeatures, a.V.OutFeatures, rank, alpha, rng, p + "self_attn.v_proj") : null,
+                Adapt("o_proj") ? new Lora(acc, a.O.InFeatures, a.O.OutFeatures, rank, alpha, rng, p + "self_attn.o_proj") : null,
             ];
             foreach (var lora in adapters[l])
             {
+                if (lora is null) continue;
                 parameters.Add((lora.A.Name!, lora.A, true));
                 parameters.Add((lora.B.Name!, lora.B, true));
             }
@@ -101,8 +113,8 @@ public sealed class FinetunedLlama : IDisposable
     /// <summary>Every trainable leaf, with its adapter name and whether weight decay applies (LoRA: yes; norms, embedding: no), in a fixed order.</summary>
     public IReadOnlyList<(string Name, Var Parameter, bool Decay)> Parameters => parameters;
 
-    /// <summary>The LoRA pairs of layer <paramref name="layer"/>: q, k, v, o.</summary>
-    public IReadOnlyList<Lora> Adapters(int layer) => adapters[layer];
+    /// <summary>The LoRA pairs of layer <paramref name="layer"/>: q, k, v, o (null: that projection is not adapted).</summary>
+    public IReadOnlyList<Lora?> Adapters(int layer) => adapters[layer];
 
     /// <summary>The gain of layer <paramref name="layer"/>'s attention norm and of its feed-forward norm, as read.</summary>
     public (Var Attention, Var Ffn) Norms(int layer) => (attentionNorms[layer], ffnNorms[layer]);
@@ -135,8 +147,38 @@ public sealed class FinetunedLlama : IDisposable
         var positions = new int[ids.Length];
         for (int t = 0; t < positions.Length; t++) positions[t] = t;
         var x = tape.Embedding(Embedding, ids);
-        for (int l = 0; l < Config.Layers; l++) x = Block(tape, l, x, positions, cache: null, mask(l));
+        for (int l = 0; l < Config.Layers; l++) x = Block(tape, l, x, positions, cache: null, mask(l), layerAttention: null);
         return tape.RmsNorm(x, FinalNorm, Base.FinalNorm.Eps);
+    }
+
+    /// <summary>
+    /// Final-normed hidden states [T, dim] of <paramref name="ids"/> at positions <paramref name="start"/>.., every
+    /// layer attending through <paramref name="attention"/> (which sees only these tokens' queries, keys and values;
+    /// a session keeps what it needs of earlier ones itself).
+    /// </summary>
+    public Var Hidden(Tape tape, ReadOnlySpan<int> ids, LayerAttention attention, int start = 0)
+    {
+        ArgumentNullException.ThrowIfNull(tape);
+        ArgumentNullException.ThrowIfNull(attention);
+        ArgumentOutOfRangeException.ThrowIfNegative(start);
+        CheckIds(ids);
+        var positions = new int[ids.Length];
+        for (int t = 0; t < positions.Length; t++) positions[t] = checked(start + t);
+        var x = tape.Embedding(Embedding, ids);
+        for (int l = 0; l < Config.Layers; l++) x = Block(tape, l, x, positions, cache: null, default, attention);
+        return tape.RmsNorm(x, FinalNorm, Base.FinalNorm.Eps);
+    }
+
+    /// <summary>Logits [T, vocab] of <paramref name="ids"/> at positions <paramref name="start"/>.. through <paramref name="attention"/>.</summary>
+    public Var Logits(Tape tape, ReadOnlySpan<int> ids, LayerAttention attention, int start = 0) =>
+        tape.Linear(Hidden(tape, ids, attention, start), HeadWeight);
+
+    /// <summary>Mean next-token cross-entropy of <paramref name="targets"/> (-100: unscored) after <paramref name="ids"/> through <paramref name="attention"/>.</summary>
+    public Var Loss(Tape tape, ReadOnlySpan<int> ids, ReadOnlySpan<int> targets, LayerAttention attention)
+    {
+        if (targets.Length != ids.Length)
+            throw new ArgumentException($"FinetunedLlama.Loss: {targets.Length} targets for {ids.Length} tokens", nameof(targets));
+        return tape.LinearCrossEntropy(Hidden(tape, ids, attention), HeadWeight, targets);
     }
 
     /// <summary>Logits [T, vocab] of <paramref name="ids"/> under the per-layer masks.</summary>
@@ -165,13 +207,13 @@ public sealed class FinetunedLlama : IDisposable
         var positions = new int[ids.Length];
         for (int t = 0; t < positions.Length; t++) positions[t] = checked(cache.Length + t);
         var x = tape.Embedding(Embedding, ids);
-        for (int l = 0; l < Config.Layers; l++) x = Block(tape, l, x, positions, cache, Config.DecoderMask(l));
+        for (int l = 0; l < Config.Layers; l++) x = Block(tape, l, x, positions, cache, Config.DecoderMask(l), layerAttention: null);
         cache.Advance(ids.Length);
         return tape.Linear(tape.RmsNorm(x, FinalNorm, Base.FinalNorm.Eps), HeadWeight);
     }
 
     /// <summary>One pre-norm block with the adapted attention; with a cache, the new keys/values are appended first.</summary>
-    private Var Block(Tape tape, int layer, Var x, int[] positions, KvCache? cache, AttentionMask mask)
+    private Var Block(Tape tape, int layer, Var x, int[] positions, KvCache? cache, AttentionMask mask, LayerAttention? layerAttention)
     {
         var c = Config;
         var block = Base.Blocks[layer];
@@ -191,13 +233,14 @@ public sealed class FinetunedLlama : IDisposable
             k = Var.Constant(cache.Keys(layer).Slice(0, start + tokens));
             v = Var.Constant(cache.Values(layer).Slice(0, start + tokens));
         }
-        var o = tape.Attention(q, k, v, mask);
+        var o = layerAttention is null ? tape.Attention(q, k, v, mask) : layerAttention(tape, layer, q, k, v, positions.Length == 0 ? 0 : positions[0]);
         var h = tape.Add(x, Project(tape, attention.O, lora[3], tape.Reshape(o, tokens, c.Heads * c.HeadDim)));
         return tape.Add(h, block.Mlp.Forward(tape, tape.RmsNorm(h, ffnNorms[layer], block.FfnNorm.Eps)));
     }
 
-    private static Var Project(Tape tape, Linear linear, Lora lora, Var x)
+    private static Var Project(Tape tape, Linear linear, Lora? lora, Var x)
     {
+        if (lora is null) return linear.Bias is null ? tape.Linear(x, linear.Weight) : tape.AddBias(tape.Linear(x, linear.Weight), linear.Bias);
         var y = tape.Lora(x, linear.Weight, lora.A, lora.B, lora.Scale);
         return linear.Bias is null ? y : tape.AddBias(y, linear.Bias);
     }
@@ -228,7 +271,7 @@ public sealed class FinetunedLlama : IDisposable
         if (disposed) return;
         disposed = true;
         foreach (var layer in adapters)
-            foreach (var lora in layer) lora.Dispose();
+            foreach (var lora in layer) lora?.Dispose();
         foreach (var copy in ownedCopies)
         {
             copy.DisposeLeaf();

@@ -56,13 +56,21 @@ public abstract class FinetuneMethod : ITrainableMethod
     /// <summary>The attention mask of layer <paramref name="layer"/> when training on <paramref name="tokens"/> input tokens.</summary>
     public abstract AttentionMask TrainingMask(int layer, int tokens);
 
+    /// <summary>
+    /// Layer <paramref name="layer"/>'s attention in training over an input of <paramref name="tokens"/> tokens
+    /// (queries at positions 0..): by default the engine's softmax under <see cref="TrainingMask"/>; a method with an
+    /// attention of its own (dilated, kernelised) overrides it.
+    /// </summary>
+    protected virtual Var TrainingAttention(Tape tape, int layer, Var q, Var k, Var v, int tokens) =>
+        tape.Attention(q, k, v, TrainingMask(layer, tokens));
+
     public DocumentLoss Accumulate(ReadOnlySpan<int> document, ReadOnlySpan<int> targets, int seed)
     {
         int scored = CheckDocument(document, targets);
         var ids = document[..^1];
         int tokens = ids.Length;
         using var tape = new Tape(Base.Accelerator, Name);
-        var loss = Model.Loss(tape, ids, targets, l => TrainingMask(l, tokens));
+        var loss = Model.Loss(tape, ids, targets, (t, l, q, k, v, _) => TrainingAttention(t, l, q, k, v, tokens));
         tape.Backward(loss);
         return new DocumentLoss(loss.Value.ToArray()[0], 1, scored);
     }
@@ -75,7 +83,7 @@ public abstract class FinetuneMethod : ITrainableMethod
         int tokens = ids.Length;
         using var tape = new Tape(Base.Accelerator, Name);
         using var _ = tape.NoGrad();
-        return Model.Loss(tape, ids, targets, l => TrainingMask(l, tokens)).Value.ToArray()[0];
+        return Model.Loss(tape, ids, targets, (t, l, q, k, v, _) => TrainingAttention(t, l, q, k, v, tokens)).Value.ToArray()[0];
     }
 
     /// <summary>Checks a document and its targets; returns how many targets are scored.</summary>
@@ -111,7 +119,7 @@ public abstract class FinetuneMethod : ITrainableMethod
     public abstract ITrainableMethod? CreateReplica();
 
     /// <summary>Full attention over the stream through the current weights and the method's RoPE table.</summary>
-    public ILongContextSession OpenSession() => new FinetunedSession(Model, TrainedRange);
+    public virtual ILongContextSession OpenSession() => new FinetunedSession(Model, TrainedRange);
 
     public void Dispose()
     {
