@@ -71,6 +71,8 @@ public sealed class LongNetTests
             Assert.Equal(0, pattern.Multiplicity(h, 9, 6));   // another segment at every level
         }
         Assert.Equal(1, pattern.Multiplicity(1, 7, 1));      // odd offset heads read odd positions at level 1
+        Assert.Equal(8, pattern.FirstKey(9));                 // the top-level segment [8, 16) bounds every level's reach
+        Assert.Equal(0, pattern.FirstKey(7));
         // In the forward of a one-layer model, row 6 depends on token 2 (even heads) and not on token 1 or 3.
         var config = GradCheck.TinyConfig() with { Layers = 1 };
         using var weights = GradCheck.RandomWeights(config, seed: 320);

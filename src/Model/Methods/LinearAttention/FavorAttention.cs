@@ -14,6 +14,8 @@ namespace UioLlm.Model.Methods;
 /// relative positions still reach the kernel through the rotation. W is drawn once per layer from a seed and never
 /// redrawn (training, inference and every replica use the same features). Training and the recurrent session share
 /// one scan (<see cref="Forward"/>), so the session equals the parallel causal form exactly on the same inputs.
+/// A query's features are divided by their largest entry (cancels in the ratio); phi(k) &lt;= exp(|w|^2 / 2) cannot
+/// overflow; should every key's features underflow to 0 the output is 0.
 /// </remarks>
 public sealed class FavorAttention
 {
@@ -56,7 +58,11 @@ public sealed class FavorAttention
         public long Bytes => (long)S.Length * (S[0].Length + Z[0].Length) * sizeof(float);
     }
 
-    private double[] Phi(int layer, ReadOnlySpan<float> x, double[] result)
+    /// <summary>
+    /// phi(x) into <paramref name="result"/>; <paramref name="stabilise"/> (queries only) divides it by its largest
+    /// entry's exponential, which cancels in num / den exactly and keeps the denominator from underflowing.
+    /// </summary>
+    private double[] Phi(int layer, ReadOnlySpan<float> x, double[] result, bool stabilise = false)
     {
         var w = projections[layer];
         double s = Math.Pow(Dim, -0.25), norm = 0;
@@ -66,8 +72,10 @@ public sealed class FavorAttention
         {
             double dot = 0;
             for (int e = 0; e < Dim; e++) dot += w[i * Dim + e] * s * x[e];
-            result[i] = Math.Exp(dot - norm / 2) * inv;
+            result[i] = dot - norm / 2;
         }
+        double shift = stabilise ? result.AsSpan(0, Features).ToArray().Max() : 0;
+        for (int i = 0; i < Features; i++) result[i] = Math.Exp(result[i] - shift) * inv;
         return result;
     }
 
@@ -111,7 +119,7 @@ public sealed class FavorAttention
             for (int h = 0; h < heads; h++)
             {
                 int g = h / group, qo = (i * heads + h) * d;
-                Phi(layer, q.AsSpan(qo, d), phi);
+                Phi(layer, q.AsSpan(qo, d), phi, stabilise: true);
                 var s = state.S[g];
                 var z = state.Z[g];
                 double den = 0;
@@ -120,7 +128,7 @@ public sealed class FavorAttention
                 {
                     double num = 0;
                     for (int f = 0; f < m; f++) num += phi[f] * s[f * d + e];
-                    output[qo + e] = (float)(num / den);
+                    output[qo + e] = den > 0 ? (float)(num / den) : 0f;
                 }
             }
         }
@@ -150,7 +158,7 @@ public sealed class FavorAttention
             }
         for (int i = 0; i < t; i++)
             for (int h = 0; h < heads; h++)
-                phiQ[i * heads + h] = Phi(layer, q.AsSpan((i * heads + h) * d, d), new double[m]);
+                phiQ[i * heads + h] = Phi(layer, q.AsSpan((i * heads + h) * d, d), new double[m], stabilise: true);
         var dq = new float[q.Length];
         var dk = new float[k.Length];
         var dv = new float[v.Length];
@@ -168,6 +176,7 @@ public sealed class FavorAttention
                 var (s, z) = states[i * kvHeads + g];
                 double den = 0;
                 for (int f = 0; f < m; f++) den += a[f] * z[f];
+                if (!(den > 0)) continue;   // every key's features underflowed: the output is 0, no gradient
                 double dDen = 0;
                 for (int e = 0; e < d; e++)
                 {

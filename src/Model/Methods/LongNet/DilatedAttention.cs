@@ -14,7 +14,7 @@ namespace UioLlm.Model.Methods;
 /// sum_i sum_{k in B_i} e^{s_k} v_k / sum_i sum_{k in B_i} e^{s_k}: one softmax over the keys where each key counts
 /// as many times as the levels that pair it with the query (<see cref="Multiplicity"/>). That is what is computed
 /// here, in double precision, with its exact gradient. Level 0 keeps every token (r_0 = 1), so every query reads at
-/// least itself. Cost: O(T^2 x heads x head_dim) per layer however sparse the pattern (correctness over speed).
+/// least itself. Cost: each query scans the keys of its top-level segment, O(T x w_top x heads x head_dim) per layer however sparse the pattern (correctness over speed).
 /// </remarks>
 public sealed class DilatedAttention
 {
@@ -36,6 +36,13 @@ public sealed class DilatedAttention
     public int Segment { get; }
     public int Ratio { get; }
     public int Levels { get; }
+
+    /// <summary>The first key position any level can pair with query position <paramref name="query"/>: the start of its top-level segment.</summary>
+    public int FirstKey(int query)
+    {
+        long top = (long)Segment * (long)Math.Pow(Ratio, Levels - 1);
+        return (int)(query / top * top);
+    }
 
     /// <summary>In how many levels query position <paramref name="query"/> of head <paramref name="head"/> reads key position <paramref name="key"/> (0: not attended).</summary>
     public int Multiplicity(int head, int query, int key)
@@ -74,7 +81,8 @@ public sealed class DilatedAttention
             {
                 int g = h / group, qo = (t * heads + h) * dim;
                 double max = double.NegativeInfinity;
-                for (int j = 0; j <= p; j++)
+                int first = FirstKey(p);
+                for (int j = first; j <= p; j++)
                 {
                     weights[j] = Multiplicity(h, p, j);
                     if (weights[j] == 0) continue;
@@ -85,10 +93,10 @@ public sealed class DilatedAttention
                     max = Math.Max(max, scores[j]);
                 }
                 double z = 0;
-                for (int j = 0; j <= p; j++)
+                for (int j = first; j <= p; j++)
                     if (weights[j] != 0) { weights[j] *= Math.Exp(scores[j] - max); z += weights[j]; }
                 Array.Clear(acc);
-                for (int j = 0; j <= p; j++)
+                for (int j = first; j <= p; j++)
                 {
                     if (weights[j] == 0) continue;
                     weights[j] /= z;
@@ -99,7 +107,7 @@ public sealed class DilatedAttention
                 if (gradOutput is null) continue;
                 // dA_j = dO . v_j; dS_j = A_j (dA_j - sum_i A_i dA_i).
                 double dot = 0;
-                for (int j = 0; j <= p; j++)
+                for (int j = first; j <= p; j++)
                 {
                     if (weights[j] == 0) continue;
                     int vo = (j * kvHeads + g) * dim;
@@ -108,7 +116,7 @@ public sealed class DilatedAttention
                     scores[j] = da;
                     dot += weights[j] * da;
                 }
-                for (int j = 0; j <= p; j++)
+                for (int j = first; j <= p; j++)
                 {
                     if (weights[j] == 0) continue;
                     double ds = weights[j] * (scores[j] - dot) * scale;
