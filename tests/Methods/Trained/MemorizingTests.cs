@@ -206,6 +206,29 @@ public sealed class MemorizingTests
     }
 
     [Fact]
+    public void CrossbatchDistractorsAreDrawnFromTheSeed()
+    {
+        var (weights, model) = Base(92);
+        using var owned = weights;
+        using var m = new MemorizingMethod(model, Focused(negatives: 2), seed: 93);
+        Prepare(m, 94);
+        var document = Document(95);
+        var a = m.Distractors(document, 1)!;
+        Assert.Equal(2 * L, a.Rows);
+        Assert.Equal(a.Keys.ToArray(), m.Distractors(document, 1)!.Keys.ToArray());
+        Assert.NotEqual(a.Keys.ToArray(), m.Distractors(document, 2)!.Keys.ToArray());
+        // Training reads them (the loss differs with the seed); evaluation does not.
+        ZeroGrads(m);
+        double l1 = m.Accumulate(document, document[1..], 1).Loss, l2 = m.Accumulate(document, document[1..], 2).Loss;
+        Assert.NotEqual(l1, l2);
+        Assert.Equal(m.Run(document, document[1..], backward: false, m.Distractors(document, 1)).Loss, l1, 6);
+        using var none = new MemorizingMethod(model, Focused(negatives: 0), seed: 93);
+        Assert.Null(none.Distractors(document, 1));
+        using var gated = new MemorizingMethod(model, Gated(), seed: 93);
+        Assert.Null(gated.Distractors(document, 1));
+    }
+
+    [Fact]
     public void AdapterRoundTripsAndForeignAdaptersAreRefused()
     {
         var (weights, model) = Base(78);
