@@ -330,6 +330,22 @@ public sealed class MemorizingTests
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
+    public void GenerationContinuesTheStreamAcrossSegments(bool gated)
+    {
+        var (weights, model) = Base(96);
+        using var owned = weights;
+        using var m = new MemorizingMethod(model, gated ? Gated() : Focused(), seed: 97);
+        Prepare(m, 98);
+        var document = Document(99, 10);
+        using var session = m.OpenSession();
+        session.Prefill(document);
+        TrainedMethodChecks.GenerationContinuesTheStream(m, session, document, newTokens: 5);
+        Assert.Equal(12, ((MemorizingSession)session).MemoryRows);   // 15 tokens: three complete segments stored
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
     public void TrainingLowersTheLossOnARepetitiveTask(bool gated)
     {
         var (weights, model) = Base(87);
