@@ -3,6 +3,7 @@ using UioLlm.Model.Autograd;
 using UioLlm.Model.Methods;
 using UioLlm.Tests.Model;
 using UioLlm.Tests.Support;
+using UioLlm.Training;
 using UioLlm.Training.Methods;
 using static UioLlm.Tests.Methods.Trained.RecurrentMethodSupport;
 
@@ -341,6 +342,34 @@ public sealed class MemorizingTests
         session.Prefill(document);
         TrainedMethodChecks.GenerationContinuesTheStream(m, session, document, newTokens: 5);
         Assert.Equal(12, ((MemorizingSession)session).MemoryRows);   // 15 tokens: three complete segments stored
+    }
+
+    [Fact]
+    public void TheTrainerRunsCrossbatchTrainingOnSideBySideWorkersAsOnOneThread()
+    {
+        var (weights, model) = Base(100);
+        using var owned = weights;
+        var documents = Enumerable.Range(0, 4).Select(i => Document(101 + i, 3 * L + 1)).ToArray();
+        float[][] Trained(int workers)
+        {
+            string folder = TempFolder($"mem-trainer-{workers}");
+            try
+            {
+                using var m = TrainableMethods.Create("focused-transformer:segment=4:topk=3:rank=2:negatives=1", model, 102);
+                var options = new TrainingOptions { TotalSteps = 3, DocumentsPerStep = 2, PeakLearningRate = 1e-2f, WarmupSteps = 1, Seed = 7, Workers = workers };
+                using (var trainer = new Trainer(m, new InMemoryTrainingData(documents, shuffleSeed: 103), options, folder))
+                    Assert.True(trainer.Run().Completed);
+                return Values(m);
+            }
+            finally
+            {
+                if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+            }
+        }
+        var one = Trained(1);
+        var two = Trained(2);
+        for (int i = 0; i < one.Length; i++) Check.Close(one[i], two[i], 1e-6, 1e-5, $"parameter {i}");
+        Assert.Contains(one, p => p.Any(x => x != 0));
     }
 
     [Theory]
