@@ -185,6 +185,13 @@ public sealed class MemorizingTests
             Assert.Equal(brute, memory.TopK(query, head, 3, 0.5).Select(p => p.Row).ToArray());
         }
         Assert.Empty(memory.TopK(query, 0, 0, 0.5));
+
+        // A bounded memory keeps the newest rows.
+        var bounded = new KnnMemory(2, 4, capacity: 4);
+        bounded.Add(keys, values);
+        Assert.Equal(4, bounded.Rows);
+        Assert.Equal(k[(5 * 8)..], bounded.Keys.ToArray());
+        Assert.Equal(values.ToArray()[(5 * 8)..], bounded.Values.ToArray());
         Assert.Equal(9, memory.TopK(query, 1, 50, 0.5).Count);
 
         // In the model: every query and head retrieves min(topk, rows) distinct earlier rows.
@@ -242,7 +249,7 @@ public sealed class MemorizingTests
             saved.SaveAdapter(folder);
             var recorded = TrainableMethods.ReadAdapterMethod(folder)!.Value;
             Assert.Equal("memorizing", recorded.Method);
-            Assert.Equal(new Dictionary<string, string> { ["alpha"] = "16", ["layer"] = "1", ["rank"] = "2", ["segment"] = "4", ["topk"] = "8" }, recorded.Options);
+            Assert.Equal(new Dictionary<string, string> { ["alpha"] = "16", ["layer"] = "1", ["memory"] = "0", ["rank"] = "2", ["segment"] = "4", ["topk"] = "8" }, recorded.Options);
             using var loaded = (MemorizingMethod)TrainableMethods.Load(model, folder);
             var want = Values(saved);
             var got = Values(loaded);
@@ -278,6 +285,7 @@ public sealed class MemorizingTests
         Assert.Contains("layer", Assert.Throws<MethodOptionException>(() => Make(true, ("layer", "2"))).Message);
         Assert.Contains("topk", Assert.Throws<MethodOptionException>(() => Make(false, ("topk", "-1"))).Message);
         Assert.Contains("negatives", Assert.Throws<MethodOptionException>(() => Make(false, ("negatives", "x"))).Message);
+        Assert.Contains("memory", Assert.Throws<MethodOptionException>(() => Make(true, ("memory", "-1"))).Message);
         using (var defaults = Make(false))
         {
             Assert.Equal("32", defaults.Options["segment"]);
@@ -342,6 +350,14 @@ public sealed class MemorizingTests
         session.Prefill(document);
         TrainedMethodChecks.GenerationContinuesTheStream(m, session, document, newTokens: 5);
         Assert.Equal(12, ((MemorizingSession)session).MemoryRows);   // 15 tokens: three complete segments stored
+
+        using var bounded = new MemorizingMethod(model, (gated ? Gated() : Focused()) with { MemoryRows = 6 }, seed: 97);
+        using var boundedSession = bounded.OpenSession();
+        var logProbs = boundedSession.Feed([.. document, .. document]);
+        Assert.Equal(6, ((MemorizingSession)boundedSession).MemoryRows);
+        Assert.All(logProbs.Skip(1), p => Assert.True(double.IsFinite(p)));
+        Assert.Equal(bounded.Evaluate([.. document, .. document], [.. document[1..], .. document]).Loss,
+            SegmentLossFromLogProbs(logProbs, [.. document[1..], .. document], L), 4);
     }
 
     [Fact]

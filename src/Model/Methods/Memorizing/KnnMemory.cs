@@ -14,12 +14,26 @@ public sealed class KnnMemory
 
     /// <param name="kvHeads">Key/value heads of the memory layer.</param>
     /// <param name="headDim">Width of one head.</param>
-    public KnnMemory(int kvHeads, int headDim)
+    /// <param name="capacity">Most rows kept (the oldest are dropped first, as in Memorizing Transformers); 0: unlimited.</param>
+    public KnnMemory(int kvHeads, int headDim, int capacity = 0)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(kvHeads, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(headDim, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(capacity);
         KvHeads = kvHeads;
         HeadDim = headDim;
+        Capacity = capacity;
+    }
+
+    /// <summary>Most rows kept (0: unlimited).</summary>
+    public int Capacity { get; }
+
+    private void Trim()
+    {
+        int excess = Capacity == 0 ? 0 : Rows - Capacity;
+        if (excess <= 0) return;
+        keys.RemoveRange(0, excess * KvHeads * HeadDim);
+        values.RemoveRange(0, excess * KvHeads * HeadDim);
     }
 
     public int KvHeads { get; }
@@ -37,7 +51,7 @@ public sealed class KnnMemory
     /// <summary>Row-major values [Rows, KvHeads, HeadDim].</summary>
     public ReadOnlySpan<float> Values => System.Runtime.InteropServices.CollectionsMarshal.AsSpan(values);
 
-    /// <summary>Appends rows: un-rotated keys and values, both [rows, KvHeads, HeadDim].</summary>
+    /// <summary>Appends rows: un-rotated keys and values, both [rows, KvHeads, HeadDim] (then drops the oldest beyond <see cref="Capacity"/>).</summary>
     public void Add(Tensor rawKeys, Tensor rowValues)
     {
         ArgumentNullException.ThrowIfNull(rawKeys);
@@ -48,6 +62,7 @@ public sealed class KnnMemory
             throw new ArgumentException($"KnnMemory.Add: keys {rawKeys.ShapeString} and values {rowValues.ShapeString} are not [rows, {KvHeads}, {HeadDim}]");
         keys.AddRange(k);
         values.AddRange(v);
+        Trim();
     }
 
     /// <summary>Appends every row of <paramref name="other"/>.</summary>
@@ -57,6 +72,7 @@ public sealed class KnnMemory
         if (other.KvHeads != KvHeads || other.HeadDim != HeadDim) throw new ArgumentException("KnnMemory.Add: another shape", nameof(other));
         keys.AddRange(other.keys);
         values.AddRange(other.values);
+        Trim();
     }
 
     /// <summary>

@@ -9,9 +9,10 @@ namespace UioLlm.Model.Methods;
 /// The settings of a kNN-memory model. <paramref name="Gated"/>: Memorizing Transformers (a learned per-head gate
 /// mixes the memory and local arms) or the Focused Transformer (one softmax over memory and local keys).
 /// <paramref name="Negatives"/>: Focused Transformer crossbatch, distractor segments put into the memory during
-/// training (0: none). <paramref name="GateInit"/>: the initial gate bias b (g = sigmoid(b)).
+/// training (0: none). <paramref name="GateInit"/>: the initial gate bias b (g = sigmoid(b)). <paramref name="MemoryRows"/>:
+/// most rows the kNN memory keeps, oldest dropped first (0: unlimited).
 /// </summary>
-public sealed record MemorizingConfig(int SegmentLength, int Layer, int TopK, int Rank, double Alpha, bool Gated, int Negatives = 0, double GateInit = -2)
+public sealed record MemorizingConfig(int SegmentLength, int Layer, int TopK, int Rank, double Alpha, bool Gated, int Negatives = 0, double GateInit = -2, int MemoryRows = 0)
 {
     /// <summary>The method's name in messages.</summary>
     public string Method => Gated ? "memorizing" : "focused-transformer";
@@ -28,6 +29,7 @@ public sealed record MemorizingConfig(int SegmentLength, int Layer, int TopK, in
         if (TopK < 0) throw new ArgumentException($"{Method}: topk must be at least 0, got {TopK}");
         if (Rank < 1) throw new ArgumentException($"{Method}: rank must be at least 1, got {Rank}");
         if (!(Alpha > 0) || !double.IsFinite(Alpha)) throw new ArgumentException($"{Method}: alpha must be positive, got {Alpha.ToString("R", CultureInfo.InvariantCulture)}");
+        if (MemoryRows < 0) throw new ArgumentException($"{Method}: memory must be at least 0 rows (0: unlimited), got {MemoryRows}");
         if (Negatives < 0) throw new ArgumentException($"{Method}: negatives must be at least 0, got {Negatives}");
         if (!double.IsFinite(GateInit)) throw new ArgumentException($"{Method}: the gate bias must be finite");
     }
@@ -74,8 +76,8 @@ public sealed class MemorizingModel : IDisposable
         if (GateBias is not null) yield return ("memorizing.gate_bias", GateBias);
     }
 
-    /// <summary>An empty memory of this model's shape.</summary>
-    public KnnMemory NewMemory() => new(Base.Config.KvHeads, Base.Config.HeadDim);
+    /// <summary>An empty memory of this model's shape and capacity.</summary>
+    public KnnMemory NewMemory() => new(Base.Config.KvHeads, Base.Config.HeadDim, Config.MemoryRows);
 
     /// <summary>
     /// One segment of 1..l tokens reading <paramref name="memory"/> (not changed): returns the final-normed states

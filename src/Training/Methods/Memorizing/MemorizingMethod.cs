@@ -35,6 +35,7 @@ public sealed class MemorizingMethod : ITrainableMethod
         new("topk", "8", "memory pairs retrieved per query and head (0: no retrieval)"),
         new("rank", "8", "LoRA rank on q and v"),
         new("alpha", "16", "LoRA alpha (scale alpha / rank)"),
+        new("memory", "0", "most rows the kNN memory keeps, oldest dropped first (0: unlimited)"),
     ];
 
     /// <summary>Memorizing Transformers as the trainable registry lists it.</summary>
@@ -64,6 +65,7 @@ public sealed class MemorizingMethod : ITrainableMethod
             ["topk"] = config.TopK.ToString(CultureInfo.InvariantCulture),
             ["rank"] = config.Rank.ToString(CultureInfo.InvariantCulture),
             ["alpha"] = config.Alpha.ToString("R", CultureInfo.InvariantCulture),
+            ["memory"] = config.MemoryRows.ToString(CultureInfo.InvariantCulture),
         };
         if (!config.Gated) options["negatives"] = config.Negatives.ToString(CultureInfo.InvariantCulture);
         parameters = Model.NamedParameters().Select(p => new AdamWParameter(p.Parameter, Decay: p.Parameter != Model.GateBias)).ToArray();
@@ -83,7 +85,8 @@ public sealed class MemorizingMethod : ITrainableMethod
         int rank = options.Int("rank", 8, 1);
         double alpha = options.Double("alpha", 16, 1e-6, 1e6);
         int negatives = gated ? 0 : options.Int("negatives", 1, 0, 64);
-        var config = new MemorizingConfig(segment, layer, topk, rank, alpha, gated, negatives);
+        int memoryRows = options.Int("memory", 0, 0);
+        var config = new MemorizingConfig(segment, layer, topk, rank, alpha, gated, negatives, MemoryRows: memoryRows);
         try
         {
             return new MemorizingMethod(baseModel, config, seed);
