@@ -49,6 +49,7 @@ public sealed record CompareSettings
             // Summaries / slots: as many rows per segment as UIO's memory.
             "rmt" => $"rmt:segment={l}:memory={Demo.MemoryTokens}",
             "transformer-xl" => $"transformer-xl:segment={l}",
+            "memorizing" or "focused-transformer" => $"{name}:segment={l}:topk={Math.Max(1, l / 2)}",
             "autocompressor" => $"autocompressor:segment={l}:summary={Demo.MemoryTokens}",
             "icae" => $"icae:chunk={l}:slots={Demo.MemoryTokens}:objective=lm",
             "longlora" => $"longlora:scale={factor}",

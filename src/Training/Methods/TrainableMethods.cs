@@ -40,6 +40,8 @@ public static class TrainableMethods
         yield return Icae.IcaeMethod.Descriptor;
         yield return ActivationBeacon.ActivationBeaconMethod.Descriptor;
         yield return LongLoraMethod.Descriptor;
+        yield return MemorizingMethod.Descriptor;
+        yield return MemorizingMethod.FocusedDescriptor;
         foreach (var d in RopeFinetuneMethod.Descriptors) yield return d;
         yield return LongNetMethod.Descriptor;
         yield return PerformerMethod.Descriptor;
