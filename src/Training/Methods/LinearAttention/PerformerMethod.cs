@@ -56,9 +56,7 @@ public sealed class PerformerMethod : FinetuneMethod
         double alpha = options.Double("alpha", 16, 1e-6, 1e6);
         int features = options.Int("features", 64, 1, 1 << 16);
         int featureSeed = options.Int("feature-seed", 0);
-        int range = options.Int("range", 0, 0);
-        if (range == 1) throw new MethodOptionException($"method '{MethodName}': option range must be 0 (16 x the window) or at least 2, got 1");
-        long resolvedRange = range == 0 ? Math.Min(int.MaxValue, 16L * baseModel.Config.MaxSeqLen) : range;
+        long resolvedRange = ReadRange(MethodName, baseModel, options);
         var c = baseModel.Config;
         return new Settings(rank, (float)alpha, new FavorAttention(c.Layers, features, c.HeadDim, featureSeed), resolvedRange, new Dictionary<string, string>(options.Resolved));
     }

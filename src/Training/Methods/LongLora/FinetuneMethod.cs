@@ -20,6 +20,17 @@ namespace UioLlm.Training.Methods;
 /// </remarks>
 public abstract class FinetuneMethod : ITrainableMethod
 {
+    /// <summary>
+    /// The "range" option of the methods that read a stream with their own attention (LongNet, Performer): the longest
+    /// document or stream the method is meant for; 0 resolves to 16 x the base window, 1 is refused.
+    /// </summary>
+    protected static long ReadRange(string method, LlamaModel baseModel, MethodOptions options)
+    {
+        int range = options.Int("range", 0, 0);
+        if (range == 1) throw new MethodOptionException($"method '{method}': option range must be 0 (16 x the window) or at least 2, got 1");
+        return range == 0 ? Math.Min(int.MaxValue, 16L * baseModel.Config.MaxSeqLen) : range;
+    }
+
     private readonly AdamWParameter[] adamParameters;
     private readonly Dictionary<string, string> options;
 

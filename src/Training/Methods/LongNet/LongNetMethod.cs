@@ -62,9 +62,7 @@ public sealed class LongNetMethod : FinetuneMethod
         int levels = options.Int("levels", 3, 1, 16);
         if (Math.Pow(ratio, levels - 1) * segment > int.MaxValue)
             throw new MethodOptionException($"method '{MethodName}': the last segment, segment x ratio^(levels-1) = {segment} x {ratio}^{levels - 1}, is too long");
-        int range = options.Int("range", 0, 0);
-        if (range == 1) throw new MethodOptionException($"method '{MethodName}': option range must be 0 (16 x the window) or at least 2, got 1");
-        long resolvedRange = range == 0 ? Math.Min(int.MaxValue, 16L * baseModel.Config.MaxSeqLen) : range;
+        long resolvedRange = ReadRange(MethodName, baseModel, options);
         return new Settings(rank, (float)alpha, new DilatedAttention(segment, ratio, levels), resolvedRange, new Dictionary<string, string>(options.Resolved));
     }
 
