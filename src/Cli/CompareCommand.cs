@@ -15,9 +15,9 @@ namespace UioLlm.Cli;
 /// </summary>
 internal static class CompareCommand
 {
-    public sealed record Options(string Out, string? Methods, int Seed, int Threads, bool Quick);
+    public sealed record Options(string Out, string? Methods, int Seed, int Threads, bool Quick, bool Books = false, string? Data = null);
 
-    public const string TableFile = "compare.csv", ChartFile = "compare.svg";
+    public const string TableFile = "compare.csv", ChartFile = "compare.svg", BooksTableFile = "books.csv", BooksChartFile = "books.svg";
 
     public static int Run(Options o, TextWriter output, TextWriter error) => CliSupport.Guarded("compare", error, () =>
     {
@@ -31,22 +31,16 @@ internal static class CompareCommand
             string name = Model.Methods.MethodRegistry.ParseSpec(spec).Name;
             if (name != "uio") TrainableMethods.Find(name);   // an unknown name is a one-line usage error, before any work
         }
+        if (o.Books) return RunBooks(o, specs, output);
+        if (o.Data is not null) throw new UsageException("--data: only the books comparison (--books) reads the shared data");
         var settings = (o.Quick ? CompareSettings.Quick : new CompareSettings()) with { Methods = specs };
         settings = settings with { Demo = settings.Demo with { Seed = o.Seed, Threads = o.Threads } };
         Directory.CreateDirectory(o.Out);
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output), Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors });
-        console.Profile.Width = 200;
+        var console = Console(output);
         var clock = Stopwatch.StartNew();
         console.MarkupLine(Markup.Escape($"uio compare{(o.Quick ? " --quick" : "")}: {string.Join(", ", settings.Specs())} on the demo's base and passkey task " +
             $"(curriculum {string.Join(" -> ", settings.Demo.Curriculum)} segments x {settings.Demo.StageSteps} steps, {settings.Demo.UioBatch} documents a step, lr {settings.Demo.UioLearningRate:G3}); seed {o.Seed}"));
-        var lastTenth = new Dictionary<string, int>();
-        var result = new CompareRunner(settings, new Sync(p =>
-        {
-            int tenth = p.Total == 0 ? 10 : 10 * p.Done / p.Total;
-            if (lastTenth.TryGetValue(p.Phase, out int last) && last == tenth) return;
-            lastTenth[p.Phase] = tenth;
-            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[{clock.Elapsed.TotalSeconds,6:F1}s] {p.Phase}: {p.Done}/{p.Total} {p.Detail}"));
-        }), Path.GetFullPath(o.Out)).Run();
+        var result = new CompareRunner(settings, Reporter(output, clock), Path.GetFullPath(o.Out)).Run();
 
         var table = new Table().Title("trained methods on the demo's passkey task: accuracy by distance (segments), cost");
         table.AddColumn("method");
@@ -79,6 +73,74 @@ internal static class CompareCommand
         console.MarkupLineInterpolated($"total {(int)clock.Elapsed.TotalMinutes} min {clock.Elapsed.Seconds:00} s on {result.Device}{(result.BaseFromCache ? " (base from the cache)" : "")}");
         return 0;   // a method that could not run on this base is a row of the table, not a failure of the comparison
     });
+
+    private static int RunBooks(Options o, string[] specs, TextWriter output)
+    {
+        string data = o.Data ?? DataRoot()
+            ?? throw new UsageException("--data: give the shared data folder (it holds text/ and models/stories260K/tok512.bin); neither UIOLLM_DATA nor ../shared/data has it");
+        var settings = (o.Quick ? BooksSettings.Quick : BooksSettings.Default) with { Methods = specs, Seed = o.Seed, Threads = o.Threads, DataFolder = data };
+        foreach (var file in settings.TrainBooks.Append(settings.HeldOutBook).Append(settings.TokenizerFile))
+            CliSupport.RequireExists(Path.Combine(data, file), "--data");
+        Directory.CreateDirectory(o.Out);
+        var console = Console(output);
+        var clock = Stopwatch.StartNew();
+        console.MarkupLine(Markup.Escape($"uio compare --books{(o.Quick ? " --quick" : "")}: {string.Join(", ", settings.Specs())}; base pre-trained on {string.Join(", ", settings.TrainBooks.Select(Path.GetFileName))} " +
+            $"(window {settings.Window}), each method trained {settings.TrainSteps} steps x {settings.TrainBatch} documents of {settings.TrainWindows} windows (lr {settings.LearningRate:G3}); " +
+            $"perplexity on {Path.GetFileName(settings.HeldOutBook)} (held out) at {string.Join(", ", settings.EvalWindows.Select(w => $"{w}x"))}; seed {o.Seed}"));
+        var result = new BooksCompareRunner(settings, Reporter(output, clock), Path.GetFullPath(o.Out)).Run();
+
+        var table = new Table().Title($"perplexity of the last window on the held-out book by context length (windows of {settings.Window} tokens); {EvalOutputMarker} = past the trained range");
+        table.AddColumn("method");
+        foreach (int w in settings.EvalWindows) table.AddColumn(new TableColumn($"{w}x").RightAligned());
+        foreach (var h in new[] { "trainable", "s / step", $"memory @ {settings.EvalWindows.Max()}x", "final loss" }) table.AddColumn(new TableColumn(h).RightAligned());
+        foreach (var row in result.Rows)
+        {
+            if (row.Failure is not null)
+            {
+                table.AddRow([Markup.Escape(row.Method), .. settings.EvalWindows.Select(_ => "-"), row.TrainableParameters.ToString("N0", CultureInfo.InvariantCulture), "-", "-", Markup.Escape(row.Failure)]);
+                continue;
+            }
+            table.AddRow([Markup.Escape(row.Method), .. row.Cells.Select(c => c.LastWindowPerplexity.ToString("F2", CultureInfo.InvariantCulture) + (c.OutOfRange ? EvalOutputMarker : "")),
+                row.TrainableParameters.ToString("N0", CultureInfo.InvariantCulture), row.SecondsPerStep > 0 ? row.SecondsPerStep.ToString("F3", CultureInfo.InvariantCulture) : "-",
+                Bytes(row.MemoryBytes), double.IsNaN(row.FinalLoss) ? "-" : row.FinalLoss.ToString("F3", CultureInfo.InvariantCulture)]);
+        }
+        console.Write(table);
+        string csv = Path.Combine(o.Out, BooksTableFile), svg = Path.Combine(o.Out, BooksChartFile);
+        AtomicFile.WriteText(csv, BooksCsv.Write(result));
+        var series = result.Rows.Where(r => r.Failure is null).ToDictionary(r => r.Method, r => r.Cells.Select(c => ((double)c.Windows, c.LastWindowPerplexity)).ToList());
+        AtomicFile.WriteText(svg, SvgChart.Lines($"books: perplexity of the last window of {settings.Window} tokens on {Path.GetFileName(settings.HeldOutBook)} (held out) vs context",
+            "context (windows)", "perplexity of the last window", series));
+        console.MarkupLineInterpolated($"wrote {csv} and {svg}");
+        foreach (var row in result.Rows.Where(r => r.Failure is not null))
+            console.MarkupLineInterpolated($"{row.Method}: {row.Failure}");
+        console.MarkupLineInterpolated($"{result.TrainTokens:N0} training tokens, {result.HeldOutTokens:N0} held-out tokens; total {(int)clock.Elapsed.TotalMinutes} min {clock.Elapsed.Seconds:00} s on {result.Device}{(result.BaseFromCache ? " (base from the cache)" : "")}");
+        return 0;
+    }
+
+    private static readonly string EvalOutputMarker = UioLlm.Training.Eval.EvalOutput.OutOfRangeMarker.Trim();
+
+    /// <summary>The shared data folder (UIOLLM_DATA, else ../shared/data) when it holds text/.</summary>
+    private static string? DataRoot() => CliSupport.FindDataFolder("text") is { } text ? Path.GetDirectoryName(Path.GetFullPath(text)) : null;
+
+    private static IAnsiConsole Console(TextWriter output)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output), Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors });
+        console.Profile.Width = 200;
+        return console;
+    }
+
+    /// <summary>Prints each phase's progress at every tenth.</summary>
+    private static Sync Reporter(TextWriter output, Stopwatch clock)
+    {
+        var lastTenth = new Dictionary<string, int>();
+        return new Sync(p =>
+        {
+            int tenth = p.Total == 0 ? 10 : 10 * p.Done / p.Total;
+            if (lastTenth.TryGetValue(p.Phase, out int last) && last == tenth) return;
+            lastTenth[p.Phase] = tenth;
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[{clock.Elapsed.TotalSeconds,6:F1}s] {p.Phase}: {p.Done}/{p.Total} {p.Detail}"));
+        });
+    }
 
     private static string Bytes(long bytes) => bytes switch
     {

@@ -95,10 +95,13 @@ public static class Program
         var seed = new Option<int>("--seed") { Description = "Seed of everything", DefaultValueFactory = _ => 0 };
         var threads = new Option<int>("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var quick = new Option<bool>("--quick") { Description = "Tiny everything (seconds; for tests, the numbers mean nothing)" };
-        var command = new Command("compare", "The trained long-context methods side by side on the demo's base and passkey task: accuracy by distance, "
-            + "trainable parameters, time per step, memory held (table, CSV, SVG)");
-        foreach (var o in new Option[] { outDir, methods, seed, threads, quick }) command.Options.Add(o);
-        command.SetAction(p => CompareCommand.Run(new CompareCommand.Options(p.GetValue(outDir)!, p.GetValue(methods), p.GetValue(seed), p.GetValue(threads), p.GetValue(quick)), output, error));
+        var books = new Option<bool>("--books") { Description = "The books comparison instead: a base pre-trained on public-domain books, every method trained on them, perplexity at 1x..16x the window on a held-out book" };
+        var data = new Option<string?>("--data") { Description = "With --books: the shared data folder (text/, models/stories260K/tok512.bin; default UIOLLM_DATA, else ../shared/data)" };
+        var command = new Command("compare", "The trained long-context methods side by side on the demo's base and passkey task (or, with --books, on books): accuracy by distance "
+            + "(perplexity by length), trainable parameters, time per step, memory held (table, CSV, SVG)");
+        foreach (var o in new Option[] { outDir, methods, seed, threads, quick, books, data }) command.Options.Add(o);
+        command.SetAction(p => CompareCommand.Run(new CompareCommand.Options(p.GetValue(outDir)!, p.GetValue(methods), p.GetValue(seed), p.GetValue(threads), p.GetValue(quick),
+            p.GetValue(books), p.GetValue(data)), output, error));
         return command;
     }
 

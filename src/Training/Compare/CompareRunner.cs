@@ -1,5 +1,10 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using UioLlm.Model;
+using UioLlm.Model.Formats;
 using UioLlm.Kernels;
 using UioLlm.Model.Methods;
 using UioLlm.Model.Modules;
@@ -35,35 +40,14 @@ public sealed record CompareSettings
     /// </summary>
     public string DefaultSpec(string name)
     {
-        int l = Demo.SegmentLength;
-        long longest = Math.Max(Math.Max((long)(Demo.EvalDistances.Max() + 1) * l + 1, (long)(Demo.Curriculum[^1] + 2 + Demo.ExtraSegments) * l + 1),
+        long longest = Math.Max(Math.Max((long)(Demo.EvalDistances.Max() + 1) * Demo.SegmentLength + 1, (long)(Demo.Curriculum[^1] + 2 + Demo.ExtraSegments) * Demo.SegmentLength + 1),
             (long)MemoryWindows * Demo.Window);
-        int factor = 1;
-        while ((long)factor * Demo.Window < longest) factor *= 2;
-        // Beacons compress like UIO's memory: a window of l tokens into about n rows (a power of two that divides l).
-        int ratio = 1;
-        while (ratio * 2 <= l / Demo.MemoryTokens && l % (ratio * 2) == 0) ratio *= 2;
-        return name switch
-        {
-            "activation-beacon" => $"activation-beacon:window={l}:ratio-min={ratio}:ratio-max={ratio}:ratio={ratio}",
-            // Summaries / slots: as many rows per segment as UIO's memory.
-            "rmt" => $"rmt:segment={l}:memory={Demo.MemoryTokens}",
-            "transformer-xl" => $"transformer-xl:segment={l}",
-            "memorizing" or "focused-transformer" => $"{name}:segment={l}:topk={Math.Max(1, l / 2)}",
-            "autocompressor" => $"autocompressor:segment={l}:summary={Demo.MemoryTokens}",
-            "icae" => $"icae:chunk={l}:slots={Demo.MemoryTokens}:objective=lm",
-            "longlora" => $"longlora:scale={factor}",
-            "pi-finetune" or "yarn-finetune" or "abf-finetune" => $"{name}:factor={factor}",
-            // Dilated / linear attention: the first segment one demo segment long; the range covers the longest document.
-            "longnet" => $"longnet:segment={l}:range={factor * Demo.Window}",
-            "performer" => $"performer:range={factor * Demo.Window}",
-            _ => name,
-        };
+        return MethodSpecs.Default(name, Demo.Window, Demo.SegmentLength, Demo.MemoryTokens, longest);
     }
 
-    /// <summary>The specs to run (the given ones, or UIO plus every registered trainable method).</summary>
+    /// <summary>The specs to run (the given ones, a bare name taking <see cref="DefaultSpec"/>; or UIO plus every registered trainable method).</summary>
     public IReadOnlyList<string> Specs() =>
-        Methods.Count > 0 ? Methods : ["uio", .. TrainableMethods.All.Select(m => DefaultSpec(m.Name))];
+        Methods.Count > 0 ? Methods.Select(m => m.Contains(':') ? m : DefaultSpec(m)).ToList() : ["uio", .. TrainableMethods.All.Select(m => DefaultSpec(m.Name))];
 }
 
 /// <summary>One method's row of the comparison.</summary>
@@ -133,7 +117,38 @@ public sealed class CompareRunner(CompareSettings settings, IProgress<DemoProgre
         return TrainableMethods.Create(spec, model, Seeds.Derive(demo.Seed, 3));
     }
 
+    /// <summary>
+    /// What identifies a method's row: the base (fingerprint and checksum), the spec, and every setting of the
+    /// training and evaluation. A row is read back from its folder's <see cref="RowFile"/> only when this matches.
+    /// </summary>
+    public static string RowFingerprint(DemoRunner runner, CompareSettings settings, string spec)
+    {
+        var d = settings.Demo;
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{runner.BaseIdentity};spec={spec};l={d.SegmentLength};n={d.MemoryTokens};rank={d.Rank};alpha={d.Alpha};s={d.EstimatorWindow};lr={d.UioLearningRate};" +
+            $"batch={d.UioBatch};curriculum={string.Join('-', d.Curriculum)};stage={d.StageSteps};extra={d.ExtraSegments};" +
+            $"distances={string.Join('-', d.EvalDistances)};trials={d.DistanceTrials};memory-windows={settings.MemoryWindows};workers={Workers(d)}");
+    }
+
+    /// <summary>A finished method's row, cached in its folder so that a re-run (or a run stopped halfway) measures only the methods it lacks.</summary>
+    public const string RowFile = "row.json";
+
+    private static int Workers(DemoSettings demo) => Math.Min(demo.UioBatch, demo.Threads > 0 ? demo.Threads : Environment.ProcessorCount);
+
     private CompareRow RunMethod(DemoRunner runner, LlamaModel model, string spec, string folder)
+    {
+        string fingerprint = RowFingerprint(runner, settings, spec);
+        if (CompareRowFile.TryRead(Path.Combine(folder, RowFile), fingerprint) is { } cached)
+        {
+            progress?.Report(new DemoProgress(cached.Method, 1, 1, $"read from the cache {folder} (fingerprint matches; delete the folder to train again)"));
+            return cached;
+        }
+        var row = MeasureMethod(runner, model, spec, folder);
+        if (row.Failure is null) CompareRowFile.Write(Path.Combine(folder, RowFile), fingerprint, row);
+        return row;
+    }
+
+    private CompareRow MeasureMethod(DemoRunner runner, LlamaModel model, string spec, string folder)
     {
         var demo = settings.Demo;
         ITrainableMethod method;
@@ -149,7 +164,7 @@ public sealed class CompareRunner(CompareSettings settings, IProgress<DemoProgre
         {
             string name = method.Name == spec ? spec : $"{method.Name} ({spec})";
             long parameters = method.Parameters.Sum(p => (long)p.Parameter.Value.Length);
-            var recent = new Queue<double>();
+            double finalLoss = double.NaN;
             double seconds = 0;
             int steps = 0;
             try
@@ -162,23 +177,14 @@ public sealed class CompareRunner(CompareSettings settings, IProgress<DemoProgre
                     var options = new TrainingOptions
                     {
                         TotalSteps = demo.StageSteps, DocumentsPerStep = demo.UioBatch,
-                        Workers = Math.Min(demo.UioBatch, demo.Threads > 0 ? demo.Threads : Environment.ProcessorCount),
+                        Workers = Workers(demo),
                         PeakLearningRate = demo.UioLearningRate, MinLearningRate = demo.UioLearningRate / 10,
                         WarmupSteps = Math.Max(1, demo.StageSteps / 20), Seed = demo.Seed + stage, WeightDecay = 0f, BaseModelNameOrPath = "uio-demo-base",
                     };
-                    var callbacks = new TrainerCallbacks
-                    {
-                        Progress = new Sync<TrainingProgress>(p =>
-                        {
-                            recent.Enqueue(p.Loss);
-                            if (recent.Count > 50) recent.Dequeue();
-                            progress?.Report(new DemoProgress(name, before + p.Step, total, $"distance 1-{demo.Curriculum[stage]}, loss {recent.Average():F3}"));
-                        }),
-                    };
-                    using var trainer = new Trainer(method, data, options, Path.Combine(folder, $"stage-{stage}"), callbacks);
-                    var clock = Stopwatch.StartNew();
-                    trainer.Run();
-                    seconds += clock.Elapsed.TotalSeconds;
+                    var (stageSeconds, stageLoss) = MethodTraining.Run(method, data, options, Path.Combine(folder, $"stage-{stage}"), (step, recent) =>
+                        progress?.Report(new DemoProgress(name, before + step, total, $"distance 1-{demo.Curriculum[stage]}, loss {recent:F3}")));
+                    seconds += stageSeconds;
+                    finalLoss = stageLoss;
                     steps += demo.StageSteps;
                     before += demo.StageSteps;
                 }
@@ -190,11 +196,11 @@ public sealed class CompareRunner(CompareSettings settings, IProgress<DemoProgre
             }
             try
             {
-                return new CompareRow(name, spec, parameters, seconds / steps, MemoryAt(runner, method), recent.Average(), Evaluate(runner, method, name));
+                return new CompareRow(name, spec, parameters, seconds / steps, MemoryAt(runner, method), finalLoss, Evaluate(runner, method, name));
             }
             catch (Exception e) when (e is ArgumentException or InvalidOperationException)
             {
-                return new CompareRow(name, spec, parameters, seconds / steps, 0, recent.Average(), [], $"evaluation failed: {e.Message}");
+                return new CompareRow(name, spec, parameters, seconds / steps, 0, finalLoss, [], $"evaluation failed: {e.Message}");
             }
         }
     }
@@ -234,9 +240,47 @@ public sealed class CompareRunner(CompareSettings settings, IProgress<DemoProgre
         return session.KvBytes;
     }
 
-    private sealed class Sync<T>(Action<T> report) : IProgress<T>
+}
+
+/// <summary>A measured row on disk (JSON with the fingerprint it was measured under).</summary>
+public static class CompareRowFile
+{
+    public static void Write(string path, string fingerprint, CompareRow row)
     {
-        public void Report(T value) => report(value);
+        var json = new JsonObject
+        {
+            ["fingerprint"] = fingerprint, ["method"] = row.Method, ["spec"] = row.Spec, ["trainable_parameters"] = row.TrainableParameters,
+            ["seconds_per_step"] = row.SecondsPerStep, ["memory_bytes"] = row.MemoryBytes, ["final_loss"] = row.FinalLoss,
+            ["distances"] = new JsonArray(row.Distances.Select(d => (JsonNode?)new JsonObject
+            {
+                ["distance"] = d.Distance, ["tokens"] = d.Tokens, ["correct"] = d.Correct, ["trials"] = d.Trials,
+            }).ToArray()),
+        };
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        AtomicFile.Write(path, stream => stream.Write(Encoding.UTF8.GetBytes(json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }))));
+    }
+
+    /// <summary>The row at <paramref name="path"/> when it exists, parses and was measured under <paramref name="fingerprint"/>; null otherwise (a damaged file is measured again, never trusted).</summary>
+    public static CompareRow? TryRead(string path, string fingerprint)
+    {
+        if (!File.Exists(path)) return null;
+        try
+        {
+            using var json = JsonDocument.Parse(File.ReadAllText(path));
+            var root = json.RootElement;
+            if (root.GetProperty("fingerprint").GetString() != fingerprint) return null;
+            string method = root.GetProperty("method").GetString() ?? throw new FormatException("method");
+            var distances = root.GetProperty("distances").EnumerateArray()
+                .Select(e => new DemoDistanceAccuracy(method, e.GetProperty("distance").GetInt32(), e.GetProperty("tokens").GetInt32(), e.GetProperty("correct").GetInt32(), e.GetProperty("trials").GetInt32()))
+                .ToList();
+            if (distances.Count == 0 || distances.Any(d => d.Trials <= 0 || d.Correct < 0 || d.Correct > d.Trials)) return null;
+            return new CompareRow(method, root.GetProperty("spec").GetString() ?? "", root.GetProperty("trainable_parameters").GetInt64(),
+                root.GetProperty("seconds_per_step").GetDouble(), root.GetProperty("memory_bytes").GetInt64(), root.GetProperty("final_loss").GetDouble(), distances);
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException or IOException)
+        {
+            return null;
+        }
     }
 }
 

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -14,6 +13,7 @@ using UioLlm.Model.Modules;
 using UioLlm.Model.Uio;
 using UioLlm.Training.Estimators;
 using UioLlm.Training.Optim;
+using UioLlm.Training.Pretrain;
 
 namespace UioLlm.Training.Demo;
 
@@ -36,7 +36,6 @@ public sealed class DemoRunner
 
     /// <summary>Bumped whenever the base's pre-training changes, so a cached base from older code is not reused.</summary>
     private const string BaseRecipe = "demo-base-4";
-    private const string BaseFile = "model.safetensors", BaseManifest = "base.json";
 
     private readonly DemoSettings settings;
     private readonly IProgress<DemoProgress>? progress;
@@ -146,102 +145,34 @@ public sealed class DemoRunner
 
     /// <summary>
     /// The base from <paramref name="cacheFolder"/> when its manifest names this fingerprint and the weights file
-    /// has the recorded SHA-256; otherwise pre-trained and cached there (written to a temporary name and renamed).
+    /// has the recorded SHA-256; otherwise pre-trained and cached there (<see cref="TinyBase.LoadOrCreate"/>).
     /// </summary>
     private (LlamaWeights Weights, bool FromCache) LoadOrPretrainBase(Accelerator accelerator, string cacheFolder)
     {
         var clock = Stopwatch.StartNew();
-        string file = Path.Combine(cacheFolder, BaseFile), manifest = Path.Combine(cacheFolder, BaseManifest);
-        if (TryLoadCachedBase(accelerator, file, manifest) is { } cached)
+        var (weights, fromCache, sha) = TinyBase.LoadOrCreate(accelerator, BaseConfig, cacheFolder, BaseFingerprint, () => Pretrain(accelerator, clock));
+        baseSha256 = sha;
+        if (fromCache)
         {
             phases.Add(new DemoPhase(PretrainPhase, clock.Elapsed, $"loaded from the cache {cacheFolder} (fingerprint and SHA-256 match; delete the folder to pre-train again)"));
             progress?.Report(new DemoProgress(PretrainPhase, 1, 1, "loaded from the cache"));
-            return (cached, true);
         }
-        var weights = Pretrain(accelerator, clock);
-        Directory.CreateDirectory(cacheFolder);
-        string temp = file + ".tmp";
-        SafetensorsWriter.Write(temp, weights.Named().Select(n => SafetensorsEntry.FromTensor(n.Name, n.Tensor)).ToList());
-        File.Move(temp, file, overwrite: true);
-        baseSha256 = Sha256(file);
-        File.WriteAllText(manifest, $"{{\n  \"fingerprint\": \"{BaseFingerprint}\",\n  \"sha256\": \"{baseSha256}\"\n}}\n");
-        return (weights, false);
-    }
-
-    private LlamaWeights? TryLoadCachedBase(Accelerator accelerator, string file, string manifest)
-    {
-        if (!File.Exists(file) || !File.Exists(manifest)) return null;
-        try
-        {
-            using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(manifest));
-            if (json.RootElement.GetProperty("fingerprint").GetString() != BaseFingerprint) return null;
-            string sha = Sha256(file);
-            if (json.RootElement.GetProperty("sha256").GetString() != sha) return null;
-            var reader = SafetensorsFile.Read(file);
-            var weights = LlamaWeights.Allocate(accelerator, BaseConfig);
-            foreach (var (name, tensor) in weights.Named())
-            {
-                var info = reader.Find(name);
-                if (info is null || info.ElementCount != tensor.Length) { weights.Dispose(); return null; }
-                tensor.CopyFrom(reader.ReadTensor(info));
-            }
-            baseSha256 = sha;
-            return weights;
-        }
-        catch (Exception e) when (e is System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException or ModelFormatException or IOException)
-        {
-            return null;   // a damaged cache is rebuilt, never trusted
-        }
-    }
-
-    private static string Sha256(string path)
-    {
-        using var stream = File.OpenRead(path);
-        return Convert.ToHexStringLower(SHA256.HashData(stream));
+        return (weights, fromCache);
     }
 
     private LlamaWeights Pretrain(Accelerator accelerator, Stopwatch clock)
     {
         int steps = settings.PretrainSteps, batch = settings.PretrainBatch;
-        var weights = LlamaWeights.Random(accelerator, BaseConfig, Seeds.Derive(settings.Seed, 1), scale: 0.05f);
-        try
+        double loss = 0;
+        var weights = TinyBase.Pretrain(accelerator, BaseConfig, Seeds.Derive(settings.Seed, 1), steps, batch, settings.PretrainLearningRate, PretrainWindow, (step, l) =>
         {
-            var model = new LlamaModel(weights, trainable: true);
-            var parameters = model.WeightParameters().ToList();
-            var kernels = accelerator.Kernels;
-            using var optimizer = new AdamW(parameters.Select(p => new AdamWParameter(p, Decay: p.Value.Rank == 2)).ToList(), new AdamWSettings(WeightDecay: 0.01f));
-            var schedule = new WarmupCosineSchedule(settings.PretrainLearningRate, steps, Math.Max(1, steps / 20), settings.PretrainLearningRate / 10);
-            double loss = 0;
-            for (int step = 1; step <= steps; step++)
-            {
-                foreach (var p in parameters) p.ZeroGrad();
-                double sum = 0;
-                for (int b = 0; b < batch; b++)
-                {
-                    var (ids, targets) = PretrainWindow((long)(step - 1) * batch + b);
-                    using var tape = new Tape(accelerator, "pretrain");
-                    var l = model.Loss(tape, ids.AsSpan(0, ids.Length - 1), targets);
-                    sum += l.Value.ToArray()[0];
-                    tape.Backward(l);
-                }
-                var grads = parameters.Select(p => p.Grad!).ToArray();
-                foreach (var g in grads) kernels.Scale(g, 1f / batch, g);
-                GradientClipping.ClipGlobalNorm(kernels, grads, 1f);
-                optimizer.Step(schedule.At(step));
-                loss = step == 1 ? sum / batch : 0.98 * loss + 0.02 * sum / batch;
-                progress?.Report(new DemoProgress(PretrainPhase, step, steps, $"loss {loss:F3}"));
-            }
-            foreach (var p in parameters) p.DisposeLeaf();
-            phases.Add(new DemoPhase(PretrainPhase, clock.Elapsed,
-                $"{BaseConfig.ParameterCount:N0} parameters ({settings.Layers} layers, d = {settings.Dim}, {LocalDescription}), " +
-                $"{steps} steps x {batch} windows of {settings.Window} tokens ({settings.DrillShare:P0} induction drills), final loss {loss:F3}"));
-            return weights;
-        }
-        catch
-        {
-            weights.Dispose();
-            throw;
-        }
+            loss = l;
+            progress?.Report(new DemoProgress(PretrainPhase, step, steps, $"loss {l:F3}"));
+        });
+        phases.Add(new DemoPhase(PretrainPhase, clock.Elapsed,
+            $"{BaseConfig.ParameterCount:N0} parameters ({settings.Layers} layers, d = {settings.Dim}, {LocalDescription}), " +
+            $"{steps} steps x {batch} windows of {settings.Window} tokens ({settings.DrillShare:P0} induction drills), final loss {loss:F3}"));
+        return weights;
     }
 
     private string LocalDescription => settings.LocalLayers switch
@@ -325,9 +256,12 @@ public sealed class DemoRunner
         _ => _ => new FullBptt(),
     };
 
+    /// <summary>The base's fingerprint and the checksum of its weights (known once <see cref="PrepareBase"/> ran).</summary>
+    public string BaseIdentity => $"{BaseFingerprint};base-sha256={baseSha256}";
+
     /// <summary>What identifies a trained UIO run: the base's fingerprint and checksum, the run and every UIO setting it depends on.</summary>
     public string RunFingerprint(DemoUioRun run) => string.Create(CultureInfo.InvariantCulture,
-        $"{BaseFingerprint};base-sha256={baseSha256};run={run.Name};l={settings.SegmentLength};n={settings.MemoryTokens};rank={settings.Rank};alpha={settings.Alpha};" +
+        $"{BaseIdentity};run={run.Name};l={settings.SegmentLength};n={settings.MemoryTokens};rank={settings.Rank};alpha={settings.Alpha};" +
         $"lr={settings.UioLearningRate};batch={settings.UioBatch};curriculum={string.Join('-', settings.Curriculum)};stage={settings.StageSteps};far={settings.FarSteps};" +
         $"extra={settings.ExtraSegments};workers={UioWorkers}");
 
@@ -579,11 +513,5 @@ public sealed class DemoRunner
         }
         phases.Add(new DemoPhase(DiagnosePhase, clock.Elapsed, $"attention mass on memory and memory swap, {prompts} prompts with the needle {distance} segments back, per UIO memory"));
         return list;
-    }
-
-    /// <summary>Reports on the caller's thread, in order (System.Progress posts to the thread pool).</summary>
-    private sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
     }
 }
