@@ -8,6 +8,8 @@ using UioLlm.Model.Generation;
 using UioLlm.Model.Modules;
 using UioLlm.Model.Uio;
 using UioLlm.Training;
+using UioLlm.Training.Compare;
+using UioLlm.Training.Methods;
 using UioLlm.Training.Estimators;
 
 namespace UioLlm.Cli;
@@ -19,19 +21,22 @@ namespace UioLlm.Cli;
 /// </summary>
 internal static class BenchCommand
 {
-    public static readonly string[] Suites = ["kernels", "inference", "training", "all"];
+    /// <summary>The suites; "all" runs the first three ("methods" takes minutes and runs only when named).</summary>
+    public static readonly string[] Suites = ["kernels", "inference", "training", "methods", "all"];
 
     public sealed record InferenceResult(string Model, int Threads, double DecodeTokensPerSecond, double PrefillTokensPerSecond);
     public sealed record TrainingResult(string Setup, int Threads, double SecondsPerStep, double DecoderTokensPerSecond);
-    public sealed record Report(string Machine, List<KernelsCommand.KernelResult> Kernels, List<InferenceResult> Inference, List<TrainingResult> Training);
+    public sealed record Report(string Machine, List<KernelsCommand.KernelResult> Kernels, List<InferenceResult> Inference, List<TrainingResult> Training,
+        List<MethodStepTime> Methods);
 
     public static int Run(string suite, string? json, int threads, bool quick, TextWriter output, TextWriter error) => CliSupport.Guarded("bench", error, () =>
     {
         if (!Suites.Contains(suite)) throw new UsageException($"suite must be one of {string.Join(", ", Suites)}, got '{suite}'");
         if (threads < 0) throw new UsageException($"--threads must be 0 (all cores) or a positive number, got {threads}");
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output) });
+        console.Profile.Width = Math.Max(console.Profile.Width, 160);
         using var acc = Accelerator.Create(AcceleratorKind.Auto, threads);
-        var report = new Report(acc.Description, [], [], []);
+        var report = new Report(acc.Description, [], [], [], []);
         console.MarkupLineInterpolated($"[bold]uio bench[/] {suite} on {acc.Description}{(quick ? " (quick)" : "")}");
         bool all = suite == "all";
 
@@ -61,6 +66,22 @@ internal static class BenchCommand
             report.Training.Add(Training(acc, quick));
             var table = new Table().AddColumns("UIO training step", "s/step", "decoder tok/s");
             foreach (var r in report.Training) table.AddRow(Markup.Escape(r.Setup), r.SecondsPerStep.ToString("F3"), r.DecoderTokensPerSecond.ToString("F0"));
+            console.Write(table);
+        }
+        if (suite == "methods")
+        {
+            var shape = quick ? new MethodStepBenchmark.Shape(Window: 16, Dim: 16, Layers: 2, Heads: 2, HiddenDim: 32, Vocab: 64, SegmentLength: 8, DocumentWindows: 2, LongestWindows: 4, Rank: 4)
+                : new MethodStepBenchmark.Shape();
+            int documents = quick ? 2 : 8, rounds = quick ? 1 : 5;
+            string[] names = ["uio", .. TrainableMethods.All.Select(m => m.Name)];
+            console.WriteLine($"every trained method's step side by side: random base d={shape.Dim}, {shape.Layers} layers, window {shape.Window}, vocab {shape.Vocab}; " +
+                $"{documents} documents of {shape.DocumentWindows} windows a step, one after another; {rounds} interleaved rounds after a warm-up, median");
+            report.Methods.AddRange(MethodStepBenchmark.Run(acc, shape, names, documents, rounds));
+            var table = new Table().AddColumns("method (spec)", "trainable", "s/step (median)", "min", "max");
+            foreach (var r in report.Methods)
+                table.AddRow(r.Failure is null
+                    ? [Markup.Escape(r.Spec), r.TrainableParameters.ToString("N0"), r.SecondsPerStep.ToString("F3"), r.MinSeconds.ToString("F3"), r.MaxSeconds.ToString("F3")]
+                    : [Markup.Escape(r.Spec), "-", Markup.Escape(r.Failure), "", ""]);
             console.Write(table);
         }
         if (json is not null)

@@ -299,6 +299,32 @@ public class CliModelCommandTests
         }
         var (bad, _, message) = Run("bench", "everything");
         Assert.Equal(2, bad);
-        Assert.Contains("kernels, inference, training, all", message);
+        Assert.Contains("kernels, inference, training, methods, all", message);
+    }
+
+    [Fact]
+    public void BenchMethodsTimesEveryTrainedMethodSideBySide()
+    {
+        string json = Path.Combine(Path.GetTempPath(), $"uio-bench-{Guid.NewGuid():N}.json");
+        try
+        {
+            var (code, output, error) = Run("bench", "methods", "--quick", "--threads", "1", "--json", json);
+            Assert.True(code == 0, error);
+            Assert.Contains("interleaved", output);
+            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(json));
+            var rows = doc.RootElement.GetProperty("Methods").EnumerateArray().ToList();
+            Assert.Equal(1 + UioLlm.Training.Methods.TrainableMethods.All.Count, rows.Count);
+            // The benchmark's base has only global layers: every method runs, with its parameters counted.
+            Assert.All(rows, r =>
+            {
+                Assert.Equal(System.Text.Json.JsonValueKind.Null, r.GetProperty("Failure").ValueKind);
+                Assert.True(r.GetProperty("SecondsPerStep").GetDouble() > 0, r.GetProperty("Spec").GetString());
+                Assert.True(r.GetProperty("TrainableParameters").GetInt64() > 0, r.GetProperty("Spec").GetString());
+            });
+        }
+        finally
+        {
+            File.Delete(json);
+        }
     }
 }
