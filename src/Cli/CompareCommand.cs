@@ -89,7 +89,7 @@ internal static class CompareCommand
             $"perplexity on {Path.GetFileName(settings.HeldOutBook)} (held out) at {string.Join(", ", settings.EvalWindows.Select(w => $"{w}x"))}; seed {o.Seed}"));
         var result = new BooksCompareRunner(settings, Reporter(output, clock), Path.GetFullPath(o.Out)).Run();
 
-        var table = new Table().Title($"perplexity of the last window on the held-out book by context length (windows of {settings.Window} tokens); {EvalOutputMarker} = past the trained range");
+        var table = new Table().Title($"perplexity of each excerpt's last window of the held-out book, read with 1x..{settings.EvalWindows.Max()}x the window ({settings.Window} tokens) of context; {EvalOutputMarker} = past the trained range");
         table.AddColumn("method");
         foreach (int w in settings.EvalWindows) table.AddColumn(new TableColumn($"{w}x").RightAligned());
         foreach (var h in new[] { "trainable", "s / step", $"memory @ {settings.EvalWindows.Max()}x", "final loss" }) table.AddColumn(new TableColumn(h).RightAligned());

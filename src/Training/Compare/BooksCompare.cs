@@ -71,7 +71,7 @@ public sealed record BooksSettings
     /// <summary>Context lengths evaluated, in windows.</summary>
     public int[] EvalWindows { get; init; } = [1, 2, 4, 8, 16];
     /// <summary>Excerpts of the held-out book, evenly spaced through it.</summary>
-    public int EvalDocuments { get; init; } = 8;
+    public int EvalDocuments { get; init; } = 32;
 
     /// <summary>Method specs as in <see cref="CompareSettings.Methods"/>; empty: UIO and every registered trainable method.</summary>
     public IReadOnlyList<string> Methods { get; init; } = [];
@@ -116,8 +116,8 @@ public sealed record BooksSettings
 
 /// <summary>Perplexity of one method at one context length, over every evaluation excerpt.</summary>
 /// <param name="Windows">Context length in windows.</param>
-/// <param name="Perplexity">exp(mean NLL) over every token of the first Windows x window tokens (the first has no context and is left out).</param>
-/// <param name="LastWindowPerplexity">The same over the last window's tokens only: what the earlier context adds.</param>
+/// <param name="Perplexity">exp(mean NLL) over every token of the Windows x window tokens read (the first has no context and is left out).</param>
+/// <param name="LastWindowPerplexity">The same over the last window's tokens only: the same target tokens at every length, so what more context adds.</param>
 /// <param name="OutOfRange">Some query read a key beyond the method's trained range (extrapolation).</param>
 public sealed record BooksCell(int Windows, int Tokens, double Perplexity, double LastWindowPerplexity, bool OutOfRange);
 
@@ -262,7 +262,10 @@ public sealed class BooksCompareRunner(BooksSettings settings, IProgress<DemoPro
     private string RowFingerprint(string spec) => string.Create(CultureInfo.InvariantCulture,
         $"{baseIdentity};spec={spec};l={settings.SegmentLength};n={settings.MemoryTokens};rank={settings.Rank};alpha={settings.Alpha};s={settings.EstimatorWindow};" +
         $"train={settings.TrainWindows}x{settings.TrainSteps}x{settings.TrainBatch};lr={settings.LearningRate};held-out={settings.HeldOutBook};" +
-        $"eval={string.Join('-', settings.EvalWindows)}x{settings.EvalDocuments};workers={Workers}");
+        $"eval={EvalRecipe}:{string.Join('-', settings.EvalWindows)}x{settings.EvalDocuments};workers={Workers}");
+
+    /// <summary>Bumped whenever the evaluation changes, so rows measured by older code are measured again.</summary>
+    private const string EvalRecipe = "last-window-2";
 
     private int Workers => Math.Min(settings.TrainBatch, settings.Threads > 0 ? settings.Threads : Environment.ProcessorCount);
 
@@ -322,36 +325,35 @@ public sealed class BooksCompareRunner(BooksSettings settings, IProgress<DemoPro
     }
 
     /// <summary>
-    /// Each excerpt read once through a fresh session, in pieces ending at each evaluated length; the NLL of every token
-    /// (whole prefix) and of the last window's tokens, summed over excerpts. <paramref name="memoryBytes"/>: what the
-    /// session holds after the longest length (first excerpt).
+    /// For each context length c (windows) and excerpt: a fresh session reads the excerpt's last c windows, so every
+    /// length is scored on the SAME target tokens (the excerpt's last window) with more or less before them; the NLL of
+    /// every token read but the first, and of the last window's tokens, summed over excerpts. <paramref name="memoryBytes"/>:
+    /// what the session holds after reading the longest context (first excerpt).
     /// </summary>
     private List<BooksCell> Evaluate(string name, Func<ILongContextSession> open, List<int[]> excerpts, out long memoryBytes)
     {
-        var lengths = settings.EvalWindows.Distinct().Order().Select(w => w * settings.Window).ToArray();
-        var whole = new double[lengths.Length];
-        var last = new double[lengths.Length];
-        var outOfRange = new bool[lengths.Length];
+        var windows = settings.EvalWindows.Distinct().Order().ToArray();
+        int w = settings.Window;
+        var whole = new double[windows.Length];
+        var last = new double[windows.Length];
+        var outOfRange = new bool[windows.Length];
         memoryBytes = 0;
         for (int e = 0; e < excerpts.Count; e++)
         {
-            using var session = open();
-            var logProbs = new double[lengths[^1]];
-            int fed = 0;
-            for (int i = 0; i < lengths.Length; i++)
+            for (int i = 0; i < windows.Length; i++)
             {
-                session.Feed(excerpts[e].AsSpan(fed, lengths[i] - fed)).CopyTo(logProbs.AsSpan(fed));
-                fed = lengths[i];
-                for (int t = 1; t < fed; t++) whole[i] -= logProbs[t];
-                for (int t = Math.Max(1, fed - settings.Window); t < fed; t++) last[i] -= logProbs[t];
+                int length = windows[i] * w;
+                using var session = open();
+                var logProbs = session.Feed(excerpts[e].AsSpan(excerpts[e].Length - length, length));
+                for (int t = 1; t < length; t++) whole[i] -= logProbs[t];
+                for (int t = Math.Max(1, length - w); t < length; t++) last[i] -= logProbs[t];
                 outOfRange[i] |= session.OutOfTrainedRange;
+                if (e == 0 && i == windows.Length - 1) memoryBytes = session.KvBytes;
             }
-            if (e == 0) memoryBytes = session.KvBytes;
             progress?.Report(new DemoProgress(name, e + 1, excerpts.Count, "reading the held-out book"));
         }
-        return lengths.Select((length, i) => new BooksCell(length / settings.Window, length,
-                Math.Exp(whole[i] / ((length - 1.0) * excerpts.Count)),
-                Math.Exp(last[i] / ((double)(length - Math.Max(1, length - settings.Window)) * excerpts.Count)), outOfRange[i]))
+        return windows.Select((c, i) => new BooksCell(c, c * w, Math.Exp(whole[i] / ((c * w - 1.0) * excerpts.Count)),
+                Math.Exp(last[i] / ((double)(c * w - Math.Max(1, c * w - w)) * excerpts.Count)), outOfRange[i]))
             .ToList();
     }
 }
