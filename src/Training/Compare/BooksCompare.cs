@@ -130,8 +130,8 @@ public sealed record BooksResult(IReadOnlyList<BooksRow> Rows, BooksSettings Set
 
 /// <summary>
 /// The books comparison: a base (every layer global, so every method runs on it) pre-trained on windows of the training
-/// books (cached in the output folder), two untrained references (the base over a sliding window, the base with full
-/// attention past its window), then UIO and every trained method fitted on the same training documents for the same
+/// books (cached in the output folder), three untrained references (the base over a sliding window, the base with full
+/// attention past its window, the base reading each segment of l tokens alone: UIO without its memory), then UIO and every trained method fitted on the same training documents for the same
 /// steps, documents per step and learning rate, and read on the held-out book through its own session. Rows are
 /// cached in their folders (with a fingerprint of every setting), so a stopped run resumes with the methods it lacks.
 /// </summary>
@@ -237,6 +237,9 @@ public sealed class BooksCompareRunner(BooksSettings settings, IProgress<DemoPro
     {
         yield return ($"base (sliding window of {settings.Window})", "base");
         yield return ("base (full attention)", "full");
+        // UIO without its memory: each segment of l tokens read alone, every token seeing only its segment so far
+        // (UIO's decoder without memories). What UIO's memory adds is the gap between this row and UIO's.
+        yield return ($"base (segments of {settings.SegmentLength} read alone)", $"base:window={settings.SegmentLength}:keep=0");
     }
 
     private BooksRow Reference(LlamaModel model, string label, string spec, List<int[]> excerpts)

@@ -107,7 +107,7 @@ public sealed class BooksCompareTests : IDisposable
         Assert.Equal("", error);
         var csv = File.ReadAllLines(Path.Combine(folder, "books.csv"));
         Assert.Equal(BooksCsv.Header, csv[0]);
-        Assert.Equal(1 + 5 * 2, csv.Length);   // base, full attention, uio, rmt, activation beacon at 1x and 2x
+        Assert.Equal(1 + 6 * 2, csv.Length);   // base, full attention, segments alone, uio, rmt, activation beacon at 1x and 2x
         var cells = csv.Skip(1).Select(l => l.Split(',')).ToList();
         // At 1x the sliding window and full attention read the same window, and the last window is the whole prefix.
         var baseOne = cells.Single(c => c[0].StartsWith("base (sliding", StringComparison.Ordinal) && c[2] == "1");
