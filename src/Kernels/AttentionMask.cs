@@ -15,7 +15,10 @@ namespace UioLlm.Kernels;
 /// Memory query m = rq - L sees ordinary rk &lt; min((m + 1) * c, L) and itself, no other memory token; with
 /// <see cref="MemoryCausal"/> (Activation Beacon) it also sees the memory tokens before it, 0 .. m - 1.
 /// With a window W &gt; 0 (no sinks) the ordinary queries see only rq - rk &lt; W (a local base layer inside an
-/// encoder); memory queries keep their whole span.</item>
+/// encoder); memory queries keep their whole span. With <see cref="WindowSpansPrefix"/> that window also covers the
+/// prefix, counted as the positions right before the ordinary tokens: ordinary query rq sees prefix key j only when
+/// qpos - j &lt; W (a local base layer over a memory prefix, <c>LlamaConfig.DecoderMask</c>; Activation Beacon's raw
+/// tokens in a local layer); memory queries still see the whole prefix.</item>
 /// <item>Causal: rk &lt;= rq.</item>
 /// <item>Window W &gt; 0: rq - rk &lt; W, except the first <see cref="Sinks"/> non-prefix keys, always seen.</item>
 /// <item>Groups G &gt; 0: rq and rk must fall in the same block of G positions; with
@@ -34,6 +37,13 @@ public readonly record struct AttentionMask
     public bool ShiftUpperHalfHeads { get; init; }
     /// <summary>Step expansion only: memory token m also sees the memory tokens 0 .. m - 1 (Activation Beacon's beacons).</summary>
     public bool MemoryCausal { get; init; }
+    /// <summary>
+    /// Step expansion with a window only: the ordinary queries' sliding window counts the prefix keys as the positions
+    /// right before the ordinary tokens, so an ordinary query sees a prefix key only when it lies fewer than
+    /// <see cref="Window"/> positions back (the rule of a local layer over a cache or memory prefix,
+    /// <c>LlamaConfig.DecoderMask</c>); memory queries still see the whole prefix. False: the prefix is seen by every query.
+    /// </summary>
+    public bool WindowSpansPrefix { get; init; }
 
     /// <summary>Every query sees every key.</summary>
     public static AttentionMask None => default;
@@ -51,8 +61,17 @@ public readonly record struct AttentionMask
     /// many tokens (a local base layer); the memory tokens still read their whole span.
     /// </summary>
     /// <param name="memoryCausal">Memory token i also sees memory tokens 0 .. i - 1 (Activation Beacon); UIO's encoder: false.</param>
-    public static AttentionMask StepExpansion(int memoryCount, int stride, int prefixLength = 0, int window = 0, bool memoryCausal = false) =>
-        new() { MemoryCount = memoryCount, StepStride = stride, PrefixLength = prefixLength, Window = window, MemoryCausal = memoryCausal };
+    /// <param name="windowSpansPrefix">
+    /// With a positive <paramref name="window"/>: the ordinary tokens' window also covers the prefix, so they see only
+    /// the prefix keys fewer than <paramref name="window"/> positions back (<see cref="WindowSpansPrefix"/>); false: all of it.
+    /// </param>
+    public static AttentionMask StepExpansion(int memoryCount, int stride, int prefixLength = 0, int window = 0, bool memoryCausal = false,
+        bool windowSpansPrefix = false) =>
+        new()
+        {
+            MemoryCount = memoryCount, StepStride = stride, PrefixLength = prefixLength, Window = window, MemoryCausal = memoryCausal,
+            WindowSpansPrefix = windowSpansPrefix,
+        };
 
     /// <summary>Block-diagonal groups (S2-Attn), optionally causal and with upper-half heads shifted by G/2.</summary>
     public static AttentionMask BlockDiagonal(int groupSize, bool causal = true, bool shiftUpperHalfHeads = false) =>
@@ -66,8 +85,8 @@ public readonly record struct AttentionMask
     public bool IsVisible(int head, int queryHeads, int i, int j, int tq, int tk)
     {
         int p = PrefixLength;
-        if (j < p) return true;
         int rq = tk - tq + i - p;
+        if (j < p) return !ClipsPrefix(rq, tq) || rq + p - j < Window;
         int rk = j - p;
         if (MemoryCount > 0)
         {
@@ -86,6 +105,9 @@ public readonly record struct AttentionMask
         return true;
     }
 
+    /// <summary>True when query rq (relative to the prefix) sees the prefix only within its window (<see cref="WindowSpansPrefix"/>).</summary>
+    private bool ClipsPrefix(int rq, int tq) => WindowSpansPrefix && MemoryCount > 0 && Window > 0 && rq < tq - MemoryCount;
+
     /// <summary>The most intervals <see cref="VisibleIntervals"/> can return (prefix, sinks or memory block, main band).</summary>
     public const int MaxIntervals = 3;
 
@@ -101,13 +123,14 @@ public readonly record struct AttentionMask
             throw new ArgumentException($"VisibleIntervals: bounds has {bounds.Length} slots, expected at least {2 * MaxIntervals}", nameof(bounds));
         int p = PrefixLength;
         int count = 0;
-        Append(bounds, ref count, 0, Math.Min(p, tk));
+        int rq = tk - tq + i - p;   // query position relative to the prefix
+        // The prefix: all of it, or (window spanning the prefix, ordinary query) its last keys within the window.
+        Append(bounds, ref count, ClipsPrefix(rq, tq) ? Math.Max(0, p + rq - Window + 1) : 0, Math.Min(p, tk));
         if (!UsesPositions)
         {
             Append(bounds, ref count, p, tk);
             return count;
         }
-        int rq = tk - tq + i - p;   // query position relative to the prefix
         int n = tk - p;             // non-prefix keys
         if (MemoryCount > 0)
         {
@@ -183,6 +206,8 @@ public readonly record struct AttentionMask
         }
         if (MemoryCausal && MemoryCount == 0)
             throw new ArgumentException($"{op}: a memory-causal mask needs memory tokens (step expansion)", "mask");
+        if (WindowSpansPrefix && (MemoryCount == 0 || Window == 0))
+            throw new ArgumentException($"{op}: a window spanning the prefix needs a step-expansion mask with a window (memory tokens {MemoryCount}, window {Window})", "mask");
         if (ShiftUpperHalfHeads && GroupSize < 2)
             throw new ArgumentException($"{op}: shifted groups need a group size of at least 2, got {GroupSize}", "mask");
     }

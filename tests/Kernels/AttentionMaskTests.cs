@@ -18,8 +18,15 @@ public static class DenseMasks
                 int qpos = tk - tq + i;           // bottom-right alignment
                 for (int j = 0; j < tk; j++)
                 {
-                    if (j < p) { mask[h, i, j] = true; continue; }   // the prefix is seen by every query
                     int rq = qpos - p, rk = j - p;
+                    if (j < p)
+                    {
+                        // The prefix is seen by every query, except that a window spanning the prefix limits the
+                        // ordinary (non-memory) queries of a step expansion to the prefix keys less than W positions back.
+                        bool ordinary = m.MemoryCount > 0 && rq < tq - m.MemoryCount;
+                        mask[h, i, j] = !(m.WindowSpansPrefix && ordinary) || qpos - j < m.Window;
+                        continue;
+                    }
                     mask[h, i, j] = m.MemoryCount > 0 ? StepExpansion(m, tq, rq, rk) : Rules(m, hq, h, rq, rk);
                 }
             }
@@ -73,6 +80,10 @@ public static class DenseMasks
         yield return (AttentionMask.StepExpansion(2, 5, 3, window: 4), 2, 12, 15);
         yield return (AttentionMask.StepExpansion(4, 2, 5, memoryCausal: true), 2, 14, 19);
         yield return (AttentionMask.StepExpansion(3, 10, memoryCausal: true), 1, 9, 9);
+        yield return (AttentionMask.StepExpansion(4, 2, 5, window: 3, memoryCausal: true, windowSpansPrefix: true), 2, 14, 19);
+        yield return (AttentionMask.StepExpansion(2, 4, 6, window: 2, memoryCausal: true, windowSpansPrefix: true), 1, 10, 16);
+        yield return (AttentionMask.StepExpansion(3, 3, 2, window: 5, windowSpansPrefix: true), 1, 12, 14);
+        yield return (AttentionMask.StepExpansion(2, 2, 0, window: 2, memoryCausal: true, windowSpansPrefix: true), 1, 6, 6);
         yield return (AttentionMask.BlockDiagonal(4), 2, 13, 13);
         yield return (AttentionMask.BlockDiagonal(4, causal: false), 2, 13, 13);
         yield return (AttentionMask.BlockDiagonal(6, causal: true, shiftUpperHalfHeads: true), 4, 17, 17);
@@ -162,6 +173,59 @@ public class AttentionMaskTests
     }
 
     [Fact]
+    public void StepExpansionIntervalsExhaustiveOverSmallDescriptors()
+    {
+        // Every combination of prefix, memory count, stride, window, memory-causal and a window spanning the prefix.
+        var bounds = new int[2 * AttentionMask.MaxIntervals];
+        int checkedMasks = 0;
+        for (int prefix = 0; prefix <= 3; prefix++)
+            for (int memory = 1; memory <= 3; memory++)
+                for (int stride = 1; stride <= 3; stride++)
+                    for (int window = 0; window <= 3; window++)
+                        foreach (bool memoryCausal in new[] { false, true })
+                            foreach (bool spans in window > 0 ? new[] { false, true } : new[] { false })
+                                for (int ordinary = 0; ordinary <= 4; ordinary++)
+                                {
+                                    var mask = AttentionMask.StepExpansion(memory, stride, prefix, window, memoryCausal, spans);
+                                    int tq = ordinary + memory, tk = tq + prefix;
+                                    mask.Validate("test", tq, tk);
+                                    checkedMasks++;
+                                    var dense = DenseMasks.Build(mask, 1, tq, tk);
+                                    for (int i = 0; i < tq; i++)
+                                    {
+                                        int count = mask.VisibleIntervals(0, 1, i, tq, tk, bounds);
+                                        for (int t = 1; t < count; t++) Assert.True(bounds[2 * t] > bounds[2 * t - 1], $"{mask}: query {i}: intervals touch");
+                                        for (int j = 0; j < tk; j++)
+                                        {
+                                            bool inside = false;
+                                            for (int t = 0; t < count; t++) inside |= j >= bounds[2 * t] && j < bounds[2 * t + 1];
+                                            Assert.True(inside == dense[0, i, j], $"{mask} Tq={tq} Tk={tk}: query {i}, key {j}");
+                                            Assert.True(inside == mask.IsVisible(0, 1, i, j, tq, tk), $"{mask} IsVisible Tq={tq} Tk={tk}: query {i}, key {j}");
+                                        }
+                                    }
+                                }
+        Assert.True(checkedMasks > 1000);
+    }
+
+    [Fact]
+    public void AWindowSpanningThePrefixLimitsOnlyTheOrdinaryQueries()
+    {
+        // Prefix 4, 3 ordinary, 2 memory, window 2: ordinary query 0 (position 4) sees prefix key 3 and itself; query 1
+        // only ordinary keys; the memory queries see the whole prefix.
+        var mask = AttentionMask.StepExpansion(2, 2, 4, window: 2, memoryCausal: true, windowSpansPrefix: true);
+        int tq = 5, tk = 9;
+        bool[] Row(int i) => [.. Enumerable.Range(0, tk).Select(j => mask.IsVisible(0, 1, i, j, tq, tk))];
+        Assert.Equal(new[] { false, false, false, true, true, false, false, false, false }, Row(0));
+        Assert.Equal(new[] { false, false, false, false, true, true, false, false, false }, Row(1));
+        Assert.Equal(new[] { false, false, false, false, false, true, true, false, false }, Row(2));
+        Assert.Equal(new[] { true, true, true, true, true, true, false, true, false }, Row(3));
+        Assert.Equal(new[] { true, true, true, true, true, true, true, true, true }, Row(4));
+        // Without the flag the prefix is seen by every query.
+        var plain = mask with { WindowSpansPrefix = false };
+        Assert.True(plain.IsVisible(0, 1, 2, 0, tq, tk));
+    }
+
+    [Fact]
     public void ValidateRejectsDescriptorsThatDoNotFit()
     {
         Assert.Throws<ArgumentException>(() => AttentionMask.CausalMask(10).Validate("op", 2, 5));
@@ -171,6 +235,8 @@ public class AttentionMaskTests
         Assert.Throws<ArgumentException>(() => AttentionMask.StepExpansion(3, 2).Validate("op", 5, 6));
         Assert.Throws<ArgumentException>(() => new AttentionMask { MemoryCausal = true, Causal = true }.Validate("op", 6, 6));
         Assert.Throws<ArgumentException>(() => (AttentionMask.StepExpansion(3, 2) with { Causal = true }).Validate("op", 6, 6));
+        Assert.Throws<ArgumentException>(() => AttentionMask.StepExpansion(3, 2, 2, windowSpansPrefix: true).Validate("op", 6, 8));
+        Assert.Throws<ArgumentException>(() => new AttentionMask { WindowSpansPrefix = true, Window = 2, Causal = true }.Validate("op", 6, 6));
         Assert.Throws<ArgumentException>(() => AttentionMask.BlockDiagonal(1, shiftUpperHalfHeads: true).Validate("op", 6, 6));
         var e = Assert.Throws<ArgumentException>(() => new AttentionMask { Window = -1 }.Validate("Attention", 4, 4));
         Assert.Equal("mask", e.ParamName);

@@ -30,6 +30,8 @@ public class AttentionTests
         ["batched-causal-prefix"] = new(AttentionMask.CausalMask(5), 3, 13, 18, 4, 2, 17),
         ["batched-step-expansion"] = new(AttentionMask.StepExpansion(3, 4), 2, 16, 16, 2, 2, 8),
         ["step-expansion-window"] = new(AttentionMask.StepExpansion(3, 4, 2, window: 3), 2, 15, 17, 4, 2, 8),
+        ["step-expansion-memory-causal"] = new(AttentionMask.StepExpansion(4, 3, 5, memoryCausal: true), 1, 16, 21, 4, 2, 8),
+        ["step-expansion-window-spans-prefix"] = new(AttentionMask.StepExpansion(4, 3, 6, window: 3, memoryCausal: true, windowSpansPrefix: true), 2, 16, 22, 4, 2, 8),
         ["no-keys"] = new(AttentionMask.None, 1, 5, 0, 2, 1, 4),
         // Up to four queries take the decode path: every mask kind, odd widths, GQA, a batch.
         ["decode-window-sinks-2q"] = new(AttentionMask.SlidingWindow(5, 2, 3), 1, 2, 40, 4, 2, 8),
@@ -48,6 +50,8 @@ public class AttentionTests
         ["window-sinks"] = new(AttentionMask.SlidingWindow(3, 1, 1), 1, 7, 8, 2, 2, 4),
         ["step-expansion-gqa4"] = new(AttentionMask.StepExpansion(2, 2, 1), 1, 7, 8, 4, 1, 3),
         ["step-expansion-window"] = new(AttentionMask.StepExpansion(2, 3, 1, window: 2), 1, 8, 9, 2, 1, 3),
+        ["step-expansion-memory-causal"] = new(AttentionMask.StepExpansion(3, 2, 2, memoryCausal: true), 1, 9, 11, 2, 1, 3),
+        ["step-expansion-window-spans-prefix"] = new(AttentionMask.StepExpansion(3, 2, 3, window: 2, memoryCausal: true, windowSpansPrefix: true), 1, 9, 12, 2, 1, 3),
         ["groups-shifted"] = new(AttentionMask.BlockDiagonal(3, causal: true, shiftUpperHalfHeads: true), 1, 7, 7, 4, 2, 5),
         ["none"] = new(AttentionMask.None, 1, 5, 6, 2, 1, 5),
         ["batched"] = new(AttentionMask.CausalMask(1), 2, 4, 6, 2, 1, 3),

@@ -16,7 +16,7 @@ public struct AttentionArgs
 {
     public int Tq, Tk, Hq, Hkv, D;
     public float Scale;
-    public int Prefix, Causal, Window, Sinks, MemoryCount, StepStride, GroupSize, Shift, MemoryCausal;
+    public int Prefix, Causal, Window, Sinks, MemoryCount, StepStride, GroupSize, Shift, MemoryCausal, WindowSpansPrefix;
     public int BlockQ, BlockK;
 }
 
@@ -432,14 +432,14 @@ public static class DeviceCode
     {
         var r = default(KeyIntervals);
         int p = a.Prefix, tq = a.Tq, tk = a.Tk;
-        r.Append(0, XMath.Min(p, tk));
+        int rq = tk - tq + i - p;
+        r.Append(ClipsPrefix(a, rq) ? XMath.Max(0, p + rq - a.Window + 1) : 0, XMath.Min(p, tk));   // the prefix (AttentionMask.WindowSpansPrefix)
         bool positional = a.Causal != 0 || a.Window > 0 || a.MemoryCount > 0 || a.GroupSize > 0;
         if (!positional)
         {
             r.Append(p, tk);
             return r;
         }
-        int rq = tk - tq + i - p;
         int n = tk - p;
         if (a.MemoryCount > 0)
         {
@@ -632,12 +632,16 @@ public static class DeviceCode
         for (int c = 0; c < d; c++) dq[qBase + c] += acc[accBase + c];
     }
 
+    /// <summary>True when query rq (relative to the prefix) sees the prefix only within its window (<see cref="AttentionMask.WindowSpansPrefix"/>).</summary>
+    private static bool ClipsPrefix(in AttentionArgs a, int rq) =>
+        a.WindowSpansPrefix != 0 && a.MemoryCount > 0 && a.Window > 0 && rq < a.Tq - a.MemoryCount;
+
     /// <summary>May query i (head h) see key j? The device form of <see cref="AttentionMask.IsVisible"/>.</summary>
     public static bool IsVisible(in AttentionArgs a, int head, int i, int j)
     {
         int p = a.Prefix;
-        if (j < p) return true;
         int rq = a.Tk - a.Tq + i - p;
+        if (j < p) return !ClipsPrefix(a, rq) || rq + p - j < a.Window;
         int rk = j - p;
         if (a.MemoryCount > 0)
         {

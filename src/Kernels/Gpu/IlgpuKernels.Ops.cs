@@ -12,7 +12,8 @@ public sealed partial class IlgpuKernels
     {
         Tq = s.Tq, Tk = s.Tk, Hq = s.Hq, Hkv = s.Hkv, D = s.D, Scale = s.Scale,
         Prefix = m.PrefixLength, Causal = m.Causal ? 1 : 0, Window = m.Window, Sinks = m.Sinks, MemoryCount = m.MemoryCount,
-        StepStride = m.StepStride, GroupSize = m.GroupSize, Shift = m.ShiftUpperHalfHeads ? 1 : 0, MemoryCausal = m.MemoryCausal ? 1 : 0, BlockQ = block, BlockK = block,
+        StepStride = m.StepStride, GroupSize = m.GroupSize, Shift = m.ShiftUpperHalfHeads ? 1 : 0, MemoryCausal = m.MemoryCausal ? 1 : 0,
+        WindowSpansPrefix = m.WindowSpansPrefix ? 1 : 0, BlockQ = block, BlockK = block,
     };
 
     private static int CheckHeadDim(string op, int d)

@@ -110,12 +110,29 @@ public sealed class BeaconMemory
 /// [all earlier beacons ; its own raw tokens (causal)], with RoPE positions 0, 1, ... over that combined sequence
 /// (the window's beacons continue after its raw tokens).
 /// </summary>
+/// <remarks>
+/// A base with local (sliding-window) layers (<see cref="LlamaConfig.LocalLayers"/>) is handled as UIO handles it
+/// (<see cref="UioLlm.Model.Uio.UioModel.EncoderMaskAt"/> for the memory tokens, <see cref="LlamaConfig.DecoderMask"/> for the
+/// tokens that are decoded): in a local layer (<see cref="MaskAt"/>)
+/// <list type="bullet">
+/// <item>the raw tokens keep the base's sliding window of <see cref="LlamaConfig.LocalWindow"/> positions, counted over
+/// [kept beacons ; raw tokens]: raw token t (position B + t) sees the raw tokens t - LocalWindow + 1 .. t and, only when
+/// t &lt; LocalWindow - 1, the last LocalWindow - 1 - t kept beacons, which hold the positions right before the window.
+/// This is exactly what the base's own local layer does over a cache prefix, so the inference session (the base's
+/// incremental decoding over the kept beacons' K/V) and the training forward agree, and a local layer never looks
+/// farther back than the base's window;</item>
+/// <item>the beacons keep the step-expansion rule of the global layers: beacon i reads every kept beacon, the raw tokens
+/// of its interval [0, (i+1)*alpha) and the beacons of its window up to itself, whatever the distance (as UIO's memory
+/// tokens read their whole span in a local layer).</item>
+/// </list>
+/// </remarks>
 public sealed class ActivationBeaconModel : IDisposable
 {
     private readonly BeaconLayer[] layers;
 
     /// <param name="window">W, the raw tokens of a window.</param>
-    /// <exception cref="ArgumentException">The base is trainable, carries LoRA, has local layers, or W does not fit it.</exception>
+    /// <exception cref="ArgumentException">The base is trainable or carries LoRA.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">W does not lie in [1, the base's context].</exception>
     public ActivationBeaconModel(LlamaModel baseModel, int window)
     {
         ArgumentNullException.ThrowIfNull(baseModel);
@@ -124,8 +141,6 @@ public sealed class ActivationBeaconModel : IDisposable
         if (baseModel.TrainableParameters().Any())
             throw new ArgumentException("ActivationBeacon: the base model has LoRA adapters attached; detach them first", nameof(baseModel));
         var c = baseModel.Config;
-        if (c.LocalLayers > 0)
-            throw new ArgumentException($"ActivationBeacon: the base has {c.LocalLayers} local (sliding-window) layers; beacons are defined over global layers only", nameof(baseModel));
         if (window < 1 || window > c.MaxSeqLen)
             throw new ArgumentOutOfRangeException(nameof(window), $"ActivationBeacon: window {window} must lie in [1, {c.MaxSeqLen}] (the base's trained context)");
         Base = baseModel;
@@ -144,6 +159,26 @@ public sealed class ActivationBeaconModel : IDisposable
 
     /// <summary>Everything Activation Beacon trains: the beacon embedding, then each layer's q/k/v/o beacon projections.</summary>
     public IEnumerable<Var> Parameters() => layers.SelectMany(l => l.Parameters()).Prepend(BeaconEmbedding);
+
+    /// <summary>
+    /// The mask of layer <paramref name="layer"/> over [<paramref name="keptBeacons"/> kept beacons ; raw tokens ;
+    /// <paramref name="beacons"/> beacons of the window] (queries: the raw tokens and the window's beacons): the
+    /// memory-causal step expansion at stride <paramref name="ratio"/>; in a local base layer the raw tokens' rows keep
+    /// the base's sliding window, which also covers the kept beacons (see the remarks of <see cref="ActivationBeaconModel"/>).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The layer is not one of the base's, or a count is not positive (negative for the kept beacons).</exception>
+    public AttentionMask MaskAt(int layer, int beacons, int ratio, int keptBeacons)
+    {
+        var c = Base.Config;
+        if ((uint)layer >= (uint)c.Layers)
+            throw new ArgumentOutOfRangeException(nameof(layer), $"ActivationBeacon: layer {layer} is not in [0, {c.Layers})");
+        if (beacons < 1) throw new ArgumentOutOfRangeException(nameof(beacons), $"ActivationBeacon: {beacons} beacons; a compressed window has at least one");
+        if (ratio < 1) throw new ArgumentOutOfRangeException(nameof(ratio), $"ActivationBeacon: compression ratio {ratio} must be positive");
+        if (keptBeacons < 0) throw new ArgumentOutOfRangeException(nameof(keptBeacons), $"ActivationBeacon: {keptBeacons} kept beacons");
+        return c.IsLocal(layer)
+            ? AttentionMask.StepExpansion(beacons, ratio, prefixLength: keptBeacons, window: c.LocalWindow, memoryCausal: true, windowSpansPrefix: true)
+            : AttentionMask.StepExpansion(beacons, ratio, prefixLength: keptBeacons, memoryCausal: true);
+    }
 
     /// <summary>Beacons a full window of W raw tokens gets at compression ratio <paramref name="ratio"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The ratio is not a positive divisor of W.</exception>
@@ -183,7 +218,6 @@ public sealed class ActivationBeaconModel : IDisposable
         for (int t = 0; t < b; t++) prefixPositions[t] = t;
         var beaconRows = new int[n];
         for (int i = 0; i < n; i++) beaconRows[i] = w + i;
-        AttentionMask? mask = n > 0 ? AttentionMask.StepExpansion(n, ratio, prefixLength: b, memoryCausal: true) : null;
 
         var newKeys = new Var[c.Layers];
         var newValues = new Var[c.Layers];
@@ -196,7 +230,9 @@ public sealed class ActivationBeaconModel : IDisposable
                 var v = tape.Reshape(Concat(tape, memory.ValuesOf(l)), b, c.KvHeads, c.HeadDim);
                 prefix = new KvPrefix(tape.Rope(k, prefixPositions, Base.Rope), v);
             }
+            // Without beacons the base's decoder mask over [kept beacons ; raw tokens] (a local layer: its sliding window).
             var hook = n > 0 ? new BeaconRows(layers[l], beaconRows) : null;
+            AttentionMask? mask = n > 0 ? MaskAt(l, n, ratio, b) : null;
             x = Base.Blocks[l].Forward(tape, x, positions, cache: null, prefix, hook, mask);
             if (hook is not null)
             {

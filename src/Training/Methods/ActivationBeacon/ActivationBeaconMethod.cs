@@ -35,7 +35,7 @@ public sealed class ActivationBeaconMethod : ITrainableMethod
         (model, options, _) => new ActivationBeaconMethod(model, options));
 
     /// <exception cref="MethodOptionException">An option is out of range, or no training ratio divides the window.</exception>
-    /// <exception cref="ArgumentException">The base does not fit (trainable, LoRA attached, local layers).</exception>
+    /// <exception cref="ArgumentException">The base does not fit (trainable, LoRA attached).</exception>
     public ActivationBeaconMethod(LlamaModel baseModel, MethodOptions options)
     {
         ArgumentNullException.ThrowIfNull(baseModel);
