@@ -167,7 +167,8 @@ public sealed partial class Attention
     }
 
     /// <summary>
-    /// A diagnostic hook (null: none): called on every forward with the rotated queries, the keys the queries
+    /// A diagnostic hook (null: none): called on every unbatched forward (<see cref="Forward"/>, not
+    /// <see cref="ForwardBatch"/>) with the rotated queries, the keys the queries
     /// attend to (prefix and cache included) and the mask, before the attention itself. Used to measure where a
     /// layer looks (e.g. the attention mass UIO's decoder puts on memory); the tensors are only valid during the call.
     /// </summary>
