@@ -52,13 +52,54 @@ public sealed partial class Attention
     /// The mask to use instead of the decoder's (<see cref="LlamaConfig.DecoderMask"/>), over the keys
     /// [prefix or cache ; own tokens] (e.g. a step-expansion mask whose prefix counts <paramref name="prefix"/>'s rows); null: the decoder's.
     /// </param>
+    /// <param name="adapters">
+    /// Optional projections of every row (see <see cref="IProjectionAdapters"/>, e.g. LoRA kept apart from the base):
+    /// where it returns one, it replaces this layer's projection for all rows (before <paramref name="rows"/> acts);
+    /// null leaves the result bit-identical.
+    /// </param>
     public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null, KvPrefix? prefix = null,
-        IRowProjections? rows = null, AttentionMask? mask = null)
+        IRowProjections? rows = null, AttentionMask? mask = null, IProjectionAdapters? adapters = null) =>
+        Run(tape, x, sequences: 0, positions, cache, prefix, rows, mask, adapters);
+
+    /// <summary>
+    /// A batch of <paramref name="sequences"/> independent sequences of equal length W, stacked as x [sequences * W, dim]
+    /// -> [sequences * W, dim]: every sequence is at the same <paramref name="positions"/> (length W) and attends only to
+    /// itself, under <paramref name="mask"/> (null: the decoder's, <see cref="LlamaConfig.DecoderMask"/>) over its own W
+    /// keys; the attention runs once on [sequences, W, heads, head_dim]. No cache and no prefix; <see cref="Observer"/>
+    /// is not called (its probe describes one sequence). <paramref name="adapters"/> and <paramref name="rows"/> (row
+    /// indices into the stacked x) act as in <see cref="Forward"/>. UIO's encoder runs its segments this way.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="sequences"/> is below 1.</exception>
+    /// <exception cref="ArgumentException">x is not [sequences * positions.Length, dim], or no positions are given.</exception>
+    public Var ForwardBatch(Tape tape, Var x, int sequences, ReadOnlySpan<int> positions, AttentionMask? mask = null,
+        IProjectionAdapters? adapters = null, IRowProjections? rows = null)
+    {
+        CheckBatch(x, sequences, positions);
+        return Run(tape, x, sequences, positions, cache: null, prefix: null, rows, mask, adapters);
+    }
+
+    /// <summary>Throws unless x [sequences * positions.Length, dim] holds whole sequences of the positions' length.</summary>
+    internal void CheckBatch(Var x, int sequences, ReadOnlySpan<int> positions)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        if (sequences < 1)
+            throw new ArgumentOutOfRangeException(nameof(sequences), $"Attention layer {Layer}: a batch holds at least one sequence, got {sequences}");
+        if (positions.IsEmpty)
+            throw new ArgumentException($"Attention layer {Layer}: a batched forward needs the positions of one sequence, got none", nameof(positions));
+        if (x.Value.Rank != 2 || x.Value.Dim(0) != sequences * positions.Length)
+            throw new ArgumentException(
+                $"Attention layer {Layer}: batched input has shape {x.Value.ShapeString}, expected [{sequences} x {positions.Length} = {sequences * positions.Length}, dim]",
+                nameof(x));
+    }
+
+    /// <summary>The forward of <see cref="Forward"/> (sequences = 0) and <see cref="ForwardBatch"/> (sequences &gt;= 1: 4-D attention).</summary>
+    private Var Run(Tape tape, Var x, int sequences, ReadOnlySpan<int> positions, KvCache? cache, KvPrefix? prefix,
+        IRowProjections? rows, AttentionMask? mask, IProjectionAdapters? adapters)
     {
         int tokens = x.Value.Dim(0);
-        var q = tape.Rope(tape.Reshape(Project(tape, AttentionProjection.Query, Q, x, rows), tokens, Heads, HeadDim), positions, Rope);
-        var k = tape.Rope(tape.Reshape(Project(tape, AttentionProjection.Key, K, x, rows), tokens, KvHeads, HeadDim), positions, Rope);
-        var v = tape.Reshape(Project(tape, AttentionProjection.Value, V, x, rows), tokens, KvHeads, HeadDim);
+        var q = tape.Rope(tape.Reshape(Project(tape, AttentionProjection.Query, Q, x, rows, adapters), HeadShape(tokens, sequences, Heads)), positions, Rope);
+        var k = tape.Rope(tape.Reshape(Project(tape, AttentionProjection.Key, K, x, rows, adapters), HeadShape(tokens, sequences, KvHeads)), positions, Rope);
+        var v = tape.Reshape(Project(tape, AttentionProjection.Value, V, x, rows, adapters), HeadShape(tokens, sequences, KvHeads));
         if (cache is not null) (k, v) = AppendToCache(tape, k, v, cache);
         var decoderMask = Config.DecoderMask(Layer, prefixLength: cache?.PrefixLength ?? 0);
         if (prefix is { } p)
@@ -70,19 +111,24 @@ public sealed partial class Attention
             decoderMask = Config.DecoderMask(Layer, prefixLength: p.K.Value.Dim(0));
         }
         var used = mask ?? decoderMask;
-        Observer?.Invoke(new AttentionProbe(Layer, q.Value, k.Value, used));
+        if (sequences == 0) Observer?.Invoke(new AttentionProbe(Layer, q.Value, k.Value, used));
         var o = tape.Attention(q, k, v, used);
-        return Project(tape, AttentionProjection.Output, O, tape.Reshape(o, tokens, Heads * HeadDim), rows);
+        return Project(tape, AttentionProjection.Output, O, tape.Reshape(o, tokens, Heads * HeadDim), rows, adapters);
     }
 
+    /// <summary>[tokens, heads, head_dim], or [sequences, tokens / sequences, heads, head_dim] for a batch.</summary>
+    private int[] HeadShape(int tokens, int sequences, int heads) =>
+        sequences == 0 ? [tokens, heads, HeadDim] : [sequences, tokens / sequences, heads, HeadDim];
+
     /// <summary>
-    /// One projection of all rows of <paramref name="input"/>, with the rows <paramref name="rows"/> flags replaced by
-    /// what it returns: out = gather([base(input) ; hook(flagged rows)], map), a row copy, so an absent or identity
-    /// hook changes no bit; gradients reach the base path of the unflagged rows and the hook's result of the flagged ones.
+    /// One projection of all rows of <paramref name="input"/> (<paramref name="adapters"/>' where it gives one, else the
+    /// layer's own), with the rows <paramref name="rows"/> flags replaced by what it returns:
+    /// out = gather([base(input) ; hook(flagged rows)], map), a row copy, so an absent or identity hook changes no bit;
+    /// gradients reach the base path of the unflagged rows and the hook's result of the flagged ones.
     /// </summary>
-    private Var Project(Tape tape, AttentionProjection which, Linear linear, Var input, IRowProjections? rows)
+    private Var Project(Tape tape, AttentionProjection which, Linear linear, Var input, IRowProjections? rows, IProjectionAdapters? adapters)
     {
-        var y = linear.Forward(tape, input);
+        var y = adapters is null ? linear.Forward(tape, input) : Adapted(tape, which, linear, input, adapters);
         if (rows is null) return y;
         var flagged = rows.Rows;
         if (flagged.Count == 0) return y;
@@ -109,8 +155,20 @@ public sealed partial class Attention
         return tape.Embedding(tape.ConcatRows(y, replaced), map);
     }
 
+    /// <summary>The adapters' projection of every row, checked for shape; the layer's own where they give none.</summary>
+    private Var Adapted(Tape tape, AttentionProjection which, Linear linear, Var input, IProjectionAdapters adapters)
+    {
+        if (adapters.Project(tape, Layer, which, linear, input) is not { } adapted) return linear.Forward(tape, input);
+        int count = input.Value.Dim(0);
+        if (adapted.Value.Rank != 2 || adapted.Value.Dim(0) != count || adapted.Value.Dim(1) != linear.OutFeatures)
+            throw new InvalidOperationException(
+                $"Attention layer {Layer}: the adapted projection of {which} returned {adapted.Value.ShapeString}, expected [{count}, {linear.OutFeatures}]");
+        return adapted;
+    }
+
     /// <summary>
-    /// A diagnostic hook (null: none): called on every forward with the rotated queries, the keys the queries
+    /// A diagnostic hook (null: none): called on every unbatched forward (<see cref="Forward"/>, not
+    /// <see cref="ForwardBatch"/>) with the rotated queries, the keys the queries
     /// attend to (prefix and cache included) and the mask, before the attention itself. Used to measure where a
     /// layer looks (e.g. the attention mass UIO's decoder puts on memory); the tensors are only valid during the call.
     /// </summary>
@@ -160,6 +218,23 @@ public interface IRowProjections
     /// <paramref name="baseProjection"/> gives them (return it for the identity).
     /// </summary>
     Var Project(Tape tape, int layer, AttentionProjection which, Linear baseProjection, Var input, Var baseOutput);
+}
+
+/// <summary>
+/// A caller's own projections for EVERY row of a layer's input, e.g. LoRA adapters kept apart from the frozen base
+/// (UIO's encoder LoRA on W_Q and W_V through <see cref="Linear.Forward(Tape, Var, Lora)"/>), so adapted passes reuse
+/// <see cref="LlamaBlock.Forward"/> and <see cref="LlamaBlock.ForwardBatch"/> instead of copying them. Unlike
+/// <see cref="IRowProjections"/> there is no gather: a projection it returns replaces the layer's outright. Queries and
+/// keys are rotated after it; an <see cref="IRowProjections"/> hook of the same forward sees its result as the base output.
+/// </summary>
+public interface IProjectionAdapters
+{
+    /// <summary>
+    /// The projection <paramref name="which"/> of layer <paramref name="layer"/> for all rows of <paramref name="input"/>
+    /// (the normed states for Q/K/V, the attention output for O), [rows, baseProjection.OutFeatures]; or null for the
+    /// layer's own (<paramref name="baseProjection"/>'s forward), which leaves that projection bit-identical.
+    /// </summary>
+    Var? Project(Tape tape, int layer, AttentionProjection which, Linear baseProjection, Var input);
 }
 
 /// <summary>What <see cref="Attention.Observer"/> sees: queries [Tq, heads, head_dim] and keys [Tk, kv_heads, head_dim], both rotated, and the mask.</summary>
@@ -247,13 +322,39 @@ public sealed partial class LlamaBlock
     public Mlp Mlp { get; }
 
     /// <summary>
-    /// x [T, dim] -> [T, dim]; <paramref name="rows"/> and <paramref name="mask"/> are passed to
-    /// <see cref="Modules.Attention.Forward"/> (per-row projections and a mask instead of the decoder's).
+    /// x [T, dim] -> [T, dim]; <paramref name="rows"/>, <paramref name="mask"/> and <paramref name="adapters"/> are passed
+    /// to <see cref="Modules.Attention.Forward"/> (per-row projections, a mask instead of the decoder's, projections of
+    /// every row).
     /// </summary>
+    /// <param name="attentionInput">
+    /// Optional: called with the attention input norm(x) [T, dim] as soon as it is computed, before the attention reads
+    /// it (e.g. to gather rows of it as memory states, recorded on the tape in that order); null: not called.
+    /// </param>
     public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null, KvPrefix? prefix = null,
-        IRowProjections? rows = null, AttentionMask? mask = null)
+        IRowProjections? rows = null, AttentionMask? mask = null, IProjectionAdapters? adapters = null, Action<Var>? attentionInput = null)
     {
-        var h = tape.Add(x, Attention.Forward(tape, AttentionNorm.Forward(tape, x), positions, cache, prefix, rows, mask));
+        var normed = AttentionNorm.Forward(tape, x);
+        attentionInput?.Invoke(normed);
+        var h = tape.Add(x, Attention.Forward(tape, normed, positions, cache, prefix, rows, mask, adapters));
+        return tape.Add(h, Mlp.Forward(tape, FfnNorm.Forward(tape, h)));
+    }
+
+    /// <summary>
+    /// A batch of <paramref name="sequences"/> independent sequences of equal length W stacked as x [sequences * W, dim]
+    /// -> [sequences * W, dim], each at the same <paramref name="positions"/> (length W) and attending only to itself
+    /// under <paramref name="mask"/> (null: the decoder's); see <see cref="Modules.Attention.ForwardBatch"/>. Norms,
+    /// projections and MLP are the same row-wise code as in <see cref="Forward"/>. UIO's encoder runs its segments this way.
+    /// </summary>
+    /// <param name="attentionInput">As in <see cref="Forward"/>: called with norm(x) [sequences * W, dim].</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="sequences"/> is below 1.</exception>
+    /// <exception cref="ArgumentException">x is not [sequences * positions.Length, dim], or no positions are given.</exception>
+    public Var ForwardBatch(Tape tape, Var x, int sequences, ReadOnlySpan<int> positions, AttentionMask? mask = null,
+        IProjectionAdapters? adapters = null, IRowProjections? rows = null, Action<Var>? attentionInput = null)
+    {
+        Attention.CheckBatch(x, sequences, positions);
+        var normed = AttentionNorm.Forward(tape, x);
+        attentionInput?.Invoke(normed);
+        var h = tape.Add(x, Attention.ForwardBatch(tape, normed, sequences, positions, mask, adapters, rows));
         return tape.Add(h, Mlp.Forward(tape, FfnNorm.Forward(tape, h)));
     }
 

@@ -92,6 +92,27 @@ public sealed partial class Linear(Var weight)
         return Bias is null ? y : tape.AddBias(y, Bias);
     }
 
+    /// <summary>
+    /// x [T, in] -> [T, out] through this frozen weight plus a LoRA adapter the caller keeps apart from it (not
+    /// attached, so one base serves several adapted roles): x W^T + scale (x A^T) B^T, plus the bias. An attached
+    /// <see cref="Adapter"/> is not used.
+    /// </summary>
+    /// <exception cref="ArgumentException">The adapter's A or B does not fit this projection's [out, in].</exception>
+    /// <exception cref="InvalidOperationException">The weight itself is trainable (its gradient would be dropped).</exception>
+    public Var Forward(Tape tape, Var x, Lora adapter)
+    {
+        ArgumentNullException.ThrowIfNull(tape);
+        ArgumentNullException.ThrowIfNull(adapter);
+        if (Weight.RequiresGrad)
+            throw new InvalidOperationException($"Linear '{Weight.Name}': the weight itself is trainable; LoRA adapts frozen weights only");
+        if (adapter.A.Value.Dim(1) != InFeatures || adapter.B.Value.Dim(0) != OutFeatures)
+            throw new ArgumentException(
+                $"Linear '{Weight.Name}': adapter A {adapter.A.Value.ShapeString}, B {adapter.B.Value.ShapeString} do not fit a [{OutFeatures}, {InFeatures}] weight",
+                nameof(adapter));
+        var y = tape.Lora(x, Weight, adapter.A, adapter.B, adapter.Scale);
+        return Bias is null ? y : tape.AddBias(y, Bias);
+    }
+
     /// <summary>Mean cross-entropy of the projection's output (the LM head's logits) against targets: fused when no adapter is attached.</summary>
     public Var CrossEntropy(Tape tape, Var x, ReadOnlySpan<int> targets) =>
         Adapter is null && Bias is null ? tape.LinearCrossEntropy(x, Weight, targets) : tape.CrossEntropy(Forward(tape, x), targets);

@@ -31,6 +31,7 @@ public sealed class UioLayerAdapters(Lora encoderQ, Lora encoderV, Lora transfer
 public sealed class UioModel : IDisposable
 {
     private readonly UioLayerAdapters[] layers;
+    private readonly EncoderProjections encoderProjections;
 
     public UioModel(LlamaModel baseModel, UioConfig config, int seed = 0)
     {
@@ -62,6 +63,7 @@ public sealed class UioModel : IDisposable
                 new Lora(acc, c.Dim, c.KvDim, config.TransferRank, config.TransferAlpha, rng, p + "k_proj.transfer"),
                 new Lora(acc, c.Dim, c.KvDim, config.TransferRank, config.TransferAlpha, rng, p + "v_proj.transfer"));
         }
+        encoderProjections = new EncoderProjections(layers);
     }
 
     public LlamaModel Base { get; }
@@ -170,28 +172,18 @@ public sealed class UioModel : IDisposable
         // the base's sliding window (so their states are the base's own), while memory token i still reads its
         // whole span of the segment: the layer-(L+1) memory state -- the output of encoder layer L at the memory
         // positions -- can carry content such as a passkey even when the base's layer L is local.
-
+        // The segments run as one batch through the base's own blocks, with the encoder LoRA on W_Q and W_V
+        // (EncoderProjections); h_mem at each layer is the block's attention input at the memory positions (a gather).
         var states = new Var[c.Layers];
-        for (int layer = 0; layer < c.Layers; layer++)
+        for (int layer = 0; layer < c.Layers - 1; layer++)
         {
-            var block = Base.Blocks[layer];
-            var adapters = layers[layer];
-            var normed = block.AttentionNorm.Forward(tape, x);
-            // h_mem at this layer: the attention input at the memory positions (a gather).
-            states[layer] = tape.Embedding(normed, memoryIndex);
-            if (layer == c.Layers - 1) break;   // the last layer's attention and MLP feed nothing we keep
-
-            var attention = block.Attention;
-            var q = tape.Lora(normed, attention.Q.Weight, adapters.EncoderQ.A, adapters.EncoderQ.B, adapters.EncoderQ.Scale);
-            var k = tape.Linear(normed, attention.K.Weight);
-            var v = tape.Lora(normed, attention.V.Weight, adapters.EncoderV.A, adapters.EncoderV.B, adapters.EncoderV.Scale);
-            q = tape.Rope(tape.Reshape(q, segments, width, c.Heads, c.HeadDim), positions, Base.Rope);
-            k = tape.Rope(tape.Reshape(k, segments, width, c.KvHeads, c.HeadDim), positions, Base.Rope);
-            v = tape.Reshape(v, segments, width, c.KvHeads, c.HeadDim);
-            var o = tape.Attention(q, k, v, EncoderMaskAt(layer));
-            x = tape.Add(x, attention.O.Forward(tape, tape.Reshape(o, segments * width, c.Heads * c.HeadDim)));
-            x = tape.Add(x, block.Mlp.Forward(tape, block.FfnNorm.Forward(tape, x)));
+            int current = layer;
+            x = Base.Blocks[layer].ForwardBatch(tape, x, segments, positions, EncoderMaskAt(layer), encoderProjections,
+                attentionInput: normed => states[current] = tape.Embedding(normed, memoryIndex));
         }
+        // The last layer's attention and MLP feed nothing we keep: only its attention input is read.
+        int last = c.Layers - 1;
+        states[last] = tape.Embedding(Base.Blocks[last].AttentionNorm.Forward(tape, x), memoryIndex);
         return new Memory(states, segments, rows);
     }
 
@@ -289,5 +281,16 @@ public sealed class UioModel : IDisposable
         MemoryEmbedding.Value.Dispose();
         foreach (var layer in layers)
             foreach (var (_, lora) in layer.All()) lora.Dispose();
+    }
+
+    /// <summary>The encoder's W_Q and W_V of every layer: the base's projection plus that layer's encoder LoRA; W_K and W_O the base's.</summary>
+    private sealed class EncoderProjections(UioLayerAdapters[] layers) : IProjectionAdapters
+    {
+        public Var? Project(Tape tape, int layer, AttentionProjection which, Linear baseProjection, Var input) => which switch
+        {
+            AttentionProjection.Query => baseProjection.Forward(tape, input, layers[layer].EncoderQ),
+            AttentionProjection.Value => baseProjection.Forward(tape, input, layers[layer].EncoderV),
+            _ => null,
+        };
     }
 }
