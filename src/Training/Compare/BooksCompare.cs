@@ -437,14 +437,13 @@ public static class BooksCsv
     {
         ArgumentNullException.ThrowIfNull(result);
         var lines = new List<string> { Header };
-        static string Cell(string text) => text.Contains(',') || text.Contains('"') ? $"\"{text.Replace("\"", "\"\"")}\"" : text;
         foreach (var row in result.Rows)
         {
-            string tail = string.Create(CultureInfo.InvariantCulture, $"{row.TrainableParameters},{row.SecondsPerStep:G4},{row.MemoryBytes},{row.FinalLoss:G4},{Cell(row.Failure ?? "")}");
-            if (row.Cells.Count == 0) lines.Add($"{Cell(row.Method)},{Cell(row.Spec)},,,,,,{tail}");
+            string tail = string.Create(CultureInfo.InvariantCulture, $"{row.TrainableParameters},{row.SecondsPerStep:G4},{row.MemoryBytes},{row.FinalLoss:G4},{Eval.EvalOutput.Quote(row.Failure ?? "")}");
+            if (row.Cells.Count == 0) lines.Add($"{Eval.EvalOutput.Quote(row.Method)},{Eval.EvalOutput.Quote(row.Spec)},,,,,,{tail}");
             foreach (var c in row.Cells)
                 lines.Add(string.Create(CultureInfo.InvariantCulture,
-                    $"{Cell(row.Method)},{Cell(row.Spec)},{c.Windows},{c.Tokens},{c.Perplexity:G5},{c.LastWindowPerplexity:G5},{(c.OutOfRange ? 1 : 0)},{tail}"));
+                    $"{Eval.EvalOutput.Quote(row.Method)},{Eval.EvalOutput.Quote(row.Spec)},{c.Windows},{c.Tokens},{c.Perplexity:G5},{c.LastWindowPerplexity:G5},{(c.OutOfRange ? 1 : 0)},{tail}"));
         }
         return string.Join('\n', lines) + "\n";
     }

@@ -293,13 +293,12 @@ public static class CompareCsv
     {
         ArgumentNullException.ThrowIfNull(result);
         var lines = new List<string> { Header };
-        string Cell(string text) => text.Contains(',') || text.Contains('"') ? $"\"{text.Replace("\"", "\"\"")}\"" : text;
         foreach (var row in result.Rows)
         {
-            string tail = string.Create(CultureInfo.InvariantCulture, $"{row.TrainableParameters},{row.SecondsPerStep:G4},{row.MemoryBytes},{row.FinalLoss:G4},{Cell(row.Failure ?? "")}");
-            if (row.Distances.Count == 0) lines.Add($"{Cell(row.Method)},{Cell(row.Spec)},,,,,,{tail}");
+            string tail = string.Create(CultureInfo.InvariantCulture, $"{row.TrainableParameters},{row.SecondsPerStep:G4},{row.MemoryBytes},{row.FinalLoss:G4},{Eval.EvalOutput.Quote(row.Failure ?? "")}");
+            if (row.Distances.Count == 0) lines.Add($"{Eval.EvalOutput.Quote(row.Method)},{Eval.EvalOutput.Quote(row.Spec)},,,,,,{tail}");
             foreach (var d in row.Distances)
-                lines.Add(string.Create(CultureInfo.InvariantCulture, $"{Cell(row.Method)},{Cell(row.Spec)},{d.Distance},{d.Tokens},{d.Correct},{d.Trials},{d.Accuracy:G4},{tail}"));
+                lines.Add(string.Create(CultureInfo.InvariantCulture, $"{Eval.EvalOutput.Quote(row.Method)},{Eval.EvalOutput.Quote(row.Spec)},{d.Distance},{d.Tokens},{d.Correct},{d.Trials},{d.Accuracy:G4},{tail}"));
         }
         return string.Join('\n', lines) + "\n";
     }

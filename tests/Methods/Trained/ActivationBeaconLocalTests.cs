@@ -236,28 +236,7 @@ public sealed class ActivationBeaconLocalTests
         using var weights = GradCheck.RandomWeights(Mixed(), seed: 551);
         var model = new LlamaModel(weights);
         using var method = Create(model);
-        using var optimizer = new AdamW(method.Parameters, new AdamWSettings(WeightDecay: 0f));
-        // Window 1 repeats window 0: only the beacons can carry it over; window 0 is not scored.
-        var rng = new Rng(552);
-        var documents = Enumerable.Range(0, 4).Select(_ =>
-        {
-            var first = rng.Ints(Window, 0, 37);
-            return first.Concat(first).Append(first[0]).ToArray();
-        }).ToArray();
-        double Total(Func<int[], int[], DocumentLoss> f) => documents.Sum(d =>
-        {
-            var targets = d[1..];
-            for (int t = 0; t < Window - 1; t++) targets[t] = -100;
-            return f(d, targets).Loss;
-        });
-        double before = Total((d, t) => method.Loss(d, t, 2));
-        for (int step = 0; step < 40; step++)
-        {
-            foreach (var p in method.Parameters) p.Parameter.ZeroGrad();
-            Total((d, t) => method.Accumulate(d, t, step));
-            optimizer.Step(3e-2f);
-        }
-        double after = Total((d, t) => method.Loss(d, t, 2));
+        var (before, after) = ActivationBeaconTests.TrainRecall(method, Window, seed: 552);
         Assert.True(double.IsFinite(after) && after < 0.85 * before, $"loss went from {before:F3} to {after:F3}");
     }
 }
