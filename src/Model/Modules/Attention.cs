@@ -57,9 +57,15 @@ public sealed partial class Attention
     /// where it returns one, it replaces this layer's projection for all rows (before <paramref name="rows"/> acts);
     /// null leaves the result bit-identical.
     /// </param>
+    /// <param name="ownKeysValues">
+    /// Optional: called with the keys (before and after RoPE) and values the layer projected from its own T rows, each
+    /// [T, kv_heads, head_dim], before the cache or <paramref name="prefix"/> joins them (e.g. to keep a segment's keys for
+    /// the next one, or un-rotated keys for a memory); they are tape values, so gradients flow into whatever the caller
+    /// builds from them. Null: not called; calling it records nothing on the tape.
+    /// </param>
     public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null, KvPrefix? prefix = null,
-        IRowProjections? rows = null, AttentionMask? mask = null, IProjectionAdapters? adapters = null) =>
-        Run(tape, x, sequences: 0, positions, cache, prefix, rows, mask, adapters);
+        IRowProjections? rows = null, AttentionMask? mask = null, IProjectionAdapters? adapters = null, Action<LayerKv>? ownKeysValues = null) =>
+        Run(tape, x, sequences: 0, positions, cache, prefix, rows, mask, adapters, ownKeysValues);
 
     /// <summary>
     /// A batch of <paramref name="sequences"/> independent sequences of equal length W, stacked as x [sequences * W, dim]
@@ -75,7 +81,7 @@ public sealed partial class Attention
         IProjectionAdapters? adapters = null, IRowProjections? rows = null)
     {
         CheckBatch(x, sequences, positions);
-        return Run(tape, x, sequences, positions, cache: null, prefix: null, rows, mask, adapters);
+        return Run(tape, x, sequences, positions, cache: null, prefix: null, rows, mask, adapters, ownKeysValues: null);
     }
 
     /// <summary>Throws unless x [sequences * positions.Length, dim] holds whole sequences of the positions' length.</summary>
@@ -94,12 +100,14 @@ public sealed partial class Attention
 
     /// <summary>The forward of <see cref="Forward"/> (sequences = 0) and <see cref="ForwardBatch"/> (sequences &gt;= 1: 4-D attention).</summary>
     private Var Run(Tape tape, Var x, int sequences, ReadOnlySpan<int> positions, KvCache? cache, KvPrefix? prefix,
-        IRowProjections? rows, AttentionMask? mask, IProjectionAdapters? adapters)
+        IRowProjections? rows, AttentionMask? mask, IProjectionAdapters? adapters, Action<LayerKv>? ownKeysValues)
     {
         int tokens = x.Value.Dim(0);
         var q = tape.Rope(tape.Reshape(Project(tape, AttentionProjection.Query, Q, x, rows, adapters), HeadShape(tokens, sequences, Heads)), positions, Rope);
-        var k = tape.Rope(tape.Reshape(Project(tape, AttentionProjection.Key, K, x, rows, adapters), HeadShape(tokens, sequences, KvHeads)), positions, Rope);
+        var rawK = tape.Reshape(Project(tape, AttentionProjection.Key, K, x, rows, adapters), HeadShape(tokens, sequences, KvHeads));
+        var k = tape.Rope(rawK, positions, Rope);
         var v = tape.Reshape(Project(tape, AttentionProjection.Value, V, x, rows, adapters), HeadShape(tokens, sequences, KvHeads));
+        ownKeysValues?.Invoke(new LayerKv(rawK, k, v));
         if (cache is not null) (k, v) = AppendToCache(tape, k, v, cache);
         var decoderMask = Config.DecoderMask(Layer, prefixLength: cache?.PrefixLength ?? 0);
         if (prefix is { } p)
@@ -278,6 +286,13 @@ public readonly record struct AttentionProbe(int Layer, Tensor Queries, Tensor K
 }
 
 /// <summary>
+/// One layer's keys and values of the rows it just read: keys before RoPE (<paramref name="RawKeys"/>) and after
+/// (<paramref name="Keys"/>), and <paramref name="Values"/>; all [T, kv_heads, head_dim]. What
+/// <see cref="Attention.Forward"/> hands its ownKeysValues callback.
+/// </summary>
+public readonly record struct LayerKv(Var RawKeys, Var Keys, Var Values);
+
+/// <summary>
 /// Keys [P, kv_heads, head_dim] (already rotated) and values placed before a layer's own keys: every query
 /// sees all of them. UIO's decoder reads its memories this way.
 /// </summary>
@@ -330,12 +345,17 @@ public sealed partial class LlamaBlock
     /// Optional: called with the attention input norm(x) [T, dim] as soon as it is computed, before the attention reads
     /// it (e.g. to gather rows of it as memory states, recorded on the tape in that order); null: not called.
     /// </param>
+    /// <param name="ownKeysValues">
+    /// Optional: called with the keys (before and after RoPE) and values the layer projected from its own T rows (see
+    /// <see cref="Modules.Attention.Forward"/>); null: not called.
+    /// </param>
     public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions, KvCache? cache = null, KvPrefix? prefix = null,
-        IRowProjections? rows = null, AttentionMask? mask = null, IProjectionAdapters? adapters = null, Action<Var>? attentionInput = null)
+        IRowProjections? rows = null, AttentionMask? mask = null, IProjectionAdapters? adapters = null, Action<Var>? attentionInput = null,
+        Action<LayerKv>? ownKeysValues = null)
     {
         var normed = AttentionNorm.Forward(tape, x);
         attentionInput?.Invoke(normed);
-        var h = tape.Add(x, Attention.Forward(tape, normed, positions, cache, prefix, rows, mask, adapters));
+        var h = tape.Add(x, Attention.Forward(tape, normed, positions, cache, prefix, rows, mask, adapters, ownKeysValues));
         return tape.Add(h, Mlp.Forward(tape, FfnNorm.Forward(tape, h)));
     }
 

@@ -17,6 +17,7 @@ public sealed class AdaptedBlocks : IDisposable
     public static readonly string[] AttentionProjections = ["q_proj", "k_proj", "v_proj", "o_proj"];
 
     private readonly Dictionary<string, Lora>[] adapters;
+    private readonly BlockAdapters blockAdapters;
 
     /// <param name="baseModel">A frozen base without attached LoRA.</param>
     /// <param name="projections">Which of q_proj, k_proj, v_proj, o_proj get an adapter (at least one).</param>
@@ -53,6 +54,7 @@ public sealed class AdaptedBlocks : IDisposable
                 adapters[l][p] = new Lora(baseModel.Accelerator, linear.InFeatures, linear.OutFeatures, rank, alpha, rng, $"{namePrefix}layers.{l}.self_attn.{p}");
             }
         }
+        blockAdapters = new BlockAdapters(adapters);
     }
 
     public LlamaModel Base { get; }
@@ -74,8 +76,10 @@ public sealed class AdaptedBlocks : IDisposable
     /// <summary>
     /// The last block's output [T, dim] (the residual stream BEFORE the final norm) for input embeddings x [T, dim]
     /// at the given positions (default 0 .. T-1): causal attention (a local base layer keeps its sliding window),
-    /// adapted projections through LoRA, everything else the base's own.
+    /// adapted projections through LoRA, everything else the base's own. Each layer is the base's
+    /// <see cref="LlamaBlock.Forward"/> with this object's adapters as its <see cref="IProjectionAdapters"/>.
     /// </summary>
+    /// <exception cref="ArgumentException">x is not [T, dim], or the positions do not match its rows.</exception>
     public Var Forward(Tape tape, Var x, ReadOnlySpan<int> positions = default)
     {
         ArgumentNullException.ThrowIfNull(tape);
@@ -93,26 +97,24 @@ public sealed class AdaptedBlocks : IDisposable
         }
         else if (positions.Length != tokens)
             throw new ArgumentException($"AdaptedBlocks.Forward: {positions.Length} positions for {tokens} inputs", nameof(positions));
-        for (int layer = 0; layer < c.Layers; layer++)
-        {
-            var block = Base.Blocks[layer];
-            var attention = block.Attention;
-            var normed = block.AttentionNorm.Forward(tape, x);
-            var q = tape.Rope(tape.Reshape(Project(tape, normed, layer, "q_proj", attention.Q), tokens, c.Heads, c.HeadDim), positions, Base.Rope);
-            var k = tape.Rope(tape.Reshape(Project(tape, normed, layer, "k_proj", attention.K), tokens, c.KvHeads, c.HeadDim), positions, Base.Rope);
-            var v = tape.Reshape(Project(tape, normed, layer, "v_proj", attention.V), tokens, c.KvHeads, c.HeadDim);
-            var o = tape.Attention(q, k, v, c.DecoderMask(layer));
-            x = tape.Add(x, Project(tape, tape.Reshape(o, tokens, c.Heads * c.HeadDim), layer, "o_proj", attention.O));
-            x = tape.Add(x, block.Mlp.Forward(tape, block.FfnNorm.Forward(tape, x)));
-        }
+        for (int layer = 0; layer < c.Layers; layer++) x = Base.Blocks[layer].Forward(tape, x, positions, adapters: blockAdapters);
         return x;
     }
 
-    private Var Project(Tape tape, Var x, int layer, string name, Linear linear)
+    /// <summary>The adapters of each layer as the block's projections of every row; an unadapted projection stays the base's.</summary>
+    private sealed class BlockAdapters(Dictionary<string, Lora>[] adapters) : IProjectionAdapters
     {
-        if (!adapters[layer].TryGetValue(name, out var lora)) return linear.Forward(tape, x);
-        var y = tape.Lora(x, linear.Weight, lora.A, lora.B, lora.Scale);
-        return linear.Bias is null ? y : tape.AddBias(y, linear.Bias);
+        public Var? Project(Tape tape, int layer, AttentionProjection which, Linear baseProjection, Var input)
+        {
+            string name = which switch
+            {
+                AttentionProjection.Query => "q_proj",
+                AttentionProjection.Key => "k_proj",
+                AttentionProjection.Value => "v_proj",
+                _ => "o_proj",
+            };
+            return adapters[layer].TryGetValue(name, out var lora) ? baseProjection.Forward(tape, input, lora) : null;
+        }
     }
 
     private static Linear Projection(Attention attention, string name) => name switch

@@ -4,20 +4,19 @@ using UioLlm.Model.Modules;
 
 namespace UioLlm.Model.Methods;
 
-/// <summary>One layer's keys and values of the rows a block just read: keys before and after RoPE, values; all [T, kv_heads, head_dim].</summary>
-public readonly record struct LayerKv(Var RawKeys, Var Keys, Var Values);
-
 /// <summary>
 /// LoRA on the query and value projections of every layer of a frozen base, held outside the base (its
 /// <see cref="Linear"/> layers stay unadapted, so replicas and other methods share one base), and the decoder
-/// block the trained recurrence methods (RMT, Transformer-XL) run with it: the base's pre-norm block with q and v
-/// adapted, optionally reading keys and values of earlier rows in front of its own (a cached segment, a memory).
+/// block the trained recurrence methods (RMT, Transformer-XL) run with it: the base's own pre-norm block
+/// (<see cref="LlamaBlock.Forward"/>) with q and v adapted through <see cref="IProjectionAdapters"/>, optionally reading
+/// keys and values of earlier rows in front of its own (a cached segment, a memory) as its prefix.
 /// Tensor names are PEFT's: <c>base_model.model.model.layers.{L}.self_attn.{q_proj|v_proj}.lora_{A|B}.weight</c>.
 /// </summary>
 public sealed class QvLora : IDisposable
 {
     private readonly Lora[] q;
     private readonly Lora[] v;
+    private readonly QvAdapters blockAdapters;
 
     /// <param name="rng">Draws every A (B starts at zero, so a fresh adapter leaves the base unchanged).</param>
     public QvLora(LlamaModel baseModel, int rank, float alpha, Random rng)
@@ -36,6 +35,7 @@ public sealed class QvLora : IDisposable
             q[l] = new Lora(baseModel.Accelerator, c.Dim, c.Heads * c.HeadDim, rank, alpha, rng, p + "q_proj");
             v[l] = new Lora(baseModel.Accelerator, c.Dim, c.KvDim, rank, alpha, rng, p + "v_proj");
         }
+        blockAdapters = new QvAdapters(q, v);
     }
 
     public LlamaModel Base { get; }
@@ -74,28 +74,34 @@ public sealed class QvLora : IDisposable
     /// where the queries read [<paramref name="front"/> ; the T rows' own keys] under <paramref name="mask"/> (queries
     /// aligned bottom-right, see <see cref="AttentionMask"/>). <paramref name="front"/> holds rotated keys and values;
     /// gradients flow into it when it requires them. <paramref name="kv"/> receives the T rows' own keys and values.
+    /// This is the base's <see cref="LlamaBlock.Forward"/> with the q and v adapters as its <see cref="IProjectionAdapters"/>.
     /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="layer"/> is not a layer of the base.</exception>
+    /// <exception cref="ArgumentException">The positions do not match x's rows.</exception>
     public Var Block(Tape tape, int layer, Var x, ReadOnlySpan<int> positions, KvPrefix? front, AttentionMask mask, out LayerKv kv)
     {
         ArgumentNullException.ThrowIfNull(tape);
         ArgumentNullException.ThrowIfNull(x);
+        if ((uint)layer >= (uint)q.Length)
+            throw new ArgumentOutOfRangeException(nameof(layer), $"QvLora.Block: layer {layer} is outside the base's {q.Length} layers");
         int tokens = x.Value.Dim(0);
         if (positions.Length != tokens)
             throw new ArgumentException($"QvLora.Block: {positions.Length} positions for {tokens} rows", nameof(positions));
-        var c = Base.Config;
-        var block = Base.Blocks[layer];
-        var attention = block.Attention;
-        var normed = block.AttentionNorm.Forward(tape, x);
-        var query = tape.Rope(tape.Reshape(Project(tape, layer, attention.Q, normed), tokens, c.Heads, c.HeadDim), positions, Base.Rope);
-        var rawKeys = tape.Reshape(Project(tape, layer, attention.K, normed), tokens, c.KvHeads, c.HeadDim);
-        var keys = tape.Rope(rawKeys, positions, Base.Rope);
-        var values = tape.Reshape(Project(tape, layer, attention.V, normed), tokens, c.KvHeads, c.HeadDim);
-        kv = new LayerKv(rawKeys, keys, values);
-        var allKeys = front is { } f ? tape.ConcatRows(f.K, keys) : keys;
-        var allValues = front is { } g ? tape.ConcatRows(g.V, values) : values;
-        var o = tape.Attention(query, allKeys, allValues, mask);
-        var h = tape.Add(x, attention.O.Forward(tape, tape.Reshape(o, tokens, c.Heads * c.HeadDim)));
-        return tape.Add(h, block.Mlp.Forward(tape, block.FfnNorm.Forward(tape, h)));
+        LayerKv own = default;
+        var y = Base.Blocks[layer].Forward(tape, x, positions, prefix: front, mask: mask, adapters: blockAdapters, ownKeysValues: kv => own = kv);
+        kv = own;
+        return y;
+    }
+
+    /// <summary>The q and v adapters as the block's projections of every row (k and o stay the base's).</summary>
+    private sealed class QvAdapters(Lora[] q, Lora[] v) : IProjectionAdapters
+    {
+        public Var? Project(Tape tape, int layer, AttentionProjection which, Linear baseProjection, Var input) => which switch
+        {
+            AttentionProjection.Query => baseProjection.Forward(tape, input, q[layer]),
+            AttentionProjection.Value => baseProjection.Forward(tape, input, v[layer]),
+            _ => null,
+        };
     }
 
     public void Dispose()
