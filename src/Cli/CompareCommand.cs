@@ -107,15 +107,25 @@ internal static class CompareCommand
         console.Write(table);
         string csv = Path.Combine(o.Out, BooksTableFile), svg = Path.Combine(o.Out, BooksChartFile);
         AtomicFile.WriteText(csv, BooksCsv.Write(result));
-        var series = result.Rows.Where(r => r.Failure is null).ToDictionary(r => r.Method, r => r.Cells.Select(c => ((double)c.Windows, c.LastWindowPerplexity)).ToList());
-        AtomicFile.WriteText(svg, SvgChart.Lines($"books: perplexity of the last window of {settings.Window} tokens on {Path.GetFileName(settings.HeldOutBook)} (held out) vs context",
-            "context (windows)", "perplexity of the last window", series));
+        // Drawn on a scale that shows the differences among the methods that stay near the base; a method whose
+        // perplexity leaves that scale (extrapolation blow-ups) is named under the chart and stays in the table.
+        var measured = result.Rows.Where(r => r.Failure is null && r.Cells.Count > 0).ToList();
+        double reference = measured.Min(r => r.Cells[0].LastWindowPerplexity), ceiling = 1.5 * reference;
+        var drawn = measured.Where(r => r.Cells.All(c => c.LastWindowPerplexity <= ceiling)).ToList();
+        var offScale = measured.Except(drawn).Select(ChartName).ToList();
+        var series = drawn.ToDictionary(ChartName, r => r.Cells.Select(c => ((double)c.Windows, c.LastWindowPerplexity)).ToList());
+        AtomicFile.WriteText(svg, UioLlm.Training.Eval.SvgChart.Lines($"perplexity of the same last {settings.Window} tokens of {Path.GetFileName(settings.HeldOutBook)} (held out) vs context read",
+            "context (windows)", "perplexity of the last window", series, yFloor: Math.Floor(drawn.Min(r => r.Cells.Min(c => c.LastWindowPerplexity))),
+            note: offScale.Count == 0 ? null : $"above {ceiling:F0} somewhere, in the table only: {string.Join(", ", offScale)}"));
         console.MarkupLineInterpolated($"wrote {csv} and {svg}");
         foreach (var row in result.Rows.Where(r => r.Failure is not null))
             console.MarkupLineInterpolated($"{row.Method}: {row.Failure}");
         console.MarkupLineInterpolated($"{result.TrainTokens:N0} training tokens, {result.HeldOutTokens:N0} held-out tokens; total {(int)clock.Elapsed.TotalMinutes} min {clock.Elapsed.Seconds:00} s on {result.Device}{(result.BaseFromCache ? " (base from the cache)" : "")}");
         return 0;
     }
+
+    /// <summary>A books row's name in the chart: a trained method by its registry name, a reference as it is.</summary>
+    private static string ChartName(BooksRow row) => row.TrainableParameters > 0 ? row.Spec.Split(':')[0] : row.Method;
 
     private static readonly string EvalOutputMarker = UioLlm.Training.Eval.EvalOutput.OutOfRangeMarker.Trim();
 

@@ -10,9 +10,13 @@ public static class SvgChart
     private static readonly string[] Dashes = ["", "6,3", "2,2"];
 
     /// <param name="series">Name -> (x, y) points; x drawn on a log2 scale when <paramref name="logX"/>.</param>
-    public static string Lines(string title, string xLabel, string yLabel, IReadOnlyDictionary<string, List<(double X, double Y)>> series, bool logX = true, bool logY = false)
+    /// <param name="yFloor">The y axis's lower end (linear axis only; default: 0, or the smallest y when negative).</param>
+    /// <param name="note">A small line under the chart (e.g. what was left out of it).</param>
+    public static string Lines(string title, string xLabel, string yLabel, IReadOnlyDictionary<string, List<(double X, double Y)>> series, bool logX = true, bool logY = false,
+        double? yFloor = null, string? note = null)
     {
-        const double left = 70, right = 230, top = 40, bottom = 50;
+        const double left = 70, right = 230, top = 40;
+        double bottom = note is null ? 50 : 66;
         double width = 720, height = Math.Max(400, top + 30 + 18 * series.Count);
         var points = series.Values.SelectMany(p => p).ToList();
         if (points.Count == 0) throw new ArgumentException("SvgChart: no points to draw", nameof(series));
@@ -21,7 +25,7 @@ public static class SvgChart
         points = points.Where(p => double.IsFinite(p.Y) && (!logY || p.Y > 0)).ToList();
         if (points.Count == 0) throw new ArgumentException("SvgChart: no finite point to draw", nameof(series));
         double Fy(double y) => logY ? Math.Log10(y) : y;
-        double yMin = logY ? Math.Floor(points.Min(p => Fy(p.Y))) : Math.Min(0, points.Min(p => p.Y)), yMax = logY ? Math.Ceiling(points.Max(p => Fy(p.Y))) : points.Max(p => p.Y);
+        double yMin = logY ? Math.Floor(points.Min(p => Fy(p.Y))) : Math.Min(yFloor ?? 0, points.Min(p => p.Y)), yMax = logY ? Math.Ceiling(points.Max(p => Fy(p.Y))) : points.Max(p => p.Y);
         if (xMax == xMin) xMax = xMin + 1;
         if (yMax == yMin) yMax = yMin + 1;
         double X(double x) => left + (Fx(x) - xMin) / (xMax - xMin) * (width - left - right);
@@ -42,7 +46,9 @@ public static class SvgChart
             svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{left - 6}\" y=\"{F(Y(y) + 4)}\" text-anchor=\"end\">{F(logY ? Math.Pow(10, y) : y)}</text>\n");
             svg.Append(CultureInfo.InvariantCulture, $"<line x1=\"{left}\" y1=\"{F(Y(y))}\" x2=\"{width - right}\" y2=\"{F(Y(y))}\" stroke=\"#ddd\"/>\n");
         }
-        svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{(left + width - right) / 2}\" y=\"{height - 12}\" text-anchor=\"middle\">{Escape(xLabel)}</text>\n");
+        svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{(left + width - right) / 2}\" y=\"{height - bottom + 38}\" text-anchor=\"middle\">{Escape(xLabel)}</text>\n");
+        if (note is not null)
+            svg.Append(CultureInfo.InvariantCulture, $"<text x=\"10\" y=\"{height - 8}\" font-size=\"10\">{Escape(note)}</text>\n");
         svg.Append(CultureInfo.InvariantCulture, $"<text x=\"16\" y=\"{(top + height - bottom) / 2}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {(top + height - bottom) / 2})\">{Escape(yLabel)}</text>\n");
         int index = 0;
         foreach (var (name, line) in series)
