@@ -384,48 +384,32 @@ public static class MethodTraining
     }
 }
 
-/// <summary>A measured books row on disk (JSON with the fingerprint it was measured under).</summary>
+/// <summary>A measured books row on disk (<see cref="RowFile"/>).</summary>
 public static class BooksRowFile
 {
-    public static void Write(string path, string fingerprint, BooksRow row)
+    public static void Write(string path, string fingerprint, BooksRow row) => RowFile.Write(path, fingerprint, new JsonObject
     {
-        var json = new JsonObject
+        ["method"] = row.Method, ["spec"] = row.Spec, ["trainable_parameters"] = row.TrainableParameters,
+        ["seconds_per_step"] = row.SecondsPerStep, ["memory_bytes"] = row.MemoryBytes, ["final_loss"] = double.IsNaN(row.FinalLoss) ? null : row.FinalLoss,
+        ["cells"] = new JsonArray(row.Cells.Select(c => (JsonNode?)new JsonObject
         {
-            ["fingerprint"] = fingerprint, ["method"] = row.Method, ["spec"] = row.Spec, ["trainable_parameters"] = row.TrainableParameters,
-            ["seconds_per_step"] = row.SecondsPerStep, ["memory_bytes"] = row.MemoryBytes, ["final_loss"] = double.IsNaN(row.FinalLoss) ? null : row.FinalLoss,
-            ["cells"] = new JsonArray(row.Cells.Select(c => (JsonNode?)new JsonObject
-            {
-                ["windows"] = c.Windows, ["tokens"] = c.Tokens, ["perplexity"] = c.Perplexity, ["last_window_perplexity"] = c.LastWindowPerplexity, ["out_of_range"] = c.OutOfRange,
-            }).ToArray()),
-        };
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        AtomicFile.Write(path, stream => stream.Write(Encoding.UTF8.GetBytes(json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }))));
-    }
+            ["windows"] = c.Windows, ["tokens"] = c.Tokens, ["perplexity"] = c.Perplexity, ["last_window_perplexity"] = c.LastWindowPerplexity, ["out_of_range"] = c.OutOfRange,
+        }).ToArray()),
+    });
 
     /// <summary>The row at <paramref name="path"/> when it exists, parses and was measured under <paramref name="fingerprint"/>; null otherwise.</summary>
-    public static BooksRow? TryRead(string path, string fingerprint)
+    public static BooksRow? TryRead(string path, string fingerprint) => RowFile.TryRead(path, fingerprint, root =>
     {
-        if (!File.Exists(path)) return null;
-        try
-        {
-            using var json = JsonDocument.Parse(File.ReadAllText(path));
-            var root = json.RootElement;
-            if (root.GetProperty("fingerprint").GetString() != fingerprint) return null;
-            var cells = root.GetProperty("cells").EnumerateArray()
-                .Select(e => new BooksCell(e.GetProperty("windows").GetInt32(), e.GetProperty("tokens").GetInt32(), e.GetProperty("perplexity").GetDouble(),
-                    e.GetProperty("last_window_perplexity").GetDouble(), e.GetProperty("out_of_range").GetBoolean()))
-                .ToList();
-            if (cells.Count == 0 || cells.Any(c => !(c.Perplexity > 0) || !(c.LastWindowPerplexity > 0))) return null;
-            var loss = root.GetProperty("final_loss");
-            return new BooksRow(root.GetProperty("method").GetString() ?? throw new FormatException("method"), root.GetProperty("spec").GetString() ?? "",
-                root.GetProperty("trainable_parameters").GetInt64(), root.GetProperty("seconds_per_step").GetDouble(), root.GetProperty("memory_bytes").GetInt64(),
-                loss.ValueKind == JsonValueKind.Null ? double.NaN : loss.GetDouble(), cells);
-        }
-        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException or IOException)
-        {
-            return null;
-        }
-    }
+        var cells = root.GetProperty("cells").EnumerateArray()
+            .Select(e => new BooksCell(e.GetProperty("windows").GetInt32(), e.GetProperty("tokens").GetInt32(), e.GetProperty("perplexity").GetDouble(),
+                e.GetProperty("last_window_perplexity").GetDouble(), e.GetProperty("out_of_range").GetBoolean()))
+            .ToList();
+        if (cells.Count == 0 || cells.Any(c => !(c.Perplexity > 0) || !(c.LastWindowPerplexity > 0))) return null;
+        var loss = root.GetProperty("final_loss");
+        return new BooksRow(root.GetProperty("method").GetString() ?? throw new FormatException("method"), root.GetProperty("spec").GetString() ?? "",
+            root.GetProperty("trainable_parameters").GetInt64(), root.GetProperty("seconds_per_step").GetDouble(), root.GetProperty("memory_bytes").GetInt64(),
+            loss.ValueKind == JsonValueKind.Null ? double.NaN : loss.GetDouble(), cells);
+    });
 }
 
 /// <summary>The books comparison as CSV (one line per method and length).</summary>

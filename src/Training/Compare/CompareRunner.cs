@@ -242,46 +242,62 @@ public sealed class CompareRunner(CompareSettings settings, IProgress<DemoProgre
 
 }
 
-/// <summary>A measured row on disk (JSON with the fingerprint it was measured under).</summary>
-public static class CompareRowFile
+/// <summary>
+/// A comparison row on disk: a JSON object with the fingerprint it was measured under. Read back only when that
+/// fingerprint matches and the file parses; a damaged file is measured again, never trusted.
+/// </summary>
+public static class RowFile
 {
-    public static void Write(string path, string fingerprint, CompareRow row)
+    /// <summary>Writes <paramref name="body"/> plus the fingerprint to <paramref name="path"/> atomically (its folder created).</summary>
+    public static void Write(string path, string fingerprint, JsonObject body)
     {
-        var json = new JsonObject
-        {
-            ["fingerprint"] = fingerprint, ["method"] = row.Method, ["spec"] = row.Spec, ["trainable_parameters"] = row.TrainableParameters,
-            ["seconds_per_step"] = row.SecondsPerStep, ["memory_bytes"] = row.MemoryBytes, ["final_loss"] = row.FinalLoss,
-            ["distances"] = new JsonArray(row.Distances.Select(d => (JsonNode?)new JsonObject
-            {
-                ["distance"] = d.Distance, ["tokens"] = d.Tokens, ["correct"] = d.Correct, ["trials"] = d.Trials,
-            }).ToArray()),
-        };
+        ArgumentNullException.ThrowIfNull(body);
+        body["fingerprint"] = fingerprint;
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        AtomicFile.Write(path, stream => stream.Write(Encoding.UTF8.GetBytes(json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }))));
+        AtomicFile.Write(path, stream => stream.Write(Encoding.UTF8.GetBytes(body.ToJsonString(new JsonSerializerOptions { WriteIndented = true }))));
     }
 
-    /// <summary>The row at <paramref name="path"/> when it exists, parses and was measured under <paramref name="fingerprint"/>; null otherwise (a damaged file is measured again, never trusted).</summary>
-    public static CompareRow? TryRead(string path, string fingerprint)
+    /// <summary><paramref name="read"/>'s row from the file, or null when it is missing, damaged, measured under another fingerprint, or <paramref name="read"/> refuses it.</summary>
+    public static T? TryRead<T>(string path, string fingerprint, Func<JsonElement, T?> read) where T : class
     {
+        ArgumentNullException.ThrowIfNull(read);
         if (!File.Exists(path)) return null;
         try
         {
             using var json = JsonDocument.Parse(File.ReadAllText(path));
-            var root = json.RootElement;
-            if (root.GetProperty("fingerprint").GetString() != fingerprint) return null;
-            string method = root.GetProperty("method").GetString() ?? throw new FormatException("method");
-            var distances = root.GetProperty("distances").EnumerateArray()
-                .Select(e => new DemoDistanceAccuracy(method, e.GetProperty("distance").GetInt32(), e.GetProperty("tokens").GetInt32(), e.GetProperty("correct").GetInt32(), e.GetProperty("trials").GetInt32()))
-                .ToList();
-            if (distances.Count == 0 || distances.Any(d => d.Trials <= 0 || d.Correct < 0 || d.Correct > d.Trials)) return null;
-            return new CompareRow(method, root.GetProperty("spec").GetString() ?? "", root.GetProperty("trainable_parameters").GetInt64(),
-                root.GetProperty("seconds_per_step").GetDouble(), root.GetProperty("memory_bytes").GetInt64(), root.GetProperty("final_loss").GetDouble(), distances);
+            return json.RootElement.GetProperty("fingerprint").GetString() == fingerprint ? read(json.RootElement) : null;
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException or IOException)
         {
             return null;
         }
     }
+}
+
+/// <summary>A measured passkey row on disk (<see cref="RowFile"/>).</summary>
+public static class CompareRowFile
+{
+    public static void Write(string path, string fingerprint, CompareRow row) => RowFile.Write(path, fingerprint, new JsonObject
+    {
+        ["method"] = row.Method, ["spec"] = row.Spec, ["trainable_parameters"] = row.TrainableParameters,
+        ["seconds_per_step"] = row.SecondsPerStep, ["memory_bytes"] = row.MemoryBytes, ["final_loss"] = row.FinalLoss,
+        ["distances"] = new JsonArray(row.Distances.Select(d => (JsonNode?)new JsonObject
+        {
+            ["distance"] = d.Distance, ["tokens"] = d.Tokens, ["correct"] = d.Correct, ["trials"] = d.Trials,
+        }).ToArray()),
+    });
+
+    /// <summary>The row at <paramref name="path"/> when it exists, parses and was measured under <paramref name="fingerprint"/>; null otherwise.</summary>
+    public static CompareRow? TryRead(string path, string fingerprint) => RowFile.TryRead(path, fingerprint, root =>
+    {
+        string method = root.GetProperty("method").GetString() ?? throw new FormatException("method");
+        var distances = root.GetProperty("distances").EnumerateArray()
+            .Select(e => new DemoDistanceAccuracy(method, e.GetProperty("distance").GetInt32(), e.GetProperty("tokens").GetInt32(), e.GetProperty("correct").GetInt32(), e.GetProperty("trials").GetInt32()))
+            .ToList();
+        if (distances.Count == 0 || distances.Any(d => d.Trials <= 0 || d.Correct < 0 || d.Correct > d.Trials)) return null;
+        return new CompareRow(method, root.GetProperty("spec").GetString() ?? "", root.GetProperty("trainable_parameters").GetInt64(),
+            root.GetProperty("seconds_per_step").GetDouble(), root.GetProperty("memory_bytes").GetInt64(), root.GetProperty("final_loss").GetDouble(), distances);
+    });
 }
 
 /// <summary>The comparison as CSV (one line per method and distance, then the efficiency columns).</summary>
