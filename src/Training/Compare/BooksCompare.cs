@@ -172,7 +172,7 @@ public sealed class BooksCompareRunner(BooksSettings settings, IProgress<DemoPro
                 progress?.Report(new DemoProgress(BasePhase, settings.PretrainSteps, settings.PretrainSteps, fromCache ? "loaded from the cache" : "pre-trained"));
                 var model = new LlamaModel(weights);
                 var rows = new List<BooksRow>();
-                foreach (var (label, spec) in References(model))
+                foreach (var (label, spec) in References())
                     rows.Add(Cached(Path.Combine(folder, "books", DemoRunner.Slug(label)), spec, () => Reference(model, label, spec, excerpts)));
                 foreach (var spec in settings.Specs())
                     rows.Add(Cached(Path.Combine(folder, "books", DemoRunner.Slug(spec)), spec, () => MeasureMethod(model, spec, Path.Combine(folder, "books", DemoRunner.Slug(spec)), excerpts)));
@@ -233,7 +233,7 @@ public sealed class BooksCompareRunner(BooksSettings settings, IProgress<DemoPro
             .ToList();
     }
 
-    private IEnumerable<(string Label, string Spec)> References(LlamaModel model)
+    private IEnumerable<(string Label, string Spec)> References()
     {
         yield return ($"base (sliding window of {settings.Window})", "base");
         yield return ("base (full attention)", "full");
@@ -245,7 +245,8 @@ public sealed class BooksCompareRunner(BooksSettings settings, IProgress<DemoPro
     private BooksRow Reference(LlamaModel model, string label, string spec, List<int[]> excerpts)
     {
         using var factory = MethodRegistry.Resolve(spec, new MethodContext(model)).Single();
-        return new BooksRow(label, spec, 0, 0, 0, double.NaN, Evaluate(label, factory.Create, excerpts, out long memory)) with { MemoryBytes = memory };
+        var cells = Evaluate(label, factory.Create, excerpts, out long memory);
+        return new BooksRow(label, spec, 0, 0, memory, double.NaN, cells);
     }
 
     private BooksRow Cached(string folder, string spec, Func<BooksRow> measure)
