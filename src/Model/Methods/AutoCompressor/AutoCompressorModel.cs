@@ -165,10 +165,6 @@ public sealed class AutoCompressorModel : IDisposable
 /// </summary>
 public sealed class AutoCompressorSession(AutoCompressorModel model) : CompressedSegmentSession(model.Config.Segment, model.Base.Config.VocabSize)
 {
-    private Tensor? summaries;
-
-    protected override int PrefixRows => summaries?.Dim(0) ?? 0;
-
     protected override LlamaConfig BaseConfig => model.Base.Config;
 
     protected override int PassPositions(int tokens) => PrefixRows + tokens + model.Config.Summary;
@@ -177,7 +173,7 @@ public sealed class AutoCompressorSession(AutoCompressorModel model) : Compresse
     {
         using var tape = new Tape(model.Accelerator, "autocompressor.session");
         using var _ = tape.NoGrad();
-        var pass = model.SegmentPass(tape, summaries is null ? null : Var.Constant(summaries), tokens, withSummaryTokens: false);
+        var pass = model.SegmentPass(tape, Prefix is null ? null : Var.Constant(Prefix), tokens, withSummaryTokens: false);
         return model.Logits(tape, tape.SliceRows(pass, PrefixRows, tokens.Length)).Value.ToArray();
     }
 
@@ -186,17 +182,7 @@ public sealed class AutoCompressorSession(AutoCompressorModel model) : Compresse
         using var tape = new Tape(model.Accelerator, "autocompressor.session");
         using var _ = tape.NoGrad();
         int p = PrefixRows, kappa = model.Config.Summary;
-        var pass = model.SegmentPass(tape, summaries is null ? null : Var.Constant(summaries), tokens, withSummaryTokens: true);
-        var next = model.Accelerator.Allocate([p + kappa, model.Base.Config.Dim], "autocompressor.summaries");
-        if (summaries is not null) model.Accelerator.Kernels.Copy(summaries, next.Slice(0, p));
-        model.Accelerator.Kernels.Copy(pass.Value.Slice(p + tokens.Length, kappa), next.Slice(p, kappa));
-        summaries?.Dispose();
-        summaries = next;
-    }
-
-    protected override void Release()
-    {
-        summaries?.Dispose();
-        summaries = null;
+        var pass = model.SegmentPass(tape, Prefix is null ? null : Var.Constant(Prefix), tokens, withSummaryTokens: true);
+        AppendPrefix(model.Accelerator, pass.Value.Slice(p + tokens.Length, kappa), kappa, "autocompressor.summaries");
     }
 }

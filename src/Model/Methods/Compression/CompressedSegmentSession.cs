@@ -6,7 +6,7 @@ namespace UioLlm.Model.Methods.Compression;
 /// The inference loop shared by the soft-prompt compression methods (AutoCompressor, ICAE): the stream is cut into
 /// segments of <see cref="SegmentLength"/> tokens; the tokens of the open segment are scored by one forward over
 /// [compressed prefix ; the segment's tokens so far] (<see cref="SegmentLogits"/>), and when a segment is complete it
-/// is folded into the prefix (<see cref="CloseSegment"/>). A token's log-probability comes from the logits after the
+/// is folded into the prefix (<see cref="CloseSegment"/>, which appends its rows with <see cref="AppendPrefix"/>). A token's log-probability comes from the logits after the
 /// token before it, so the first token of a segment is scored by the last position of the previous segment's pass:
 /// the same rule as the methods' training loss. The open segment is re-read on every <see cref="Feed"/>: a piece of
 /// p tokens costs one forward over at most prefix + segment rows.
@@ -15,6 +15,7 @@ public abstract class CompressedSegmentSession : ILongContextSession
 {
     private readonly List<int> segment = [];
     private float[] lastLogits = [];
+    private Tensor? prefix;
     private bool disposed;
 
     /// <param name="segmentLength">Tokens per segment (at least 1).</param>
@@ -32,8 +33,25 @@ public abstract class CompressedSegmentSession : ILongContextSession
     /// <summary>Width of a logits row.</summary>
     protected int Vocab { get; }
 
-    /// <summary>Rows of the compressed prefix the next segment reads (summary vectors or memory slots).</summary>
-    protected abstract int PrefixRows { get; }
+    /// <summary>The compressed prefix [<see cref="PrefixRows"/>, dim] the next segment reads (summary vectors or memory slots), oldest first; null before the first segment is closed.</summary>
+    protected Tensor? Prefix => prefix;
+
+    /// <summary>Rows of the compressed prefix the next segment reads.</summary>
+    protected int PrefixRows => prefix?.Dim(0) ?? 0;
+
+    /// <summary>
+    /// Appends <paramref name="count"/> rows (<paramref name="rows"/>, [count, dim]) to the prefix: a new tensor
+    /// [<see cref="PrefixRows"/> + count, dim] named <paramref name="name"/> replaces (and disposes) the old one.
+    /// </summary>
+    protected void AppendPrefix(Accelerator accelerator, Tensor rows, int count, string name)
+    {
+        int p = PrefixRows;
+        var next = accelerator.Allocate([p + count, BaseConfig.Dim], name);
+        if (prefix is not null) accelerator.Kernels.Copy(prefix, next.Slice(0, p));
+        accelerator.Kernels.Copy(rows, next.Slice(p, count));
+        prefix?.Dispose();
+        prefix = next;
+    }
 
     /// <summary>The base model (for the KV-size estimate and the trained window).</summary>
     protected abstract LlamaConfig BaseConfig { get; }
@@ -87,14 +105,12 @@ public abstract class CompressedSegmentSession : ILongContextSession
 
     public void Prefill(ReadOnlySpan<int> tokens) => Feed(tokens);
 
-    /// <summary>Releases what the method holds (its prefix tensors).</summary>
-    protected abstract void Release();
-
     public void Dispose()
     {
         if (disposed) return;
         disposed = true;
-        Release();
+        prefix?.Dispose();
+        prefix = null;
         GC.SuppressFinalize(this);
     }
 }

@@ -203,17 +203,13 @@ public sealed class IcaeModel : IDisposable
 /// </summary>
 public sealed class IcaeSession(IcaeModel model) : CompressedSegmentSession(model.Config.Chunk, model.Base.Config.VocabSize)
 {
-    private Tensor? slots;
-
-    protected override int PrefixRows => slots?.Dim(0) ?? 0;
-
     protected override LlamaConfig BaseConfig => model.Base.Config;
 
     protected override float[] SegmentLogits(ReadOnlySpan<int> tokens)
     {
         using var tape = new Tape(model.Accelerator, "icae.session");
         using var _ = tape.NoGrad();
-        var hidden = model.DecoderHidden(tape, slots is null ? null : Var.Constant(slots), null, tokens);
+        var hidden = model.DecoderHidden(tape, Prefix is null ? null : Var.Constant(Prefix), null, tokens);
         return model.Logits(tape, hidden).Value.ToArray();
     }
 
@@ -221,18 +217,7 @@ public sealed class IcaeSession(IcaeModel model) : CompressedSegmentSession(mode
     {
         using var tape = new Tape(model.Accelerator, "icae.session");
         using var _ = tape.NoGrad();
-        int p = PrefixRows, k = model.Config.Slots;
         var fresh = model.Compress(tape, tokens);
-        var next = model.Accelerator.Allocate([p + k, model.Base.Config.Dim], "icae.slots");
-        if (slots is not null) model.Accelerator.Kernels.Copy(slots, next.Slice(0, p));
-        model.Accelerator.Kernels.Copy(fresh.Value, next.Slice(p, k));
-        slots?.Dispose();
-        slots = next;
-    }
-
-    protected override void Release()
-    {
-        slots?.Dispose();
-        slots = null;
+        AppendPrefix(model.Accelerator, fresh.Value, model.Config.Slots, "icae.slots");
     }
 }

@@ -17,62 +17,49 @@ public interface IStreamAttentionState
 /// (<see cref="IStreamAttentionState"/>: a dilated-attention key/value cache, a linear-attention recurrent state).
 /// <see cref="ILongContextSession.OutOfTrainedRange"/> is set once the stream is longer than <see cref="TrainedRange"/>.
 /// </summary>
-public sealed class StreamStateSession : ILongContextSession
+public sealed class StreamStateSession : ChunkedSession
 {
     private readonly FinetunedLlama model;
     private readonly IStreamAttentionState state;
-    private float[]? lastLogits;
 
     /// <param name="model">The fine-tuned model (not owned).</param>
     /// <param name="state">The per-layer attention state (owned by the session).</param>
     /// <param name="trainedRange">Stream lengths the fine-tune is meant for.</param>
     /// <param name="chunk">Most tokens per step.</param>
     public StreamStateSession(FinetunedLlama model, IStreamAttentionState state, long trainedRange, int chunk = 256)
+        : base(Checked(model, state, trainedRange).Config.VocabSize, chunk)
+    {
+        this.model = model;
+        this.state = state;
+        TrainedRange = trainedRange;
+    }
+
+    /// <summary>The constructor's checks that come before the chunk's (model, state, then range).</summary>
+    private static FinetunedLlama Checked(FinetunedLlama model, IStreamAttentionState state, long trainedRange)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(state);
         ArgumentOutOfRangeException.ThrowIfLessThan(trainedRange, 1);
-        ArgumentOutOfRangeException.ThrowIfLessThan(chunk, 1);
-        this.model = model;
-        this.state = state;
-        TrainedRange = trainedRange;
-        Chunk = chunk;
+        return model;
     }
 
     /// <summary>The stream length from which a read counts as an extrapolation.</summary>
     public long TrainedRange { get; }
-    public int Chunk { get; }
-    public long TokensSeen { get; private set; }
-    public long KvBytes => state.Bytes;
-    public ReadOnlySpan<float> LastLogits => lastLogits;
-    public bool OutOfTrainedRange => TokensSeen > TrainedRange;
 
-    public double[] Feed(ReadOnlySpan<int> tokens)
+    /// <inheritdoc/>
+    public override long KvBytes => state.Bytes;
+
+    /// <inheritdoc/>
+    public override bool OutOfTrainedRange => TokensSeen > TrainedRange;
+
+    /// <inheritdoc/>
+    protected override float[] StepLogits(ReadOnlySpan<int> chunk)
     {
-        var logProbs = new double[tokens.Length];
-        Run(tokens, logProbs);
-        return logProbs;
+        using var tape = new Tape(model.Base.Accelerator, nameof(StreamStateSession));
+        using var _ = tape.NoGrad();
+        return model.Logits(tape, chunk, state.Attend, checked((int)TokensSeen)).Value.ToArray();
     }
 
-    public void Prefill(ReadOnlySpan<int> tokens) => Run(tokens, null);
-
-    private void Run(ReadOnlySpan<int> tokens, double[]? logProbs)
-    {
-        int vocab = model.Config.VocabSize;
-        for (int done = 0; done < tokens.Length;)
-        {
-            int take = Math.Min(Chunk, tokens.Length - done);
-            var chunk = tokens.Slice(done, take);
-            float[] rows;
-            using (var tape = new Tape(model.Base.Accelerator, nameof(StreamStateSession)))
-            using (tape.NoGrad())
-                rows = model.Logits(tape, chunk, state.Attend, checked((int)TokensSeen)).Value.ToArray();
-            TokensSeen += take;
-            if (logProbs is not null) LogProbs.OfChunk(lastLogits, rows, vocab, chunk, logProbs.AsSpan(done, take));
-            lastLogits = rows.AsSpan(rows.Length - vocab, vocab).ToArray();
-            done += take;
-        }
-    }
-
-    public void Dispose() { }
+    /// <inheritdoc/>
+    public override void Dispose() { }
 }

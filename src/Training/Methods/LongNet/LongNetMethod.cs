@@ -1,4 +1,3 @@
-using UioLlm.Kernels;
 using UioLlm.Model;
 using UioLlm.Model.Autograd;
 using UioLlm.Model.Methods;
@@ -19,60 +18,40 @@ namespace UioLlm.Training.Methods;
 /// the stream); the host computation costs O(T x stream x heads x head_dim) per layer and feed.
 /// One unit per document (<see cref="DocumentLoss.Units"/> = 1); every layer is dilated, local layers of the base included.
 /// </remarks>
-public sealed class LongNetMethod : FinetuneMethod
+public sealed class LongNetMethod : StreamAttentionFinetuneMethod<DilatedAttention>
 {
     public const string MethodName = "longnet";
 
     /// <summary>The registry entry.</summary>
     public static TrainableMethodDescriptor Descriptor { get; } = new(MethodName,
         "LongNet: dilated attention (segments w x ratio^i, every ratio^i-th token, levels mixed by softmax denominators), LoRA q,v fine-tune",
-        [
-            new("rank", "8", "LoRA rank on q, v"),
-            new("alpha", "16", "LoRA alpha (update scaled by alpha / rank)"),
+        OptionInfos("q, v",
             new("segment", "16", "w_0: the first level's segment length (dilation 1)"),
             new("ratio", "2", "geometric growth of segment length and dilation per level"),
-            new("levels", "3", "number of (segment, dilation) pairs"),
-            new("range", "0", "longest document / stream the method is meant for; 0: 16 x the base window"),
-        ],
+            new("levels", "3", "number of (segment, dilation) pairs")),
         (model, options, seed) => new LongNetMethod(model, options, seed));
 
     private LongNetMethod(LlamaModel baseModel, int seed, Settings settings)
-        : base(MethodName, new FinetunedLlama(baseModel, baseModel.Rope, settings.Rank, settings.Alpha, false, seed, ["q_proj", "v_proj"]), settings.Resolved, settings.Range)
-    {
-        Attention = settings.Attention;
-    }
+        : base(MethodName, baseModel, seed, settings, ["q_proj", "v_proj"]) { }
 
     /// <summary>A fresh LongNet fine-tune over <paramref name="baseModel"/> (LoRA A drawn from <paramref name="seed"/>, B = 0).</summary>
     /// <exception cref="MethodOptionException">An option is out of range.</exception>
     public LongNetMethod(LlamaModel baseModel, MethodOptions options, int seed) : this(baseModel, seed, Read(baseModel, options)) { }
 
-    /// <summary>The dilated pattern of every layer.</summary>
-    public DilatedAttention Attention { get; }
-
-    private sealed record Settings(int Rank, float Alpha, DilatedAttention Attention, long Range, IReadOnlyDictionary<string, string> Resolved);
-
-    private static Settings Read(LlamaModel baseModel, MethodOptions options)
+    private static Settings Read(LlamaModel baseModel, MethodOptions options) => Read(MethodName, baseModel, options, o =>
     {
-        ArgumentNullException.ThrowIfNull(baseModel);
-        ArgumentNullException.ThrowIfNull(options);
-        int rank = options.Int("rank", 8, 1);
-        double alpha = options.Double("alpha", 16, 1e-6, 1e6);
-        int segment = options.Int("segment", 16, 1, 1 << 20);
-        int ratio = options.Int("ratio", 2, 2, 64);
-        int levels = options.Int("levels", 3, 1, 16);
+        int segment = o.Int("segment", 16, 1, 1 << 20);
+        int ratio = o.Int("ratio", 2, 2, 64);
+        int levels = o.Int("levels", 3, 1, 16);
         if (Math.Pow(ratio, levels - 1) * segment > int.MaxValue)
             throw new MethodOptionException($"method '{MethodName}': the last segment, segment x ratio^(levels-1) = {segment} x {ratio}^{levels - 1}, is too long");
-        long resolvedRange = ReadRange(MethodName, baseModel, options);
-        return new Settings(rank, (float)alpha, new DilatedAttention(segment, ratio, levels), resolvedRange, new Dictionary<string, string>(options.Resolved));
-    }
-
-    /// <summary>Causal (the dilated pattern is not a mask the kernels know; <see cref="TrainingAttention"/> computes it).</summary>
-    public override AttentionMask TrainingMask(int layer, int tokens) => AttentionMask.CausalMask();
+        return () => new DilatedAttention(segment, ratio, levels);
+    });
 
     protected override Var TrainingAttention(Tape tape, int layer, Var q, Var k, Var v, int tokens) => Attention.Attend(tape, q, k, v);
 
     /// <summary>The dilated attention over the stream (keys and values kept; only new queries computed).</summary>
-    public override ILongContextSession OpenSession() => new StreamStateSession(Model, Attention.NewStreamState(Base.Config.Layers), TrainedRange);
+    protected override IStreamAttentionState NewStreamState() => Attention.NewStreamState(Base.Config.Layers);
 
     public override ITrainableMethod? CreateReplica() => new LongNetMethod(Base, new MethodOptions(MethodName, Options), seed: 0);
 }
