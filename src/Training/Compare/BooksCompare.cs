@@ -12,7 +12,6 @@ using UioLlm.Model.Tokenizers;
 using UioLlm.Model.Uio;
 using UioLlm.Training.Data;
 using UioLlm.Training.Demo;
-using UioLlm.Training.Estimators;
 using UioLlm.Training.Methods;
 using UioLlm.Training.Methods.Uio;
 using UioLlm.Training.Pretrain;
@@ -275,12 +274,8 @@ public sealed class BooksCompareRunner(BooksSettings settings, IProgress<DemoPro
 
     private ITrainableMethod Create(LlamaModel model, string spec)
     {
-        if (spec == "uio")
-        {
-            var uio = new UioModel(model, settings.UioConfig, Seeds.Derive(settings.Seed, 3));
-            return new UioTrainable(uio, seed => new UnbiasedIncremental(settings.EstimatorWindow, seed), ownsModel: true);
-        }
-        return TrainableMethods.Create(spec, model, Seeds.Derive(settings.Seed, 3));
+        int seed = Seeds.Derive(settings.Seed, 3);
+        return spec == "uio" ? UioTrainable.Unbiased(model, settings.UioConfig, settings.EstimatorWindow, seed) : TrainableMethods.Create(spec, model, seed);
     }
 
     private BooksRow MeasureMethod(LlamaModel model, string spec, string folder, List<int[]> excerpts)

@@ -10,7 +10,6 @@ using UioLlm.Model.Methods;
 using UioLlm.Model.Modules;
 using UioLlm.Model.Uio;
 using UioLlm.Training.Demo;
-using UioLlm.Training.Estimators;
 using UioLlm.Training.Methods;
 using UioLlm.Training.Methods.Uio;
 
@@ -111,8 +110,7 @@ public sealed class CompareRunner(CompareSettings settings, IProgress<DemoProgre
         if (spec == "uio")
         {
             var run = new DemoUioRun(DemoEstimator.Unbiased, demo.EstimatorWindow, DemoRegime.Curriculum);
-            var uio = new UioModel(model, demo.UioConfig(run) with { AllowExtrapolation = true }, Seeds.Derive(demo.Seed, 3));
-            return new UioTrainable(uio, seed => new UnbiasedIncremental(demo.EstimatorWindow, seed), ownsModel: true);
+            return UioTrainable.Unbiased(model, demo.UioConfig(run) with { AllowExtrapolation = true }, demo.EstimatorWindow, Seeds.Derive(demo.Seed, 3));
         }
         return TrainableMethods.Create(spec, model, Seeds.Derive(demo.Seed, 3));
     }

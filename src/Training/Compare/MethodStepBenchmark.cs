@@ -3,7 +3,6 @@ using UioLlm.Kernels;
 using UioLlm.Model;
 using UioLlm.Model.Modules;
 using UioLlm.Model.Uio;
-using UioLlm.Training.Estimators;
 using UioLlm.Training.Methods;
 using UioLlm.Training.Methods.Uio;
 
@@ -87,11 +86,10 @@ public static class MethodStepBenchmark
     private static ITrainableMethod Create(LlamaModel model, Shape shape, string spec)
     {
         if (spec != "uio") return TrainableMethods.Create(spec, model, seed: 3);
-        var uio = new UioModel(model, new UioConfig
+        return UioTrainable.Unbiased(model, new UioConfig
         {
             SegmentLength = shape.SegmentLength, MemoryTokens = shape.MemoryTokens, EncoderRank = shape.Rank, EncoderAlpha = 2 * shape.Rank, TransferRank = shape.Rank, TransferAlpha = 2 * shape.Rank,
             AllowExtrapolation = true,
-        }, 3);
-        return new UioTrainable(uio, seed => new UnbiasedIncremental(2, seed), ownsModel: true);
+        }, reservoir: 2, seed: 3);
     }
 }

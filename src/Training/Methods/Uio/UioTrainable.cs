@@ -30,6 +30,13 @@ public sealed class UioTrainable : ITrainableMethod
         Parameters = ParametersOf(model);
     }
 
+    /// <summary>
+    /// A fresh UIO memory on <paramref name="baseModel"/> (adapters drawn from <paramref name="seed"/>) trained with the
+    /// unbiased incremental estimator over a reservoir of <paramref name="reservoir"/> segments: the UIO row of the comparisons. Owns its model.
+    /// </summary>
+    public static UioTrainable Unbiased(LlamaModel baseModel, UioConfig config, int reservoir, int seed) =>
+        new(new UioModel(baseModel, config, seed), documentSeed => new UnbiasedIncremental(reservoir, documentSeed), ownsModel: true);
+
     /// <summary>A UIO model's trainable parameters with their weight-decay flags (every LoRA factor; not the memory embedding).</summary>
     public static IReadOnlyList<AdamWParameter> ParametersOf(UioModel model)
     {
